@@ -1,0 +1,164 @@
+"""Stage 7, evaluate: `quality_report`, utility (TRTR/TSTR) and memorization of each family's synthetic data."""
+
+
+import datetime as dt
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from dagster_project.partitions import model_families
+from resources import ImageStoreResource, QualityResource, WarehouseResource
+from synthdata.arrays import load_arrays, most_common_size
+from synthdata.evaluate import memorization, tstr_trtr
+from synthdata.render import image_grid, markdown_image
+from synthdata.warehouse import insert_df
+
+
+class EvaluateConfig(dg.Config):
+    seed: int = 0
+    image_mode: str = "L"
+
+
+def _labelled(con, store, sql: str, params: list, mode: str, size) -> tuple[np.ndarray, np.ndarray]:
+    df = con.execute(sql, params).df()
+    return load_arrays(store, list(df["blob_key"]), mode, size), df["label"].to_numpy()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@dg.asset(
+    partitions_def=model_families,
+    deps=["synthetic_images", "splits"],
+    pool="duckdb",
+    group_name="evaluation",
+    kinds={"duckdb", "python"},
+    description=(
+        "TRTR (train real, test real) and TSTR (train synthetic, test real) accuracy of one reference "
+        "classifier on the real test split, plus a memorization figure (nearest-training-image distance of "
+        "synthetic vs test images). Rows go to `quality_metrics`; a markdown report is written under "
+        "$SYNTHDATA_HOME/reports."
+    ),
+)
+def quality_report(
+    context: dg.AssetExecutionContext,
+    config: EvaluateConfig,
+    warehouse: WarehouseResource,
+    image_store: ImageStoreResource,
+) -> dg.MaterializeResult:
+    family = context.partition_key
+    store = image_store.store()
+    with warehouse.connect() as con:
+        sizes = con.execute("SELECT width, height FROM images JOIN splits USING (image_id) WHERE split='train'").df()
+        size = most_common_size(sizes["width"], sizes["height"])
+        split_sql = "SELECT i.blob_key, s.label FROM splits s JOIN images i USING (image_id) WHERE s.split = ? AND s.label IS NOT NULL ORDER BY s.image_id"
+        train_x, train_y = _labelled(con, store, split_sql, ["train"], config.image_mode, size)
+        test_x, test_y = _labelled(con, store, split_sql, ["test"], config.image_mode, size)
+        synth_x, synth_y = _labelled(
+            con, store, "SELECT blob_key, label FROM synthetic_images WHERE family = ? ORDER BY synthetic_id", [family],
+            config.image_mode, size,
+        )  # fmt: skip
+        checkpoint_id = con.execute("SELECT any_value(checkpoint_id) FROM synthetic_images WHERE family = ?", [family]).fetchone()[0]
+
+    utility = tstr_trtr(train_x, train_y, synth_x, synth_y, test_x, test_y, seed=config.seed)
+    memo = memorization(train_x, synth_x, test_x)
+    metrics = {
+        "trtr_accuracy": utility.trtr,
+        "tstr_accuracy": utility.tstr,
+        "tstr_trtr_ratio": utility.ratio,
+        "nn_distance_synthetic_median": memo.synth_median,
+        "nn_distance_test_median": memo.test_median,
+        "memorization_ratio": memo.ratio,
+        "near_copy_fraction": memo.copy_fraction,
+    }
+    evaluation_id = uuid.uuid4().hex[:16]
+    with warehouse.connect() as con:
+        insert_df(
+            con,
+            "quality_metrics",
+            pd.DataFrame(
+                {"evaluation_id": evaluation_id, "family": family, "checkpoint_id": checkpoint_id,
+                 "metric": list(metrics), "value": list(metrics.values()), "run_id": context.run.run_id}
+            ),
+        )  # fmt: skip
+
+    report_path = image_store.subdir("reports", family) / f"quality_{evaluation_id}.md"
+    grid = image_grid(np.concatenate([synth_x[synth_y == c][:10] for c in sorted(set(synth_y))]), ncol=10, scale=4)
+    report = render_report(family, evaluation_id, checkpoint_id, metrics, len(train_x), len(test_x), len(synth_x), grid)
+    _write_atomic(report_path, report)
+    _write_atomic(report_path.parent / "latest.md", report)
+    context.log.info(f"{family}: TRTR {utility.trtr:.3f} TSTR {utility.tstr:.3f} ratio {utility.ratio:.3f}; report {report_path}")
+    return dg.MaterializeResult(
+        metadata={
+            **{k: dg.MetadataValue.float(round(float(v), 4)) for k, v in metrics.items()},
+            "evaluation_id": evaluation_id,
+            "checkpoint_id": checkpoint_id or "",
+            "report": dg.MetadataValue.path(str(report_path)),
+            "report_url": dg.MetadataValue.url(report_path.as_uri()),
+        }
+    )
+
+
+def render_report(family, evaluation_id, checkpoint_id, metrics, n_train, n_test, n_synth, grid_png) -> str:
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items())
+    return f"""# Synthetic data quality: {family}
+
+Evaluation `{evaluation_id}` of checkpoint `{checkpoint_id}`, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}.
+
+Real train images: {n_train}; real test images: {n_test}; synthetic images: {n_synth}.
+
+| metric | value |
+|---|---|
+{rows}
+
+- **TRTR / TSTR**: accuracy on the real test split of the same logistic-regression classifier trained on real
+  train images / on synthetic images. The ratio is how much of the real data's usefulness the synthetic set carries.
+- **Memorization**: median distance from each synthetic (resp. real test) image to its nearest real training
+  image. A ratio well below 1 means the generator copies training images; `near_copy_fraction` counts synthetic
+  images closer to a training image than 99% of real test images are.
+
+## Samples (one row per class)
+
+{markdown_image(grid_png, "samples")}
+"""
+
+
+@dg.asset_check(
+    asset=quality_report,
+    blocking=True,
+    description="Blocking quality gate: TSTR/TRTR at or above the configured floor and few near-copies of "
+    "training images. Publishing (training_set) is skipped when it fails.",
+)
+def quality_gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, quality: QualityResource) -> dg.AssetCheckResult:
+    family = context.partition_key if context.has_partition_key else "gan"
+    with warehouse.connect() as con:
+        latest = con.execute(
+            """SELECT metric, value FROM quality_metrics WHERE evaluation_id = (
+                   SELECT evaluation_id FROM quality_metrics WHERE family = ? ORDER BY created_at DESC LIMIT 1)""",
+            [family],
+        ).df()
+    m = dict(zip(latest["metric"], latest["value"]))
+    ratio, copies = m.get("tstr_trtr_ratio", 0.0), m.get("near_copy_fraction", 1.0)
+    passed = ratio >= quality.min_tstr_trtr_ratio and copies <= quality.max_copy_fraction
+    return dg.AssetCheckResult(
+        passed=bool(passed),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"TSTR/TRTR {ratio:.3f} (floor {quality.min_tstr_trtr_ratio}); near-copies {copies:.3%} (max {quality.max_copy_fraction:.0%})",
+        metadata={
+            "tstr_trtr_ratio": float(ratio),
+            "floor": quality.min_tstr_trtr_ratio,
+            "near_copy_fraction": float(copies),
+            "max_copy_fraction": quality.max_copy_fraction,
+        },
+    )

@@ -1,0 +1,122 @@
+"""Stage 5, train: `generator`, one class-conditional generator checkpoint per model family (partition)."""
+
+
+import hashlib
+import json
+from pathlib import Path
+import dagster as dg
+import numpy as np
+import pandas as pd
+import yaml
+
+from dagster_project.partitions import model_families
+from resources import ImageStoreResource, TorchDevice, WarehouseResource
+from synthdata.arrays import data_fingerprint, load_arrays, most_common_size
+from synthdata.render import markdown_image
+from synthdata.warehouse import insert_df
+
+
+class GeneratorConfig(dg.Config):
+    max_steps: int = 20_000
+    max_seconds: float | None = 60.0
+    batch_size: int = 128
+    seed: int = 0
+    checkpoint_every: int = 500
+    include_augmented: bool = False
+    image_mode: str = "L"
+    # Further TrainConfig fields as YAML (family hyperparameters), e.g. "lr: 0.0001"; validated by TrainConfig.
+    hyperparameters_yaml: str = ""
+
+
+def load_training_set(con, store, mode: str, include_augmented: bool) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Train split (plus augmented rows if asked) as arrays: (images, class indices, class names, row ids)."""
+    train = con.execute(
+        """SELECT s.image_id AS id, s.label, i.blob_key, i.width, i.height FROM splits s
+           JOIN images i USING (image_id) WHERE s.split = 'train' AND s.label IS NOT NULL ORDER BY s.image_id"""
+    ).df()
+    if train.empty:
+        raise dg.Failure("the train split has no labelled images: run `splits` first")
+    size = most_common_size(train["width"], train["height"])
+    if include_augmented:
+        aug = con.execute(
+            "SELECT aug_id AS id, label, blob_key FROM augmented_images WHERE label IS NOT NULL ORDER BY aug_id"
+        ).df()
+        train = pd.concat([train, aug], ignore_index=True)
+    classes = sorted(train["label"].unique())
+    index = {c: i for i, c in enumerate(classes)}
+    x = load_arrays(store, list(train["blob_key"]), mode, size)
+    y = np.array([index[c] for c in train["label"]], dtype=np.int64)
+    return x, y, classes, list(train["id"])
+
+
+@dg.asset(
+    partitions_def=model_families,
+    deps=["splits", "augmented_images"],
+    pool="duckdb",
+    group_name="synthesis",
+    kinds={"pytorch"},
+    description=(
+        "A class-conditional generator trained on the train split, one partition per model family "
+        "(gan, vae, diffusion). Runs on the TorchDevice; checkpoints are written atomically under "
+        "$SYNTHDATA_HOME/checkpoints and an interrupted run resumes from its last checkpoint."
+    ),
+)
+def generator(
+    context: dg.AssetExecutionContext,
+    config: GeneratorConfig,
+    warehouse: WarehouseResource,
+    image_store: ImageStoreResource,
+    torch_device: TorchDevice,
+) -> dg.MaterializeResult:
+    from synthdata.train import TrainConfig, train_generator
+
+    family = context.partition_key
+    device = torch_device.resolve()
+    with warehouse.connect() as con:
+        x, y, classes, ids = load_training_set(con, image_store.store(), config.image_mode, config.include_augmented)
+    train_config = TrainConfig(
+        family=family,
+        max_steps=config.max_steps,
+        max_seconds=config.max_seconds,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        checkpoint_every=config.checkpoint_every,
+        **(yaml.safe_load(config.hyperparameters_yaml) or {}),
+    )
+    fingerprint = data_fingerprint(ids, classes, train_config.model_dump_json())
+    run_dir = image_store.subdir("checkpoints", family, fingerprint[:16])
+    context.log.info(f"training {family} on {len(x)} images {x.shape[1:]} x {len(classes)} classes on {device}; run dir {run_dir}")
+    result = train_generator(x, y, len(classes), train_config, device, Path(run_dir), log=context.log.info)
+
+    checkpoint_id = hashlib.sha256(Path(result.checkpoint_path).read_bytes()).hexdigest()[:16]
+    row = {
+        "checkpoint_id": checkpoint_id,
+        "family": family,
+        "path": str(result.checkpoint_path),
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "config": train_config.model_dump_json(),
+        "class_names": json.dumps(classes),
+        "data_fingerprint": fingerprint,
+        "run_id": context.run.run_id,
+    }
+    with warehouse.connect() as con:
+        con.execute("DELETE FROM generator_checkpoints WHERE checkpoint_id = ?", [checkpoint_id])
+        insert_df(con, "generator_checkpoints", pd.DataFrame([row]))
+    return dg.MaterializeResult(
+        metadata={
+            "family": family,
+            "device": device,
+            "checkpoint": dg.MetadataValue.path(str(result.checkpoint_path)),
+            "checkpoint_id": checkpoint_id,
+            "train_images": len(x),
+            "image_shape": str(tuple(x.shape[1:])),
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+            "steps_per_second": round(result.steps_per_second, 1),
+            "resumed_from_step": result.resumed_from_step if result.resumed_from_step is not None else -1,
+            **{f"final_{k}": round(float(v), 4) for k, v in result.final_losses.items()},
+            "samples": dg.MetadataValue.md(markdown_image(result.sample_grid_png, "EMA samples, one row per class")),
+            "loss_curves": dg.MetadataValue.md(markdown_image(result.loss_curve_png, "loss curves")),
+        }
+    )

@@ -1,0 +1,1 @@
+"""The synthdata code location: Definitions, jobs, schedules, sensors and partitions."""

@@ -1,0 +1,23 @@
+"""The Dagster instance under SYNTHDATA_HOME: its dagster.yaml, written once with the settings we rely on."""
+
+from pathlib import Path
+
+# DuckDB allows one writing process per file: every warehouse-writing asset is in the `duckdb` pool and the
+# instance runs one step of a pool at a time, so a backfill's parallel runs queue instead of colliding.
+DAGSTER_YAML = """\
+concurrency:
+  pools:
+    default_limit: 1
+  runs:
+    max_concurrent_runs: 4
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_instance_config(dagster_home: Path) -> Path:
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    path = dagster_home / "dagster.yaml"
+    if not path.exists():
+        path.write_text(DAGSTER_YAML)
+    return path

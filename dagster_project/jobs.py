@@ -1,0 +1,19 @@
+import dagster as dg
+
+from dagster_project.partitions import daily_drops, model_families
+
+# A drop's day: ingest it, then re-curate, re-split and re-augment everything downstream of it.
+daily_ingest_job = dg.define_asset_job(
+    "daily_ingest_job",
+    selection=dg.AssetSelection.assets("raw_images", "images", "splits", "augmented_images"),
+    partitions_def=daily_drops,
+    description="Ingest one day's landing drop and refresh the curated tables (images, splits, augmented_images).",
+)
+
+# One model family: train, sample, evaluate and (behind the blocking quality gate) publish.
+synthesis_job = dg.define_asset_job(
+    "synthesis_job",
+    selection=dg.AssetSelection.assets("generator", "synthetic_images", "quality_report", "training_set"),
+    partitions_def=model_families,
+    description="Train one generator family, sample synthetic images, evaluate them and publish the training set.",
+)

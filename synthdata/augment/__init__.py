@@ -1,0 +1,44 @@
+"""Declarative, seeded, batched image augmentation.
+
+`AugmentPolicy` says what to do (a validated, YAML-able list of ops with probabilities and ranges);
+`augment_batch` does it to a batch on the images' device, with every row reproducible from
+(policy, seed, parent_id). See `synthdata.augment.engine` for how the seeding and batching work.
+"""
+
+from synthdata.augment.engine import AugmentResult, augment_batch, draw_uniforms, noise_bank, row_seed
+from synthdata.augment.policy import (
+    KNOWN_OPS,
+    Affine,
+    AugmentPolicy,
+    ColorJitter,
+    Cutmix,
+    GaussianBlur,
+    GaussianNoise,
+    HFlip,
+    Mixup,
+    RandomErasing,
+    RandomResizedCrop,
+    Rotate,
+    VFlip,
+)
+
+__all__ = [
+    "KNOWN_OPS",
+    "Affine",
+    "AugmentPolicy",
+    "AugmentResult",
+    "ColorJitter",
+    "Cutmix",
+    "GaussianBlur",
+    "GaussianNoise",
+    "HFlip",
+    "Mixup",
+    "RandomErasing",
+    "RandomResizedCrop",
+    "Rotate",
+    "VFlip",
+    "augment_batch",
+    "draw_uniforms",
+    "noise_bank",
+    "row_seed",
+]

@@ -1,0 +1,325 @@
+"""Near-duplicate search without comparing all pairs: banded pHash candidates in DuckDB, an
+alignment-tolerant pixel confirmation, and first-seen-wins grouping.
+
+Pipeline (see ``benchmarks/near_dup_recall.py`` for the measured recall and false-duplicate rate):
+
+1. :func:`candidate_pairs` - pigeonhole banding of 64-bit pHashes in SQL. Splitting the hash into
+   ``radius + 1`` bands guarantees that two hashes within Hamming distance ``radius`` agree exactly on at
+   least one band, so an equi-join on (band, value) finds every such pair while only touching pairs that
+   share a band. Incremental: only pairs with a new image are produced, old images are never recompared.
+2. :func:`confirm_pairs` / :func:`similarity` - pHash agreement is necessary but not sufficient (small or
+   plain images collide), so candidates are confirmed on pixels with a normalised cross-correlation that
+   tolerates crops, resizes and brightness/contrast changes.
+3. :func:`group_duplicates` - union-find over exact and confirmed near pairs; the image seen first keeps
+   its place as the group's representative.
+
+Hashes are stored as DuckDB BIGINT (the uint64 bits reinterpreted, see :func:`synthdata.phash.to_signed`);
+UBIGINT columns work too.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+
+import duckdb
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+HASH_BITS = 64
+
+# Hamming radius for candidates. Measured on the planted set (benchmarks/near_dup_recall.py): resizes,
+# JPEG and brightness changes stay within a few bits, crops of up to 5% spread to ~10; larger radii mostly
+# add distinct-image candidates that the pixel check must then reject (and shrink the bands, which costs).
+DEFAULT_RADIUS = 10
+
+# Minimum :func:`similarity` to confirm a candidate; chosen from the measured gap between planted copies
+# and distinct images that collide in pHash (see the benchmark).
+DEFAULT_SIMILARITY = 0.93
+
+# Side of the square grid both images are sampled on. 32 matches pHash's own working resolution: enough
+# to tell faces and digits apart, small enough to try dozens of alignments per pair.
+WORK_SIZE = 32
+
+# Crop fractions tried on each side when aligning, relative to the image's extent (0 .. 5% in total).
+_CROP_STEPS = (0.0, 0.025, 0.05)
+_MAX_CROP = 0.05
+
+# Below this standard deviation (grey levels, 0..255) an image is flat and correlation is undefined.
+_FLAT_STD = 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. Candidate search
+# --------------------------------------------------------------------------------------------------
+
+
+def band_layout(radius: int) -> list[tuple[int, int]]:
+    """(shift, width) of the ``radius + 1`` bands that tile the 64 hash bits, widths differing by <= 1."""
+    if not 0 <= radius < HASH_BITS:
+        raise ValueError(f"radius must be in 0..{HASH_BITS - 1}, got {radius}")
+    n_bands = radius + 1
+    base, extra = divmod(HASH_BITS, n_bands)
+    layout, shift = [], 0
+    for i in range(n_bands):
+        width = base + (1 if i < extra else 0)
+        layout.append((shift, width))
+        shift += width
+    return layout
+
+
+def _hash_column_type(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """DuckDB type of ``table.phash`` (BIGINT or UBIGINT)."""
+    rows = con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall()
+    types = {name: dtype for name, dtype in rows}
+    if types.get("phash") not in ("BIGINT", "UBIGINT"):
+        raise TypeError(f"{table}.phash must be BIGINT or UBIGINT, got {types.get('phash')}")
+    return types["phash"]
+
+
+def candidate_pairs(
+    con: duckdb.DuckDBPyConnection, hashes_table: str, radius: int, new_only: bool = True
+) -> pd.DataFrame:
+    """Pairs of images whose pHashes differ in at most ``radius`` bits, found by banded equi-joins.
+
+    ``hashes_table`` has columns ``image_id VARCHAR, phash BIGINT|UBIGINT, is_new BOOLEAN``. Returns columns
+    ``a, b, distance`` with ``a < b`` (string order), one row per pair, sorted. With ``new_only`` only pairs
+    with at least one new image are returned: old-vs-old pairs were settled when those images arrived.
+    Exactly the pairs an all-pairs scan would find (pigeonhole), at the cost of the band collisions.
+    """
+    dtype = _hash_column_type(con, hashes_table)
+    bands = []
+    for index, (shift, width) in enumerate(band_layout(radius)):
+        mask = (1 << width) - 1
+        if dtype == "BIGINT" and width == HASH_BITS:
+            mask = -1  # all 64 bits of a signed value
+        bands.append(f"({index}, {shift}, {mask}::{dtype})")
+    # Arithmetic (sign-extending) shifts on BIGINT are harmless: the mask keeps only the band's own bits.
+    keyed = f"""
+        bands(band, shift, mask) AS (VALUES {", ".join(bands)}),
+        keyed AS (
+            SELECT h.image_id, h.phash, h.is_new, b.band, (h.phash >> b.shift) & b.mask AS v
+            FROM {hashes_table} h CROSS JOIN bands b
+        )"""
+    if new_only:
+        # Probe with the new images' bands only: cost scales with the drop, not with the archive.
+        join = """
+            SELECT least(x.image_id, y.image_id) AS a, greatest(x.image_id, y.image_id) AS b,
+                   bit_count(xor(x.phash, y.phash)) AS distance
+            FROM keyed x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id <> y.image_id
+            WHERE x.is_new"""
+    else:
+        join = """
+            SELECT x.image_id AS a, y.image_id AS b, bit_count(xor(x.phash, y.phash)) AS distance
+            FROM keyed x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id < y.image_id"""
+    sql = f"""
+        WITH {keyed}
+        SELECT DISTINCT a, b, distance::INTEGER AS distance FROM ({join}) WHERE distance <= {int(radius)}
+        ORDER BY a, b"""
+    return con.execute(sql).df()
+
+
+def band_collisions(con: duckdb.DuckDBPyConnection, hashes_table: str, radius: int, new_only: bool = True) -> int:
+    """Pairs the band join examines before the distance filter, summed over bands (a pair sharing several
+    bands counts once per band): the join's real work, to compare with the all-pairs count."""
+    dtype = _hash_column_type(con, hashes_table)
+    total = 0
+    for shift, width in band_layout(radius):
+        mask = -1 if (dtype == "BIGINT" and width == HASH_BITS) else (1 << width) - 1
+        old = "n - n_new" if new_only else "0"  # pairs among old images only are not examined
+        sql = f"""
+            SELECT coalesce(sum(n * (n - 1) / 2 - ({old}) * ({old} - 1) / 2), 0)::HUGEINT
+            FROM (SELECT count(*) AS n, count(*) FILTER (WHERE is_new) AS n_new
+                  FROM {hashes_table} GROUP BY (phash >> {shift}) & {mask}::{dtype})"""
+        total += int(con.execute(sql).fetchone()[0])
+    return total
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Confirmation on pixels
+# --------------------------------------------------------------------------------------------------
+
+
+def _to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3|4) -> float32 (H, W) luma."""
+    arr = np.asarray(image)
+    if arr.ndim == 3:
+        arr = arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return arr.astype(np.float32)
+
+
+def _prefilter(gray: np.ndarray) -> np.ndarray:
+    """Shrink large images to about twice the working size with an anti-aliasing filter, so that the
+    bilinear sampling below does not alias; small images are kept (bilinear upsampling is benign)."""
+    h, w = gray.shape
+    limit = 2 * WORK_SIZE
+    if max(h, w) <= limit:
+        return gray
+    scale = limit / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(gray.astype(np.float32)).resize(size, Image.Resampling.BOX))
+
+
+@lru_cache(maxsize=1)
+def _crop_boxes() -> np.ndarray:
+    """(K, 4) boxes (left, top, right, bottom) in normalised coordinates, each side cropped by a step of
+    ``_CROP_STEPS`` with at most ``_MAX_CROP`` removed per axis: every way a <= 5% crop may have been cut."""
+    axis = [(lo, 1.0 - hi) for lo in _CROP_STEPS for hi in _CROP_STEPS if lo + hi <= _MAX_CROP + 1e-9]
+    boxes = [(x0, y0, x1, y1) for (x0, x1) in axis for (y0, y1) in axis]
+    return np.array(boxes, dtype=np.float32)
+
+
+def _sample(gray: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``gray`` on a WORK_SIZE^2 grid spanning each normalised box: (K, WORK_SIZE^2).
+
+    Coordinates are normalised to the image extent, so images of any size share one frame: a resized copy
+    lands on the same grid, and a cropped copy lands on the grid of the matching box.
+    """
+    h, w = gray.shape
+    t = (np.arange(WORK_SIZE, dtype=np.float32) + 0.5) / WORK_SIZE
+    xs = boxes[:, 0:1] + (boxes[:, 2:3] - boxes[:, 0:1]) * t  # (K, S) normalised
+    ys = boxes[:, 1:2] + (boxes[:, 3:4] - boxes[:, 1:2]) * t
+    px = np.clip(xs * w - 0.5, 0, w - 1)  # pixel-centre convention, clamped at the borders
+    py = np.clip(ys * h - 0.5, 0, h - 1)
+    x0 = np.minimum(np.floor(px).astype(np.intp), max(w - 2, 0))
+    y0 = np.minimum(np.floor(py).astype(np.intp), max(h - 2, 0))
+    fx = (px - x0)[:, None, :]
+    fy = (py - y0)[:, :, None]
+    x1 = np.minimum(x0 + 1, w - 1)[:, None, :]
+    y1 = np.minimum(y0 + 1, h - 1)[:, :, None]
+    x0, y0 = x0[:, None, :], y0[:, :, None]
+    top = gray[y0, x0] * (1 - fx) + gray[y0, x1] * fx
+    bottom = gray[y1, x0] * (1 - fx) + gray[y1, x1] * fx
+    return (top * (1 - fy) + bottom * fy).reshape(len(boxes), -1)
+
+
+def _normalise(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-mean, unit-norm rows (for correlation) and each row's standard deviation."""
+    centred = samples - samples.mean(axis=1, keepdims=True)
+    std = centred.std(axis=1)
+    norm = np.linalg.norm(centred, axis=1, keepdims=True)
+    return centred / np.maximum(norm, 1e-12), std
+
+
+class _Prepared:
+    """An image's normalised samples: the full frame and all crop boxes (computed once per image)."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        gray = _prefilter(_to_gray(image))
+        boxes = _crop_boxes()
+        unit, std = _normalise(_sample(gray, boxes))
+        self.full = unit[0]  # box 0 is the uncropped frame
+        self.crops = unit
+        self.flat = bool(std[0] < _FLAT_STD)
+
+
+def _prepared_similarity(a: _Prepared, b: _Prepared) -> float:
+    """Max correlation of either full frame against every crop of the other (crops <= 5%)."""
+    if a.flat or b.flat:
+        return 1.0 if a.flat and b.flat else 0.0
+    # b may be a crop of a (compare a's crops with b's frame) or the other way round.
+    best = max(float((a.crops @ b.full).max()), float((b.crops @ a.full).max()))
+    return float(np.clip(best, -1.0, 1.0))
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Alignment-tolerant similarity in [-1, 1] of two uint8 images (any sizes, gray or RGB).
+
+    Both are sampled on a common 32x32 grid in normalised coordinates (so resizes line up) and compared by
+    normalised cross-correlation (so brightness/contrast changes do not matter), maximised over crops of
+    up to 5% of either image (so trimmed copies line up). Flat images match only flat images.
+    """
+    return _prepared_similarity(_Prepared(a), _Prepared(b))
+
+
+def confirm_pairs(
+    pairs: pd.DataFrame, load: Callable[[str], np.ndarray], threshold: float = DEFAULT_SIMILARITY
+) -> pd.DataFrame:
+    """Candidate pairs (columns a, b, ...) with a ``similarity`` column, keeping those >= ``threshold``.
+
+    Each image is loaded and prepared once however many pairs it is in.
+    """
+    prepared: dict[str, _Prepared] = {}
+
+    def get(image_id: str) -> _Prepared:
+        if image_id not in prepared:
+            prepared[image_id] = _Prepared(load(image_id))
+        return prepared[image_id]
+
+    scores = [_prepared_similarity(get(a), get(b)) for a, b in zip(pairs["a"], pairs["b"])]
+    out = pairs.assign(similarity=np.asarray(scores, dtype=np.float64))
+    return out[out["similarity"] >= threshold].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Grouping
+# --------------------------------------------------------------------------------------------------
+
+
+def _edges(pairs: pd.DataFrame | Iterable | None, kind: str) -> list[tuple[str, str, str, int]]:
+    """(a, b, kind, distance) from a DataFrame with a, b[, distance] or an iterable of (a, b[, distance])."""
+    if pairs is None:
+        return []
+    if isinstance(pairs, pd.DataFrame):
+        dist = pairs["distance"] if "distance" in pairs else [0] * len(pairs)
+        rows = zip(pairs["a"], pairs["b"], dist)
+    else:
+        rows = ((p[0], p[1], p[2] if len(p) > 2 else 0) for p in pairs)
+    return [(str(a), str(b), kind, int(d)) for a, b, d in rows]
+
+
+def group_duplicates(
+    order: Sequence[str],
+    exact_pairs: pd.DataFrame | Iterable | None,
+    near_pairs: pd.DataFrame | Iterable | None,
+) -> pd.DataFrame:
+    """Transitive duplicate groups: one row per non-representative member.
+
+    Columns ``representative, member, kind ('exact'|'near'), distance``. The representative is the group
+    member that comes first in ``order`` (first seen wins, so re-ingesting a drop never changes which copy
+    is kept). Each member carries the edge that links it on a shortest path from the representative,
+    exact edges preferred: a direct link to the representative when there is one.
+    """
+    rank = {image_id: i for i, image_id in enumerate(order)}
+    edges = _edges(exact_pairs, "exact") + _edges(near_pairs, "near")
+    unknown = {x for a, b, _, _ in edges for x in (a, b)} - rank.keys()
+    if unknown:
+        raise ValueError(f"pairs mention images missing from order: {sorted(unknown)[:5]}")
+
+    parent = {x: x for a, b, _, _ in edges for x in (a, b)}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]  # path halving keeps the trees shallow
+            x = parent[x]
+        return x
+
+    adjacency: dict[str, list[tuple[int, int, str, str]]] = defaultdict(list)
+    for a, b, kind, dist in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            # Union toward the earlier-seen root so each root is its component's first-seen member.
+            if rank[ra] < rank[rb]:
+                parent[rb] = ra
+            else:
+                parent[ra] = rb
+        key = (0 if kind == "exact" else 1, dist)
+        adjacency[a].append((*key, b, kind))
+        adjacency[b].append((*key, a, kind))
+
+    rows = []
+    for rep in sorted({find(x) for x in parent}, key=rank.__getitem__):
+        # BFS from the representative; neighbours sorted so exact / closer edges claim members first.
+        seen, queue = {rep}, deque([rep])
+        while queue:
+            node = queue.popleft()
+            for _, dist, other, kind in sorted(adjacency[node]):
+                if other not in seen:
+                    seen.add(other)
+                    queue.append(other)
+                    rows.append((rep, other, kind, dist, rank[other]))
+    frame = pd.DataFrame(rows, columns=["representative", "member", "kind", "distance", "_rank"])
+    frame = frame.sort_values(["_rank"]).drop(columns="_rank").reset_index(drop=True)
+    return frame.astype({"distance": "int64"})

@@ -1,0 +1,199 @@
+"""The DuckDB warehouse: table definitions and the few write patterns every stage uses.
+
+Every write is one transaction: a partition (or a whole table) is replaced atomically, so a failed run
+leaves the previous contents, never half of the new ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+SCHEMA: dict[str, str] = {
+    "raw_images": """
+        image_id VARCHAR NOT NULL,      -- sha256 of decoded pixels + mode + size
+        file_sha256 VARCHAR NOT NULL,   -- sha256 of the file bytes
+        partition_date DATE NOT NULL,
+        source_path VARCHAR NOT NULL,   -- relative to the landing root (#row=N for Parquet rows)
+        label VARCHAR,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        mode VARCHAR NOT NULL,          -- L or RGB after normalisation
+        original_mode VARCHAR,
+        format VARCHAR,
+        n_bytes BIGINT,
+        blob_key VARCHAR NOT NULL,      -- where the untouched original lives in the store
+        phash UBIGINT,                  -- 64-bit DCT perceptual hash
+        run_id VARCHAR,
+        ingested_at TIMESTAMP DEFAULT current_timestamp
+    """,
+    "rejected_images": """
+        partition_date DATE NOT NULL,
+        source_path VARCHAR NOT NULL,
+        label VARCHAR,
+        reason VARCHAR NOT NULL,
+        run_id VARCHAR,
+        rejected_at TIMESTAMP DEFAULT current_timestamp
+    """,
+    "images": """
+        image_id VARCHAR PRIMARY KEY,
+        label VARCHAR,
+        width INTEGER, height INTEGER, mode VARCHAR, format VARCHAR,
+        blob_key VARCHAR NOT NULL,
+        phash UBIGINT,
+        first_partition_date DATE,
+        source_path VARCHAR,            -- the first file seen with this content
+        n_files INTEGER,                -- files in all drops that decoded to this image
+        n_near_duplicates INTEGER,      -- other images folded into this one as near-duplicates
+        label_conflict BOOLEAN          -- copies arrived under different labels
+    """,
+    "duplicate_groups": """
+        representative_id VARCHAR NOT NULL,   -- the image kept in `images` (first seen)
+        member_id VARCHAR NOT NULL,           -- for exact: same id as the representative
+        member_source VARCHAR,                -- the duplicate file
+        kind VARCHAR NOT NULL,                -- exact | near
+        hamming INTEGER,                      -- pHash distance (0 for exact)
+        similarity DOUBLE                     -- confirmation score (1.0 for exact)
+    """,
+    "splits": """
+        image_id VARCHAR PRIMARY KEY,
+        label VARCHAR,
+        split VARCHAR NOT NULL,               -- train | val | test
+        group_id VARCHAR NOT NULL             -- duplicate group: a whole group shares a split
+    """,
+    "augmented_images": """
+        aug_id VARCHAR PRIMARY KEY,
+        parent_id VARCHAR NOT NULL,
+        label VARCHAR,
+        copy_index INTEGER,
+        seed BIGINT,
+        policy_fingerprint VARCHAR,
+        ops JSON,                             -- ops applied with their sampled parameters
+        soft_label JSON,
+        blob_key VARCHAR NOT NULL
+    """,
+    "generator_checkpoints": """
+        checkpoint_id VARCHAR PRIMARY KEY,
+        family VARCHAR NOT NULL,
+        path VARCHAR NOT NULL,
+        steps BIGINT, seconds DOUBLE,
+        config JSON,
+        class_names JSON,                     -- model class index -> label
+        data_fingerprint VARCHAR,
+        run_id VARCHAR,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    """,
+    "synthetic_images": """
+        synthetic_id VARCHAR PRIMARY KEY,
+        family VARCHAR NOT NULL,
+        label VARCHAR,
+        checkpoint_id VARCHAR NOT NULL,
+        checkpoint_path VARCHAR,
+        seed BIGINT,
+        blob_key VARCHAR NOT NULL
+    """,
+    "quality_metrics": """
+        evaluation_id VARCHAR NOT NULL,
+        family VARCHAR,
+        checkpoint_id VARCHAR,
+        metric VARCHAR NOT NULL,
+        value DOUBLE,
+        run_id VARCHAR,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    """,
+    "alerts": """
+        alert_id VARCHAR PRIMARY KEY,
+        created_at TIMESTAMP DEFAULT current_timestamp,
+        kind VARCHAR NOT NULL,                -- check_failed | run_failed
+        asset_key VARCHAR,
+        check_name VARCHAR,
+        run_id VARCHAR,
+        message VARCHAR,
+        delivered VARCHAR                     -- webhook outcome, or 'not configured'
+    """,
+}
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, tables: Iterable[str] | None = None) -> None:
+    for name in tables or SCHEMA:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({SCHEMA[name]})")
+
+
+def connect(path: Path | str, read_only: bool = False, timeout_s: float = 120.0) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, waiting while another process holds DuckDB's single-writer lock."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    if not read_only:
+        ensure_schema(con)
+    return con
+
+
+def insert_df(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> int:
+    """Insert matching columns by name (extra table columns take their defaults)."""
+    if df.empty:
+        return 0
+    con.register("_incoming", df)
+    try:
+        cols = ", ".join(f'"{c}"' for c in df.columns)
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming")
+    finally:
+        con.unregister("_incoming")
+    return len(df)
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> int:
+    """Swap a whole table's contents in one transaction."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {table}")
+        n = insert_df(con, table, df)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return n
+
+
+def replace_where(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list, df: pd.DataFrame) -> int:
+    """Replace the rows matching `where` (e.g. one partition, one family) in one transaction."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {table} WHERE {where}", params)
+        n = insert_df(con, table, df)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return n
+
+
+def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SCHEMA}
+
+
+def replace_tables(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Swap several tables' contents in one transaction (e.g. `images` with its `duplicate_groups`)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        counts = {}
+        for table, df in frames.items():
+            con.execute(f"DELETE FROM {table}")
+            counts[table] = insert_df(con, table, df)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return counts

@@ -1,0 +1,87 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from synthdata.ingest import IngestBatch, ingest_drop
+from synthdata.sources import iter_drop
+from synthdata.store import BlobStore
+from tests.conftest import png
+
+
+def run(drop: Path, landing: Path, store: BlobStore | None, workers: int = 0) -> IngestBatch:
+    out = IngestBatch()
+
+    def collect(b: IngestBatch) -> None:
+        out.accepted.extend(b.accepted)
+        out.rejected.extend(b.rejected)
+
+    ingest_drop(drop, landing, store, workers=workers, chunk_size=4, on_batch=collect)
+    return out
+
+
+def write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_imagefolder_drop_with_bad_files(landing, tmp_path, digits):
+    images, labels, _ = digits
+    drop = landing / "2024-01-05"
+    for i in range(6):
+        write(drop / str(labels[i]) / f"{i}.png", png(images[i]))
+    write(drop / "3" / "empty.png", b"")
+    write(drop / "3" / "notes.png", b"hello")
+    write(drop / "3" / "README.md", b"# not data")
+    write(drop / "loose.png", png(images[10]))  # unlabeled: directly in the drop
+    outside = tmp_path / "secret.png"
+    write(outside, png(images[11]))
+    os.symlink(outside, drop / "3" / "escape.png")
+    os.symlink(drop / "3" / "0.png" if (drop / "3" / "0.png").exists() else drop / "loose.png", drop / "inside_link.png")
+
+    store = BlobStore(tmp_path / "store")
+    result = run(drop, landing, store)
+    reasons = {r["source_path"]: r["reason"] for r in result.rejected}
+    assert reasons["2024-01-05/3/empty.png"] == "empty file (0 bytes)"
+    assert reasons["2024-01-05/3/notes.png"].startswith("not an image")
+    assert reasons["2024-01-05/3/README.md"].startswith("not an image file extension")
+    assert reasons["2024-01-05/3/escape.png"].startswith("symlink escapes the landing root")
+    accepted = {r["source_path"]: r for r in result.accepted}
+    assert len(accepted) == 8  # 6 labelled + loose + the link that stays inside the root
+    assert accepted["2024-01-05/loose.png"]["label"] is None
+    assert accepted[f"2024-01-05/{labels[0]}/0.png"]["label"] == str(labels[0])
+    # content-addressed: stored once under its id, bytes untouched
+    row = accepted[f"2024-01-05/{labels[0]}/0.png"]
+    assert store.read(row["blob_key"]) == png(images[0])
+    assert row["image_id"] in row["blob_key"]
+    assert all(isinstance(r["phash"], int) for r in result.accepted)
+
+
+def test_parallel_ingest_matches_in_process(landing, tmp_path, digits):
+    images, labels, _ = digits
+    drop = landing / "2024-02-01"
+    for i in range(40):
+        write(drop / str(labels[i]) / f"{i:03d}.png", png(images[i]))
+    serial = run(drop, landing, None, workers=0)
+    parallel = run(drop, landing, None, workers=2)
+    assert serial.accepted == parallel.accepted  # same rows, same (source) order
+
+
+def test_parquet_drop_in_hugging_face_layout(landing, tmp_path, digits):
+    images, labels, _ = digits
+    drop = landing / "2024-03-01"
+    drop.mkdir()
+    rows = [{"bytes": png(images[i]), "path": f"{i}.png"} for i in range(5)] + [{"bytes": None, "path": None}]
+    table = pa.table({"image": rows, "label": [int(v) for v in labels[:5]] + [1]})
+    pq.write_table(table, drop / "train-00000.parquet")
+    (drop / "labels.txt").write_text("\n".join(f"digit_{i}" for i in range(10)))
+    result = run(drop, landing, None)
+    assert [r["label"] for r in result.accepted] == [f"digit_{v}" for v in labels[:5]]
+    assert result.accepted[2]["source_path"] == "2024-03-01/train-00000.parquet#row=2"
+    assert result.rejected[0]["source_path"].endswith("#row=5")
+
+
+def test_missing_drop_yields_nothing(landing):
+    assert list(iter_drop(landing / "2030-01-01", landing)) == []
