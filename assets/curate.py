@@ -5,21 +5,18 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from assets._util import counts_md, md_table
+from assets._util import md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
-from synthdata.curate import exact_dedup
+from synthdata.curate import curate
 from synthdata.imageio import decode_image
 from synthdata.render import image_grid, markdown_image
-from synthdata.warehouse import replace_tables
-
-IMAGE_COLUMNS = [
-    "image_id", "label", "width", "height", "mode", "format", "blob_key", "phash",
-    "first_partition_date", "source_path", "n_files", "n_near_duplicates", "label_conflict",
-]  # fmt: skip
-
+from synthdata.near_dup import DEFAULT_RADIUS, DEFAULT_SIMILARITY
 
 class CurateConfig(dg.Config):
     near_duplicates: bool = True
+    # pHash Hamming radius for candidates and the pixel similarity that confirms one (see synthdata.near_dup).
+    hamming_radius: int = DEFAULT_RADIUS
+    similarity_threshold: float = DEFAULT_SIMILARITY
 
 
 @dg.asset(
@@ -28,9 +25,11 @@ class CurateConfig(dg.Config):
     group_name="curation",
     kinds={"duckdb", "python"},
     description=(
-        "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) "
+        "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) and "
+        "near-duplicates (pHash within `hamming_radius`, confirmed by an alignment-tolerant pixel similarity) "
         "collapse onto the first file seen (earliest drop, then path); every other copy is recorded in "
-        "`duplicate_groups` with its kind."
+        "`duplicate_groups` with its kind. New drops are compared against everything already accepted "
+        "without rehashing old images."
     ),
 )
 def images(
@@ -39,42 +38,63 @@ def images(
     warehouse: WarehouseResource,
     image_store: ImageStoreResource,
 ) -> dg.MaterializeResult:
-    with warehouse.connect() as con:
-        raw = con.execute("SELECT * FROM raw_images").df()
-        unique, groups = exact_dedup(raw)
-        unique = unique.rename(columns={"partition_date": "first_partition_date"})
-        unique["n_near_duplicates"] = 0
-        replace_tables(con, {"images": unique[IMAGE_COLUMNS], "duplicate_groups": groups})
-        per_drop = con.execute(
-            "SELECT first_partition_date AS drop, count(*) AS new_unique_images FROM images GROUP BY 1 ORDER BY 1"
-        ).df()
+    store = image_store.store()
 
-    kinds = groups["kind"].value_counts().to_dict() if not groups.empty else {}
-    context.log.info(f"{len(raw)} raw files -> {len(unique)} unique images; duplicates by kind: {kinds}")
+    def load_pixels(blob_key: str) -> np.ndarray:
+        return np.asarray(decode_image(store.read(blob_key)).image)
+
+    with warehouse.connect() as con:
+        stats = curate(con, load_pixels, config.near_duplicates, config.hamming_radius, config.similarity_threshold)
+        per_label = con.execute(
+            "SELECT coalesce(label, '(none)') AS label, count(*) AS images FROM images GROUP BY 1 ORDER BY 1"
+        ).df()
+        per_drop = con.execute(
+            """SELECT r.partition_date::VARCHAR AS drop, count(*) AS files,
+                      count(*) FILTER (WHERE i.image_id IS NOT NULL AND i.source_path = r.source_path) AS kept,
+                      count(*) FILTER (WHERE d.kind = 'exact') AS exact_dups,
+                      count(*) FILTER (WHERE d.kind = 'near') AS near_dups
+               FROM raw_images r
+               LEFT JOIN images i ON i.image_id = r.image_id
+               LEFT JOIN duplicate_groups d ON d.member_source = r.source_path
+               GROUP BY 1 ORDER BY 1"""
+        ).df()
+        groups = con.execute("SELECT * FROM duplicate_groups ORDER BY kind DESC, hamming DESC LIMIT 200").df()
+        keys = dict(con.execute("SELECT image_id, blob_key FROM _reps").fetchall())
+        conflicts = con.execute("SELECT count(*) FROM images WHERE label_conflict").fetchone()[0]
+
+    context.log.info(
+        f"{stats.raw_files} raw files -> {stats.images} images; {stats.exact_duplicates} exact and "
+        f"{stats.near_duplicates} near duplicates; {stats.new_compared} new images compared, "
+        f"{stats.candidates} candidates, {stats.confirmed} confirmed"
+    )
     metadata: dict[str, object] = {
-        "dagster/row_count": len(unique),
-        "raw_files": len(raw),
-        "unique_images": len(unique),
-        "exact_duplicates": int(kinds.get("exact", 0)),
-        "near_duplicates": int(kinds.get("near", 0)),
-        "label_conflicts": int(unique["label_conflict"].sum()) if len(unique) else 0,
-        "per_label": dg.MetadataValue.md(counts_md(unique["label"], "label")),
-        "per_drop": dg.MetadataValue.md(md_table(per_drop)),
+        "dagster/row_count": stats.images,
+        "raw_files": stats.raw_files,
+        "unique_images": stats.images,
+        "exact_duplicates": stats.exact_duplicates,
+        "near_duplicates": stats.near_duplicates,
+        "new_images_compared": stats.new_compared,
+        "near_candidates": stats.candidates,
+        "near_confirmed": stats.confirmed,
+        "label_conflicts": int(conflicts),
+        "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in stats.seconds.items()}),
+        "per_label": dg.MetadataValue.md(md_table(per_label, max_rows=500)),
+        "per_drop": dg.MetadataValue.md(md_table(per_drop, max_rows=500)),
     }
-    gallery = duplicate_gallery(raw, groups, image_store)
+    gallery = duplicate_gallery(groups, keys, store)
     if gallery:
         metadata["duplicate_gallery"] = dg.MetadataValue.md(gallery)
     return dg.MaterializeResult(metadata=metadata)
 
 
-def duplicate_gallery(raw: pd.DataFrame, groups: pd.DataFrame, image_store: ImageStoreResource, n: int = 8) -> str:
-    """Representative and duplicate side by side, one row per group (the originals from the store)."""
+def duplicate_gallery(groups: pd.DataFrame, key_of: dict[str, str], store, n: int = 10) -> str:
+    """Kept image and duplicate side by side, one row per group, near-duplicates first (the originals)."""
     if groups.empty:
         return ""
-    store = image_store.store()
-    key_of = dict(zip(raw["image_id"], raw["blob_key"]))
     tiles, lines = [], []
-    for row in groups.drop_duplicates("representative_id").head(n).itertuples():
+    shown = pd.concat([groups[groups["kind"] == "near"].drop_duplicates("representative_id").head(n - 3),
+                       groups[groups["kind"] == "exact"].drop_duplicates("representative_id").head(3)])  # fmt: skip
+    for row in shown.itertuples():
         pair = [key_of.get(row.representative_id), key_of.get(row.member_id)]
         if None in pair:
             continue

@@ -1,19 +1,15 @@
 """Stage 1, ingest: `raw_images`, one partition per daily landing drop."""
 
 
-import time
-
 import dagster as dg
 import numpy as np
-import pandas as pd
 
-from assets._util import counts_md, md_table
+from assets._util import md_table
 from dagster_project.partitions import daily_drops
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from synthdata.imageio import DecodeLimits, decode_image
-from synthdata.ingest import IngestBatch, ingest_drop
+from synthdata.ingest import IngestBatch, ingest_partition
 from synthdata.render import image_grid, markdown_image
-from synthdata.warehouse import insert_df
 
 
 class IngestConfig(dg.Config):
@@ -53,29 +49,18 @@ def raw_images(
     preview: list[str] = []
 
     with warehouse.connect() as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute("DELETE FROM raw_images WHERE partition_date = ?", [day])
-            con.execute("DELETE FROM rejected_images WHERE partition_date = ?", [day])
 
-            def write(batch: IngestBatch) -> None:
-                if batch.accepted:
-                    df = pd.DataFrame(batch.accepted).assign(partition_date=day, run_id=run_id)
-                    df["phash"] = df["phash"].astype("uint64")
-                    insert_df(con, "raw_images", df)
-                    preview.extend(r["blob_key"] for r in batch.accepted[: max(0, 40 - len(preview))])
-                if batch.rejected:
-                    insert_df(con, "rejected_images", pd.DataFrame(batch.rejected).assign(partition_date=day, run_id=run_id))
+        def keep_preview(batch: IngestBatch) -> None:
+            preview.extend(r["blob_key"] for r in batch.accepted[: max(0, 40 - len(preview))])
 
-            stats = ingest_drop(
-                drop, image_store.landing_root, image_store.store(), limits,
-                workers=config.workers or None, chunk_size=config.chunk_size, on_batch=write,
-            )  # fmt: skip
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        labels = con.execute("SELECT label FROM raw_images WHERE partition_date = ?", [day]).df()["label"]
+        stats = ingest_partition(
+            con, day, drop, image_store.landing_root, image_store.store(), limits,
+            workers=config.workers or None, chunk_size=config.chunk_size, run_id=run_id, on_batch=keep_preview,
+        )  # fmt: skip
+        per_label = con.execute(
+            "SELECT coalesce(label, '(none)') AS label, count(*) AS count FROM raw_images WHERE partition_date = ? GROUP BY 1 ORDER BY 1",
+            [day],
+        ).df()
         rejected = con.execute(
             "SELECT source_path, reason FROM rejected_images WHERE partition_date = ? ORDER BY source_path", [day]
         ).df()
@@ -90,7 +75,7 @@ def raw_images(
         "seconds": round(stats.seconds, 2),
         "images_per_second": round((stats.accepted + stats.rejected) / max(stats.seconds, 1e-9), 1),
         "drop_folder": dg.MetadataValue.path(str(drop)),
-        "per_label": dg.MetadataValue.md(counts_md(labels, "label")),
+        "per_label": dg.MetadataValue.md(md_table(per_label, max_rows=500)),
         "rejected_files": dg.MetadataValue.md(md_table(rejected)),
         "rejection_reasons": dg.MetadataValue.json(stats.reasons),
     }

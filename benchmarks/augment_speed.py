@@ -77,7 +77,8 @@ def pil_augment(img_u8: np.ndarray, policy: AugmentPolicy, rng: np.random.Genera
             im = im.rotate(rng.uniform(*op.degrees), resample=Image.Resampling.BILINEAR)
         elif isinstance(op, Affine):
             t = (rng.uniform(-op.translate, op.translate), rng.uniform(-op.translate, op.translate))
-            coeffs = _affine_inverse_coeffs(w, h, t, rng.uniform(*op.scale), (rng.uniform(*op.shear), rng.uniform(*op.shear)))
+            shear = (rng.uniform(*op.shear), rng.uniform(*op.shear))
+            coeffs = _affine_inverse_coeffs(w, h, t, rng.uniform(*op.scale), shear)
             im = im.transform((w, h), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
         elif isinstance(op, ColorJitter):
             im = ImageEnhance.Brightness(im).enhance(rng.uniform(1 - op.brightness, 1 + op.brightness))

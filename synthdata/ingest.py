@@ -168,3 +168,46 @@ def ingest_drop(
             on_batch(batch)
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def ingest_partition(
+    con,
+    partition_date: str,
+    drop_dir: Path,
+    landing_root: Path,
+    store: BlobStore | None,
+    limits: DecodeLimits = DecodeLimits(),
+    workers: int | None = None,
+    chunk_size: int = 256,
+    run_id: str | None = None,
+    on_batch: Callable[[IngestBatch], None] | None = None,
+) -> IngestStats:
+    """Replace one partition of `raw_images` / `rejected_images` with a fresh ingest of its drop.
+
+    One transaction: readers see the old partition until the commit, and a failure leaves it untouched.
+    Rows are inserted batch by batch, so memory stays bounded by the batch size.
+    """
+    import pandas as pd
+
+    from synthdata.warehouse import insert_df
+
+    def write(batch: IngestBatch) -> None:
+        if batch.accepted:
+            df = pd.DataFrame(batch.accepted).assign(partition_date=partition_date, run_id=run_id)
+            df["phash"] = df["phash"].astype("uint64")
+            insert_df(con, "raw_images", df)
+        if batch.rejected:
+            insert_df(con, "rejected_images", pd.DataFrame(batch.rejected).assign(partition_date=partition_date, run_id=run_id))
+        if on_batch is not None:
+            on_batch(batch)
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM raw_images WHERE partition_date = ?", [partition_date])
+        con.execute("DELETE FROM rejected_images WHERE partition_date = ?", [partition_date])
+        stats = ingest_drop(drop_dir, landing_root, store, limits, workers, chunk_size, on_batch=write)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return stats

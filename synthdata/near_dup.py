@@ -27,6 +27,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 from PIL import Image
+from scipy import ndimage
 
 HASH_BITS = 64
 
@@ -36,8 +37,16 @@ HASH_BITS = 64
 DEFAULT_RADIUS = 10
 
 # Minimum :func:`similarity` to confirm a candidate; chosen from the measured gap between planted copies
-# and distinct images that collide in pHash (see the benchmark).
-DEFAULT_SIMILARITY = 0.93
+# (JPEG, brightness, resize, crop: >= 0.95 on faces and photo tiles) and distinct images that collide in
+# pHash (distinct faces reached 0.96). See benchmarks/near_dup_recall.py.
+DEFAULT_SIMILARITY = 0.95
+
+# Tiny images carry too little evidence for the general threshold: distinct 8x8 digits of one class
+# correlate at 0.95..0.997 (some are nearly pixel-identical in the source data). When either image has a
+# side below SMALL_SIDE, this stricter threshold applies; it keeps JPEG / brightness copies (>= 0.996) and
+# drops most downscaled digits, which are genuinely ambiguous at 4..7 px.
+SMALL_SIDE = 16
+DEFAULT_SMALL_SIMILARITY = 0.993
 
 # Side of the square grid both images are sampled on. 32 matches pHash's own working resolution: enough
 # to tell faces and digits apart, small enough to try dozens of alignments per pair.
@@ -46,6 +55,12 @@ WORK_SIZE = 32
 # Crop fractions tried on each side when aligning, relative to the image's extent (0 .. 5% in total).
 _CROP_STEPS = (0.0, 0.025, 0.05)
 _MAX_CROP = 0.05
+
+# Blur applied on the (2*WORK_SIZE)^2 canvas before sampling, in canvas pixels.
+_BLUR_SIGMA = 1.0
+
+# Images whose crop samples confirm_pairs keeps at once (~150 KB each).
+_CROP_CACHE = 2048
 
 # Below this standard deviation (grey levels, 0..255) an image is flat and correlation is undefined.
 _FLAT_STD = 1.0
@@ -151,15 +166,18 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def _prefilter(gray: np.ndarray) -> np.ndarray:
-    """Shrink large images to about twice the working size with an anti-aliasing filter, so that the
-    bilinear sampling below does not alias; small images are kept (bilinear upsampling is benign)."""
+    """Resample to a fixed (2*WORK_SIZE)^2 canvas and blur slightly.
+
+    The canvas makes every image's detail scale comparable (a 8x8 digit and its 16x16 copy end up alike);
+    area averaging avoids aliasing when shrinking large images. The blur (in canvas pixels, i.e. relative
+    to the image extent) forgives the sub-step misalignment left by the discrete crop search, which
+    otherwise costs textured photos most of their correlation.
+    """
+    canvas = 2 * WORK_SIZE
     h, w = gray.shape
-    limit = 2 * WORK_SIZE
-    if max(h, w) <= limit:
-        return gray
-    scale = limit / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(gray.astype(np.float32)).resize(size, Image.Resampling.BOX))
+    method = Image.Resampling.BOX if min(h, w) >= canvas else Image.Resampling.BILINEAR
+    resized = np.asarray(Image.fromarray(gray.astype(np.float32)).resize((canvas, canvas), method))
+    return ndimage.gaussian_filter(resized, _BLUR_SIGMA, mode="nearest") if _BLUR_SIGMA > 0 else resized
 
 
 @lru_cache(maxsize=1)
@@ -204,15 +222,20 @@ def _normalise(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Prepared:
-    """An image's normalised samples: the full frame and all crop boxes (computed once per image)."""
+    """An image ready for comparison: its blurred canvas and normalised full-frame samples. Crop samples
+    are derived per pair (cheap) rather than cached, so memory stays ~20 KB per image."""
 
     def __init__(self, image: np.ndarray) -> None:
-        gray = _prefilter(_to_gray(image))
-        boxes = _crop_boxes()
-        unit, std = _normalise(_sample(gray, boxes))
+        gray = _to_gray(image)
+        self.min_side = min(gray.shape)
+        self.canvas = _prefilter(gray)
+        unit, std = _normalise(_sample(self.canvas, _crop_boxes()[:1]))
         self.full = unit[0]  # box 0 is the uncropped frame
-        self.crops = unit
         self.flat = bool(std[0] < _FLAT_STD)
+
+    def crops(self) -> np.ndarray:
+        """(K, WORK_SIZE^2) normalised samples of every crop box."""
+        return _normalise(_sample(self.canvas, _crop_boxes()))[0]
 
 
 def _prepared_similarity(a: _Prepared, b: _Prepared) -> float:
@@ -220,7 +243,7 @@ def _prepared_similarity(a: _Prepared, b: _Prepared) -> float:
     if a.flat or b.flat:
         return 1.0 if a.flat and b.flat else 0.0
     # b may be a crop of a (compare a's crops with b's frame) or the other way round.
-    best = max(float((a.crops @ b.full).max()), float((b.crops @ a.full).max()))
+    best = max(float((a.crops() @ b.full).max()), float((b.crops() @ a.full).max()))
     return float(np.clip(best, -1.0, 1.0))
 
 
@@ -235,22 +258,42 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def confirm_pairs(
-    pairs: pd.DataFrame, load: Callable[[str], np.ndarray], threshold: float = DEFAULT_SIMILARITY
+    pairs: pd.DataFrame,
+    load: Callable[[str], np.ndarray],
+    threshold: float = DEFAULT_SIMILARITY,
+    small_threshold: float = DEFAULT_SMALL_SIMILARITY,
 ) -> pd.DataFrame:
-    """Candidate pairs (columns a, b, ...) with a ``similarity`` column, keeping those >= ``threshold``.
+    """Candidate pairs (columns a, b, ...) with a ``similarity`` column, keeping the confirmed ones.
 
-    Each image is loaded and prepared once however many pairs it is in.
+    A pair is confirmed when its similarity reaches ``threshold``, or ``small_threshold`` when either image
+    has a side shorter than ``SMALL_SIDE`` pixels. Each image is loaded and prepared once.
     """
     prepared: dict[str, _Prepared] = {}
+    crops: dict[str, np.ndarray] = {}  # bounded: 147 KB each; pairs arrive sorted by a, so a is reused
 
     def get(image_id: str) -> _Prepared:
         if image_id not in prepared:
             prepared[image_id] = _Prepared(load(image_id))
         return prepared[image_id]
 
-    scores = [_prepared_similarity(get(a), get(b)) for a, b in zip(pairs["a"], pairs["b"])]
+    def get_crops(image_id: str) -> np.ndarray:
+        if image_id not in crops:
+            if len(crops) >= _CROP_CACHE:
+                del crops[next(iter(crops))]  # evict the oldest
+            crops[image_id] = get(image_id).crops()
+        return crops[image_id]
+
+    scores, required = [], []
+    for a, b in zip(pairs["a"], pairs["b"]):
+        pa, pb = get(a), get(b)
+        if pa.flat or pb.flat:
+            scores.append(_prepared_similarity(pa, pb))
+        else:
+            best = max(float((get_crops(a) @ pb.full).max()), float((get_crops(b) @ pa.full).max()))
+            scores.append(min(best, 1.0))
+        required.append(small_threshold if min(pa.min_side, pb.min_side) < SMALL_SIDE else threshold)
     out = pairs.assign(similarity=np.asarray(scores, dtype=np.float64))
-    return out[out["similarity"] >= threshold].reset_index(drop=True)
+    return out[out["similarity"] >= np.asarray(required, dtype=np.float64)].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,15 +1,22 @@
 """Content-addressed blob store: each object is stored once under its content id, whatever drop it came in.
 
-Local disk today; the interface (put / open / exists by relative key) is the seam for object storage.
+Local disk today; the interface (put / read / exists by key) is the seam for object storage. Keys have one
+strict shape, `<namespace>/<id[:2]>/<id>.<ext>`, checked on every access: a key read back from the
+warehouse can never point outside the store (and the check is far cheaper than resolving paths).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import uuid
 from pathlib import Path
 
-from synthdata.paths import resolve_within
+KEY_PATTERN = re.compile(r"^[a-z]+/[0-9a-f]{2}/[0-9a-f]{16,64}\.[a-z0-9]{1,5}$")
+
+
+class InvalidKeyError(ValueError):
+    pass
 
 
 class BlobStore:
@@ -21,26 +28,31 @@ class BlobStore:
         return f"{namespace}/{content_id[:2]}/{content_id}.{ext.lstrip('.')}"
 
     def path(self, key: str) -> Path:
-        return resolve_within(self.root, key)
+        if not KEY_PATTERN.match(key):
+            raise InvalidKeyError(f"not a store key: {key!r}")
+        return self.root / key
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
 
     def put(self, key: str, data: bytes) -> str:
-        """Write `data` under `key` unless it is already there; atomic (temp file, fsync, rename)."""
+        """Write `data` under `key` unless it is already there; atomic (temp file, then rename).
+
+        No fsync per object: readers can never see half an object (the rename is atomic), and an fsync per
+        small image would cost more than decoding it. A crash may lose the newest objects, which the next
+        run of the partition writes again.
+        """
         target = self.path(key)
         if target.exists():
             return key
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+        tmp = target.with_name(f".tmp-{uuid.uuid4().hex}")
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "xb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, target)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return key
 

@@ -59,6 +59,14 @@ SCHEMA: dict[str, str] = {
         hamming INTEGER,                      -- pHash distance (0 for exact)
         similarity DOUBLE                     -- confirmation score (1.0 for exact)
     """,
+    "near_duplicate_index": """
+        image_id VARCHAR PRIMARY KEY,         -- already compared against everything before it
+        radius INTEGER, threshold DOUBLE      -- the settings it was compared under
+    """,
+    "near_duplicate_pairs": """
+        a VARCHAR NOT NULL, b VARCHAR NOT NULL,   -- confirmed near-duplicate pair (a < b)
+        hamming INTEGER, similarity DOUBLE
+    """,
     "splits": """
         image_id VARCHAR PRIMARY KEY,
         label VARCHAR,
@@ -125,6 +133,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, tables: Iterable[str] | None =
 
 def connect(path: Path | str, read_only: bool = False, timeout_s: float = 120.0) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, waiting while another process holds DuckDB's single-writer lock."""
+    if not read_only:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:

@@ -24,6 +24,8 @@ from synthdata.augment import (
     Rotate,
     VFlip,
     augment_batch,
+    draw_uniforms,
+    row_seed,
 )
 
 NUM_CLASSES = 10
@@ -392,7 +394,8 @@ def test_fingerprint_is_stable_and_sensitive() -> None:
     policy = AugmentPolicy.from_yaml("ops: [{op: rotate, p: 0.5, degrees: [-10, 10]}]")
     # Pinned: a change here silently reshuffles every augmented row ever produced with this policy.
     assert policy.fingerprint() == "03119e044931d872"
-    assert policy.fingerprint() != AugmentPolicy.from_yaml("ops: [{op: rotate, p: 0.5, degrees: [-10, 11]}]").fingerprint()
+    nudged = AugmentPolicy.from_yaml("ops: [{op: rotate, p: 0.5, degrees: [-10, 11]}]")
+    assert policy.fingerprint() != nudged.fingerprint()
 
 
 def test_bad_inputs_are_rejected() -> None:
@@ -406,3 +409,12 @@ def test_bad_inputs_are_rejected() -> None:
         augment_batch(images, labels + NUM_CLASSES, NUM_CLASSES, ids, policy, 0)
     with pytest.raises(ValueError, match="float"):
         augment_batch((images * 255).to(torch.uint8), labels, NUM_CLASSES, ids, policy, 0)
+
+
+def test_a_rows_draws_come_from_its_own_seeded_generator() -> None:
+    """The contract behind reproducibility: row_seed(fingerprint, seed, parent_id) seeds one torch.Generator."""
+    policy = AugmentPolicy.default()
+    uniforms = draw_uniforms(policy, 11, ["x", "y", "z"])
+    gen = torch.Generator().manual_seed(row_seed(policy.fingerprint(), 11, "y"))
+    expected = torch.rand(uniforms.shape[1], generator=gen, dtype=torch.float64).numpy()
+    assert np.array_equal(uniforms[1], expected)

@@ -10,7 +10,10 @@ Two phases keep this both reproducible and fast:
 2. Applying (the images' device, batched). Every op runs once over the batch with per-row parameter tensors.
    Rows where an op was not drawn get identity parameters (factor 1, empty box, ...) that leave them
    bit-exact, or are left out of the op's row subset. Consecutive geometric ops (flips, rotate, affine,
-   resized crop) are composed into one 3x3 matrix per row, so each run of them resamples the image once.
+   resized crop) are composed into one 3x3 matrix per row, so each run of them resamples the image once;
+   brightness/contrast/saturation/hue are fused into one affine colour map per row. The apply path uses only
+   row-independent tensor ops (no batched convolution, whose algorithm may change with the batch size), so a
+   row's output is bit-identical in any batch on the CPU.
 
 Per-pixel noise is not drawn row by row: the row's generator draws an offset into a fixed bank of standard
 normals (made once from a constant seed), and the row's noise is the window of the bank at that offset. It is
@@ -98,11 +101,14 @@ def draw_uniforms(policy: AugmentPolicy, seed: int, parent_ids: Sequence[str]) -
     k = sum(DRAWS[type(op)] for op in policy.ops)
     if k == 0 or not parent_ids:
         return np.zeros((len(parent_ids), k))
-    fingerprint = policy.fingerprint()
+    # Hashing the shared prefix once and copying the hasher per row gives row_seed's value, a bit cheaper.
+    prefix = hashlib.blake2b(f"{policy.fingerprint()}|{seed}|".encode(), digest_size=8)
     gen = torch.Generator()  # re-seeded per row: creating one per row would cost more than the draws
     rows = []
     for pid in parent_ids:
-        gen.manual_seed(row_seed(fingerprint, seed, pid))
+        h = prefix.copy()
+        h.update(pid.encode())
+        gen.manual_seed(int.from_bytes(h.digest(), "little") >> 1)
         rows.append(torch.rand(k, generator=gen, dtype=torch.float64))  # rand(out=row view) is 5x slower
     return torch.stack(rows).numpy()
 
@@ -137,7 +143,9 @@ def _beta_half(u: np.ndarray, alpha: float) -> np.ndarray:
     return np.maximum(lam, 1.0 - lam)
 
 
-def _linear_about(center: tuple[float, float], a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+def _linear_about(
+    center: tuple[float, float], a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray
+) -> np.ndarray:
     """Per-row 3x3 matrices applying [[a, b], [c, d]] about `center` (pixel-index coordinates)."""
     cx, cy = center
     m = np.zeros((a.shape[0], 3, 3))
@@ -197,6 +205,7 @@ class _Ctx:
 
 
 def _geo_flip(ctx: _Ctx, op: HFlip | VFlip, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror about the centre column (hflip) or row (vflip)."""
     fired = u[:, 0] < op.p
     sign, one, zero = np.where(fired, -1.0, 1.0), np.ones(ctx.n), np.zeros(ctx.n)
     if isinstance(op, HFlip):
@@ -208,6 +217,7 @@ def _geo_flip(ctx: _Ctx, op: HFlip | VFlip, u: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _geo_rotate(ctx: _Ctx, op: Rotate, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate about the centre by an angle drawn from `degrees`."""
     fired = u[:, 0] < op.p
     deg = np.where(fired, _lerp(u[:, 1], op.degrees), 0.0)
     cos, sin = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
@@ -219,6 +229,7 @@ def _geo_rotate(ctx: _Ctx, op: Rotate, u: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _geo_affine(ctx: _Ctx, op: Affine, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and shear about the centre, then translate by fractions of the size."""
     fired = u[:, 0] < op.p
     tx = np.where(fired, _lerp(u[:, 1], (-op.translate, op.translate)), 0.0)
     ty = np.where(fired, _lerp(u[:, 2], (-op.translate, op.translate)), 0.0)
@@ -235,6 +246,7 @@ def _geo_affine(ctx: _Ctx, op: Affine, u: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _geo_resized_crop(ctx: _Ctx, op: RandomResizedCrop, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map a random box (area fraction `scale`, aspect `ratio`) onto the whole output."""
     fired = u[:, 0] < op.p
     area = _lerp(u[:, 1], op.scale) * (ctx.h * ctx.w)
     ratio = _log_lerp(u[:, 2], op.ratio)
@@ -392,6 +404,7 @@ def _blur_rows(x: Tensor, weights: Tensor) -> Tensor:
 
 
 def _gaussian_blur(ctx: _Ctx, op: GaussianBlur, u: np.ndarray) -> None:
+    """Blur the rows that drew it, each with its own sigma."""
     fired = u[:, 0] < op.p
     sigma = _lerp(u[:, 1], op.sigma)
     idx, rows_dev = ctx.rows(fired)
@@ -405,6 +418,7 @@ def _gaussian_blur(ctx: _Ctx, op: GaussianBlur, u: np.ndarray) -> None:
 
 
 def _gaussian_noise(ctx: _Ctx, op: GaussianNoise, u: np.ndarray) -> None:
+    """Add the row's window of the noise bank, scaled by its drawn std."""
     fired = u[:, 0] < op.p
     std = _lerp(u[:, 1], op.std)
     numel = ctx.c * ctx.h * ctx.w
@@ -431,6 +445,7 @@ def _box_mask(ctx: _Ctx, box_yxhw: np.ndarray) -> Tensor:
 
 
 def _random_erasing(ctx: _Ctx, op: RandomErasing, u: np.ndarray) -> None:
+    """Fill one box per row (area and aspect drawn) with the fill value."""
     fired = u[:, 0] < op.p
     area = _lerp(u[:, 1], op.area) * (ctx.h * ctx.w)
     aspect = _log_lerp(u[:, 2], op.aspect)  # height / width
@@ -459,6 +474,7 @@ def _mix_labels(ctx: _Ctx, partner_dev: Tensor, lam: np.ndarray) -> None:
 
 
 def _mixup(ctx: _Ctx, op: Mixup, u: np.ndarray) -> None:
+    """Blend each firing row with its partner: lambda * own + (1 - lambda) * partner."""
     fired = (u[:, 0] < op.p) & (ctx.n > 1)
     partner = _partners(ctx, u[:, 1], fired)
     lam = np.where(fired, _beta_half(u[:, 2], op.alpha), 1.0)
@@ -474,6 +490,7 @@ def _mixup(ctx: _Ctx, op: Mixup, u: np.ndarray) -> None:
 
 
 def _cutmix(ctx: _Ctx, op: Cutmix, u: np.ndarray) -> None:
+    """Paste a box of the partner into each firing row; the box covers 1 - lambda of it."""
     fired = (u[:, 0] < op.p) & (ctx.n > 1)
     partner = _partners(ctx, u[:, 1], fired)
     cut = np.sqrt(1.0 - _beta_half(u[:, 2], op.alpha))

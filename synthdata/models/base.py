@@ -174,14 +174,17 @@ class MLPDecoder(nn.Module):
         self.shape = shape
         self.inp = nn.Linear(latent_dim + cond_dim, width)
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(2))
+        # LayerNorm keeps activations at unit scale. Without it PyTorch's default init shrinks the signal layer
+        # by layer, the untrained output is ~ its bias, and the generator learns to ignore z (mode collapse).
+        self.norms = nn.ModuleList(nn.LayerNorm(width, elementwise_affine=False) for _ in range(3))
         self.films = nn.ModuleList(zero_init(nn.Linear(cond_dim, 2 * width)) for _ in range(2))
         self.out = nn.Linear(width, math.prod(shape))
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.inp(torch.cat([z, cond], dim=1)), 0.2)
-        for lin, film in zip(self.hidden, self.films):
+        h = F.leaky_relu(self.norms[0](self.inp(torch.cat([z, cond], dim=1))), 0.2)
+        for lin, norm, film in zip(self.hidden, self.norms[1:], self.films):
             scale, shift = film(cond).chunk(2, dim=1)
-            h = F.leaky_relu(lin(h) * (1 + scale) + shift, 0.2)
+            h = F.leaky_relu(norm(lin(h)) * (1 + scale) + shift, 0.2)
         return torch.tanh(self.out(h)).view(len(z), *self.shape)
 
 

@@ -29,6 +29,7 @@ class GANConfig(pydantic.BaseModel):
     width: int = 64  # base channels (conv) or a quarter of the hidden width (MLP)
     arch: Arch = "auto"
     minibatch_std: bool = True  # D sees per-group feature spread: counters within-class mode collapse
+    mode_seeking: float = 1.0  # weight of the mode-seeking term in G's loss; 0 disables
     d_lr_mult: float = 1.0  # discriminator lr = lr * d_lr_mult
     betas: tuple[float, float] = (0.5, 0.999)
 
@@ -103,8 +104,18 @@ class ConditionalGAN(GenerativeModel):
         # Generator step through a frozen D (no D weight grads: cheaper, and nothing leaks into D's next step).
         self.D.requires_grad_(False)
         z = torch.randn(len(x), self.cfg.z_dim, device=x.device)
+        half = len(x) // 2
+        if self.cfg.mode_seeking > 0 and half > 0:  # pair sample i with i + half under the same label
+            y = torch.cat([y[:half], y[:half], y[2 * half :]])
         with autocast():
-            loss_g = self.g_loss(self.D(diff_augment(self.G(z, y), policy), y).float())
+            fake = self.G(z, y)
+            loss_g = self.g_loss(self.D(diff_augment(fake, policy), y).float())
+        if self.cfg.mode_seeking > 0 and half > 0:
+            # Mode seeking (Mao et al. 2019): two noises under one label must give images as far apart as the
+            # noises are. Without it the generator ignores z and emits one image per class (seen on digits).
+            f, zz = fake.float(), z.float()
+            spread = (f[:half] - f[half : 2 * half]).abs().flatten(1).mean(1) / (zz[:half] - zz[half : 2 * half]).abs().mean(1)
+            loss_g = loss_g + self.cfg.mode_seeking / (spread.mean() + 1e-5)
         update("g", loss_g)
         self.D.requires_grad_(True)
         return {

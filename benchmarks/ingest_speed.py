@@ -1,0 +1,166 @@
+"""Ingest + exact + near dedup throughput and peak memory, against a plain loop, in one run.
+
+    python benchmarks/ingest_speed.py                 # throughput at --n images (default 20000)
+    python benchmarks/ingest_speed.py --memory        # peak RSS at 10k and 100k images (bounded memory)
+
+Baseline (same files, same run): a plain single-process loop of Pillow decode + hashlib SHA-256 of the pixels
++ imagehash.phash (the hashes exact and near dedup need). Ours: `ingest_partition` (parallel decode, pixel
+SHA-256, batched pHash, content-addressed store, DuckDB rows) followed by `curate` (exact dedup + banded
+near-duplicate search + pixel confirmation). Each side runs in its own process so peak RSS is its own.
+Images are crops of scikit-image's bundled photographs (PNG and JPEG, 24..64 px), 5% planted copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_drop(folder: Path, n: int, seed: int = 0) -> None:
+    from PIL import Image
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.camera(), data.immunohistochemistry()]
+    rng = np.random.default_rng(seed)
+    made: list[bytes] = []
+    for i in range(n):
+        label = f"c{i % 10}"
+        path = folder / label / f"{i:07d}.{'jpg' if i % 3 == 0 else 'png'}"
+        if i % 20 == 19 and made:  # a planted exact copy of an earlier file
+            payload = made[int(rng.integers(len(made)))]
+            path = path.with_suffix(".png")
+        else:
+            photo = photos[int(rng.integers(len(photos)))]
+            side = int(rng.integers(24, 65))
+            y, x = int(rng.integers(0, photo.shape[0] - side)), int(rng.integers(0, photo.shape[1] - side))
+            crop = photo[y : y + side, x : x + side]
+            img = Image.fromarray(crop)
+            if i % 2:
+                img = img.convert("L")
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=90)
+            payload = buf.getvalue()
+            if len(made) < 5000:
+                made.append(payload)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(payload)
+
+
+def peak_rss_mb() -> dict[str, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_rss_mb": round(own, 1), "peak_worker_rss_mb": round(children, 1)}
+
+
+def run_baseline(drop: Path) -> dict:
+    import hashlib
+
+    import imagehash
+    from PIL import Image
+
+    start = time.perf_counter()
+    n = 0
+    exact: dict[str, str] = {}
+    hashes = []
+    for path in sorted(drop.rglob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        digest = hashlib.sha256(img.tobytes()).hexdigest()
+        exact.setdefault(digest, str(path))
+        hashes.append(int(str(imagehash.phash(img)), 16))
+        n += 1
+    seconds = time.perf_counter() - start
+    return {"images": n, "seconds": seconds, "unique": len(exact), **peak_rss_mb()}
+
+
+def run_ours(drop: Path, home: Path, workers: int | None) -> dict:
+    from synthdata.curate import curate
+    from synthdata.imageio import decode_image
+    from synthdata.ingest import ingest_partition
+    from synthdata.store import BlobStore
+    from synthdata.warehouse import connect
+
+    store = BlobStore(home / "store")
+    con = connect(home / "warehouse.duckdb")
+    start = time.perf_counter()
+    stats = ingest_partition(con, "2024-01-01", drop, drop.parent, store, workers=workers)
+    t_ingest = time.perf_counter() - start
+    cur = curate(con, lambda k: np.asarray(decode_image(store.read(k)).image))
+    seconds = time.perf_counter() - start
+    con.close()
+    return {
+        "images": stats.accepted + stats.rejected, "seconds": seconds, "ingest_seconds": t_ingest,
+        "unique": cur.images, "exact_duplicates": cur.exact_duplicates, "near_duplicates": cur.near_duplicates,
+        **peak_rss_mb(),
+    }  # fmt: skip
+
+
+def subprocess_run(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--memory", action="store_true", help="peak RSS of our ingest at 10k and 100k images")
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--workdir", default=str(ROOT / ".synthdata" / "bench"), help="scratch folder (a fast local disk)")
+    ap.add_argument("--_side", choices=["baseline", "ours"], help=argparse.SUPPRESS)
+    ap.add_argument("--_drop", help=argparse.SUPPRESS)
+    ap.add_argument("--_home", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._side == "baseline":
+        print(json.dumps(run_baseline(Path(args._drop))))
+        return
+    if args._side == "ours":
+        print(json.dumps(run_ours(Path(args._drop), Path(args._home), args.workers)))
+        return
+
+    sizes = [10_000, 100_000] if args.memory else [args.n]
+    print(f"cores: {os.cpu_count()}")
+    results = {}
+    for n in sizes:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            drop = Path(tmp) / "landing" / "2024-01-01"
+            t = time.perf_counter()
+            make_drop(drop, n)
+            print(f"\n{n} files generated in {time.perf_counter() - t:.1f}s")
+            worker_args = ["--workers", str(args.workers)] if args.workers else []
+            ours = subprocess_run(["--_side", "ours", "--_drop", str(drop), "--_home", str(Path(tmp) / "home"), *worker_args])
+            results[n] = ours
+            print(f"  ours:     {ours['images'] / ours['seconds']:8.0f} images/s  ({ours['seconds']:.1f}s; ingest "
+                  f"{ours['ingest_seconds']:.1f}s)  peak RSS {ours['peak_rss_mb']} MB main, "
+                  f"{ours['peak_worker_rss_mb']} MB worker; {ours['unique']} unique, "
+                  f"{ours['exact_duplicates']} exact + {ours['near_duplicates']} near duplicates")  # fmt: skip
+            if not args.memory:
+                base = subprocess_run(["--_side", "baseline", "--_drop", str(drop)])
+                print(f"  baseline: {base['images'] / base['seconds']:8.0f} images/s  ({base['seconds']:.1f}s)  "
+                      f"peak RSS {base['peak_rss_mb']} MB; {base['unique']} unique by pixel hash")  # fmt: skip
+                print(f"  speed-up (ours / plain loop): {base['seconds'] / ours['seconds']:.2f}x  (goal >= 3x)")
+    if args.memory:
+        small, large = results[10_000], results[100_000]
+        ratio = large["peak_rss_mb"] / small["peak_rss_mb"]
+        wratio = large["peak_worker_rss_mb"] / small["peak_worker_rss_mb"]
+        print(f"\npeak RSS 100k / 10k: main {ratio:.2f}x, workers {wratio:.2f}x  (goal <= 1.2x)")
+
+
+if __name__ == "__main__":
+    main()

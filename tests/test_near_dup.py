@@ -1,0 +1,202 @@
+"""Banded candidate search, pixel confirmation and grouping on real behaviour and numbers."""
+
+from __future__ import annotations
+
+import io
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import skimage.data
+from PIL import Image
+
+from synthdata.datasets import load_digits_uint8
+from synthdata.near_dup import (
+    DEFAULT_SIMILARITY,
+    band_layout,
+    candidate_pairs,
+    confirm_pairs,
+    group_duplicates,
+    similarity,
+)
+from synthdata.phash import hamming, to_signed
+
+
+def clustered_hashes(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Random hashes plus copies with 0..12 flipped bits, so every radius has pairs to find."""
+    base = rng.integers(0, 2**64 - 1, n // 3, dtype=np.uint64, endpoint=True)
+    near = []
+    for i in rng.integers(0, len(base), n - len(base)):
+        bits = rng.choice(64, int(rng.integers(0, 13)), replace=False)
+        near.append(base[i] ^ np.uint64(sum(1 << int(b) for b in bits)))
+    return np.concatenate([base, np.array(near, dtype=np.uint64)])
+
+
+@pytest.fixture(scope="module")
+def hash_table() -> tuple[duckdb.DuckDBPyConnection, list[str], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    hashes = clustered_hashes(2500, rng)
+    ids = [f"img{i:05d}" for i in range(len(hashes))]
+    is_new = rng.random(len(hashes)) < 0.3
+    frame = pd.DataFrame({"image_id": ids, "phash": to_signed(hashes), "is_new": is_new})
+    con = duckdb.connect()
+    con.execute("CREATE TABLE hashes AS SELECT image_id, phash, is_new FROM frame")
+    con.execute("CREATE TABLE hashes_u AS SELECT image_id, phash::UBIGINT AS phash, is_new FROM frame "
+                "WHERE phash >= 0")
+    return con, ids, hashes, is_new
+
+
+def brute_force(ids: list[str], hashes: np.ndarray, radius: int) -> set[tuple[str, str, int]]:
+    dist = hamming(hashes[:, None], hashes[None, :])
+    i, j = np.nonzero(np.triu(dist <= radius, k=1))
+    return {(min(ids[a], ids[b]), max(ids[a], ids[b]), int(dist[a, b])) for a, b in zip(i, j)}
+
+
+def as_set(frame: pd.DataFrame) -> set[tuple[str, str, int]]:
+    return set(zip(frame["a"], frame["b"], frame["distance"].astype(int)))
+
+
+def test_band_layout_tiles_all_64_bits() -> None:
+    for radius in range(64):
+        layout = band_layout(radius)
+        assert len(layout) == radius + 1
+        assert sum(width for _, width in layout) == 64
+        assert [shift for shift, _ in layout] == list(np.cumsum([0] + [w for _, w in layout[:-1]]))
+    with pytest.raises(ValueError):
+        band_layout(64)
+
+
+@pytest.mark.parametrize("radius", range(11))
+def test_banded_search_equals_all_pairs(hash_table, radius: int) -> None:
+    con, ids, hashes, _ = hash_table
+    got = candidate_pairs(con, "hashes", radius, new_only=False)
+    want = brute_force(ids, hashes, radius)
+    assert len(want) > 0
+    assert as_set(got) == want
+    assert len(got) == len(want)  # one row per pair even when several bands agree
+    assert (got["a"] < got["b"]).all()
+
+
+def test_ubigint_column_gives_the_same_pairs(hash_table) -> None:
+    con, ids, hashes, _ = hash_table
+    keep = to_signed(hashes) >= 0
+    want = brute_force([i for i, k in zip(ids, keep) if k], hashes[keep], 6)
+    assert as_set(candidate_pairs(con, "hashes_u", 6, new_only=False)) == want
+
+
+def test_incremental_mode_skips_only_old_vs_old(hash_table) -> None:
+    con, ids, hashes, is_new = hash_table
+    new = {i for i, flag in zip(ids, is_new) if flag}
+    everything = brute_force(ids, hashes, 8)
+    got = as_set(candidate_pairs(con, "hashes", 8, new_only=True))
+    assert got == {p for p in everything if p[0] in new or p[1] in new}
+    kinds = {(p[0] in new) + (p[1] in new) for p in got}
+    assert kinds == {1, 2}  # new-vs-old and new-vs-new both found
+    assert any(p[0] not in new and p[1] not in new for p in everything)  # ...and old-vs-old existed
+
+
+# ---- confirmation on real images -------------------------------------------------------------------
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf))
+
+
+def resize(image: np.ndarray, factor: float) -> np.ndarray:
+    pil = Image.fromarray(image)
+    return np.asarray(pil.resize((round(pil.width * factor), round(pil.height * factor)), Image.Resampling.BICUBIC))
+
+
+def crop(image: np.ndarray, frac: float, side: str) -> np.ndarray:
+    h, w = image.shape[:2]
+    cy, cx = max(1, int(frac * h)), max(1, int(frac * w))
+    return {"tl": image[cy:, cx:], "br": image[: h - cy, : w - cx], "mid": image[cy // 2 : h - cy + cy // 2, cx // 2 : w - cx + cx // 2]}[side]
+
+
+def brightness(image: np.ndarray, gain: float, offset: float) -> np.ndarray:
+    return np.clip(image * gain + offset, 0, 255).round().astype(np.uint8)
+
+
+def copies(image: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "jpeg75": jpeg(image, 75), "jpeg95": jpeg(image, 95),
+        "half": resize(image, 0.5), "double": resize(image, 2.0), "x0.7": resize(image, 0.7),
+        "crop5tl": crop(image, 0.05, "tl"), "crop5br": crop(image, 0.05, "br"), "crop3mid": crop(image, 0.03, "mid"),
+        "bright+15": brightness(image, 1.15, 0), "dark-15": brightness(image, 0.85, 0), "contrast": brightness(image, 1.1, -20),
+    }
+
+
+@pytest.fixture(scope="module")
+def photo_tiles() -> list[np.ndarray]:
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.camera()]
+    return [np.ascontiguousarray(p[y : y + 96, x : x + 96]) for p in photos for y, x in [(100, 100), (200, 250)]]
+
+
+def test_modified_copies_of_photos_and_faces_are_confirmed(photo_tiles) -> None:
+    faces = [np.rint(f * 255).astype(np.uint8) for f in skimage.data.lfw_subset()[:4]]
+    scores = {(i, name): similarity(original, copy)
+              for i, original in enumerate(photo_tiles + faces) for name, copy in copies(original).items()}
+    low = {k: round(v, 3) for k, v in scores.items() if v < DEFAULT_SIMILARITY}
+    assert low == {}
+    assert np.median(list(scores.values())) > 0.99
+
+
+def test_distinct_images_score_below_threshold(photo_tiles) -> None:
+    pairs = [(a, b) for i, a in enumerate(photo_tiles) for b in photo_tiles[i + 1 :]]
+    assert max(similarity(a, b) for a, b in pairs) < 0.8
+    faces = [np.rint(f * 255).astype(np.uint8) for f in skimage.data.lfw_subset()[:40]]
+    face_scores = [similarity(a, b) for i, a in enumerate(faces) for b in faces[i + 1 : i + 6]]
+    assert max(face_scores) < DEFAULT_SIMILARITY
+
+
+def test_confirm_pairs_keeps_copies_and_drops_same_class_digits() -> None:
+    digits, labels, _ = load_digits_uint8()
+    rng = np.random.default_rng(3)
+    images = {f"d{i}": digits[i] for i in range(300)}
+    same_class = [(f"d{i}", f"d{j}") for i in range(300) for j in range(i + 1, 300) if labels[i] == labels[j]]
+    picked = [same_class[k] for k in rng.choice(len(same_class), 400, replace=False)]
+    for i in range(50):  # JPEG and brightness copies of digits keep the 8x8 grid: must be confirmed
+        images[f"j{i}"] = jpeg(digits[i], 85)
+        images[f"b{i}"] = brightness(digits[i], 0.9, 5)
+    planted = [(f"d{i}", f"j{i}") for i in range(50)] + [(f"b{i}", f"d{i}") for i in range(50)]
+    pairs = pd.DataFrame(planted + picked, columns=["a", "b"])
+    confirmed = confirm_pairs(pairs, images.__getitem__)
+    kept = set(zip(confirmed["a"], confirmed["b"]))
+    assert kept >= set(planted)
+    false_rate = len(kept - set(planted)) / len(picked)
+    assert false_rate <= 0.01  # measured 0..0.5% on same-class digit pairs
+    assert (confirmed["similarity"] >= 0.99).all()
+
+
+def test_flat_images_match_only_flat_images() -> None:
+    flat = np.full((30, 30), 90, np.uint8)
+    assert similarity(flat, np.full((15, 15), 200, np.uint8)) == 1.0
+    assert similarity(flat, skimage.data.camera()[:30, :30]) == 0.0
+
+
+# ---- grouping --------------------------------------------------------------------------------------
+
+
+def test_grouping_is_transitive_and_first_seen_wins() -> None:
+    order = ["x", "c", "b", "a", "d", "e", "lonely"]
+    exact = pd.DataFrame({"a": ["a", "e"], "b": ["b", "d"], "distance": [0, 0]})
+    near = pd.DataFrame({"a": ["b", "a", "d"], "b": ["c", "e", "x"], "distance": [3, 5, 7]})
+    groups = group_duplicates(order, exact, near)
+    assert set(groups["representative"]) == {"x"}  # everything chains to x, which was seen first
+    rows = {m: (k, d) for m, k, d in zip(groups["member"], groups["kind"], groups["distance"])}
+    # chain x -near7- d -exact- e -near5- a -exact- b -near3- c: each member keeps the edge it was reached by
+    assert rows == {"d": ("near", 7), "e": ("exact", 0), "a": ("near", 5), "b": ("exact", 0), "c": ("near", 3)}
+    assert "lonely" not in rows and "x" not in rows
+    assert list(groups["member"]) == ["c", "b", "a", "d", "e"]  # in first-seen order
+
+
+def test_grouping_prefers_the_direct_exact_link_and_rejects_unknown_ids() -> None:
+    groups = group_duplicates(["r", "m"], [("r", "m")], [("r", "m", 4)])
+    assert groups.to_dict("records") == [{"representative": "r", "member": "m", "kind": "exact", "distance": 0}]
+    two = group_duplicates(["p", "q", "s", "t"], None, [("q", "p", 2), ("t", "s", 1)])
+    assert dict(zip(two["member"], two["representative"])) == {"q": "p", "t": "s"}
+    with pytest.raises(ValueError):
+        group_duplicates(["a"], [("a", "zz")], None)

@@ -1,0 +1,87 @@
+"""The batched pHash must equal imagehash.phash bit for bit on every image, not just on most."""
+
+from __future__ import annotations
+
+import imagehash
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from synthdata.datasets import load_digits_uint8
+from synthdata.phash import hamming, phash_arrays, phash_images, resize_lanczos, rgb_to_l, to_signed, to_unsigned
+
+
+def reference(images: list[Image.Image]) -> np.ndarray:
+    return np.array([int(str(imagehash.phash(im)), 16) for im in images], dtype=np.uint64)
+
+
+def varied_images(rng: np.random.Generator) -> list[Image.Image]:
+    """>= 2,000 real and synthetic images: faces, photo crops of many sizes (odd, up/down-scaled, L and
+    RGB, tall and wide), digits, noise and flat images."""
+    images = [Image.fromarray(np.rint(f * 255).astype(np.uint8)) for f in skimage.data.lfw_subset()]  # 200
+    digits, _, _ = load_digits_uint8()
+    images += [Image.fromarray(d) for d in digits[::2]]  # 899 8x8
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.camera()]
+    for i in range(900):
+        photo = photos[i % 4]
+        h = int(rng.integers(1, photo.shape[0] + 1))
+        w = int(rng.integers(1, photo.shape[1] + 1))
+        y, x = int(rng.integers(0, photo.shape[0] - h + 1)), int(rng.integers(0, photo.shape[1] - w + 1))
+        im = Image.fromarray(photo[y : y + h, x : x + w])
+        if i % 3 == 0:  # rescale the crop too: upscales and downscales, odd target sizes
+            im = im.resize((int(rng.integers(3, 300)), int(rng.integers(3, 300))), Image.Resampling.BILINEAR)
+        if i % 5 == 0:
+            im = im.convert("L")
+        images.append(im)
+    for size in [(32, 32), (31, 33), (1, 1), (1, 64), (64, 1), (7, 200), (200, 7)] * 10:
+        images.append(Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)))
+    for value in (0, 1, 128, 255):
+        images.append(Image.fromarray(np.full((40, 30), value, np.uint8)))  # flat: every coefficient ties
+    images.append(Image.fromarray(photos[0]).convert("RGBA"))  # converted by Pillow itself
+    images.append(Image.fromarray(photos[0]).convert("P"))
+    return images
+
+
+def test_bit_identical_to_imagehash_on_2000_varied_images() -> None:
+    images = varied_images(np.random.default_rng(0))
+    assert len(images) >= 2000
+    want = reference(images)
+    got = phash_images(images)
+    mismatched = [(images[i].size, images[i].mode) for i in np.flatnonzero(got != want)]
+    assert mismatched == []
+    assert got.dtype == np.uint64
+    assert len(set(got.tolist())) > 1500  # the hashes discriminate, this is not a degenerate match
+
+
+def test_phash_arrays_gray_and_rgb_batches_match_imagehash() -> None:
+    rng = np.random.default_rng(1)
+    photo = skimage.data.astronaut()
+    rgb = np.stack([photo[y : y + 45, x : x + 70] for y, x in rng.integers(0, 400, (64, 2))])
+    assert np.array_equal(phash_arrays(rgb), reference([Image.fromarray(a) for a in rgb]))
+    gray = rgb_to_l(rgb)
+    assert np.array_equal(gray, np.stack([np.asarray(Image.fromarray(a).convert("L")) for a in rgb]))
+    assert np.array_equal(phash_arrays(gray), phash_arrays(rgb))
+    assert phash_arrays(np.zeros((0, 5, 5), np.uint8)).shape == (0,)
+    with pytest.raises(TypeError):
+        phash_arrays(gray.astype(np.float32))
+
+
+def test_resize_matches_pillow_lanczos_for_arbitrary_targets() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 260, 2))
+        th, tw = (int(v) for v in rng.integers(1, 90, 2))
+        image = rng.integers(0, 256, (1, h, w), dtype=np.uint8)
+        want = np.asarray(Image.fromarray(image[0]).resize((tw, th), Image.Resampling.LANCZOS))
+        assert np.array_equal(resize_lanczos(image, tw, th)[0], want), (h, w, th, tw)
+
+
+def test_hamming_and_signed_round_trip() -> None:
+    hashes = np.array([0, 1, 2**63, 2**64 - 1, 0x0F0F], dtype=np.uint64)
+    signed = to_signed(hashes)
+    assert signed.dtype == np.int64 and signed[2] == -(2**63) and signed[3] == -1
+    assert np.array_equal(to_unsigned(signed), hashes)
+    assert hamming(hashes, hashes).tolist() == [0] * 5
+    assert hamming(hashes[0], hashes).tolist() == [0, 1, 1, 64, 8]
+    assert hamming(signed[0], signed).tolist() == [0, 1, 1, 64, 8]  # same bits whichever storage
