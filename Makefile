@@ -28,7 +28,7 @@ test: install
 
 ui: install
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -c "from pathlib import Path; from dagster_project.instance import ensure_instance_config; ensure_instance_config(Path('$(DAGSTER_HOME)'))"
+	$(BIN)/python -c "from pathlib import Path; from dagster_project.instance import ensure_instance; ensure_instance(Path('$(DAGSTER_HOME)'))"
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 bench: install

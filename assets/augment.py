@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from resources import ImageStoreResource, TorchDevice, WarehouseResource
-from synthdata.arrays import load_arrays, most_common_size, store_pngs
+from synthdata.arrays import load_arrays, store_pngs, training_format
 from synthdata.render import image_grid, markdown_image
 from synthdata.warehouse import replace_table
 
@@ -19,7 +19,9 @@ class AugmentConfig(dg.Config):
     batch_size: int = 512
     # An AugmentPolicy as YAML text (see docs/augmentation.md); empty = AugmentPolicy.default().
     policy_yaml: str = ""
-    image_mode: str = "L"
+    # Format to augment in: "" / 0 = what most train images have (originals are never changed).
+    image_mode: str = ""
+    image_size: int = 0
 
 
 @dg.asset(
@@ -48,15 +50,15 @@ def augmented_images(
     store = image_store.store()
     with warehouse.connect() as con:
         train = con.execute(
-            """SELECT s.image_id, s.label, i.blob_key, i.width, i.height FROM splits s
+            """SELECT s.image_id, s.label, i.blob_key, i.width, i.height, i.mode FROM splits s
                JOIN images i USING (image_id) WHERE s.split = 'train' ORDER BY s.image_id"""
         ).df()
     if train.empty:
         raise dg.Failure("the train split is empty: nothing to augment")
     classes = sorted(train["label"].dropna().unique())
     class_index = {c: i for i, c in enumerate(classes)}
-    size = most_common_size(train["width"], train["height"])
-    pixels = load_arrays(store, list(train["blob_key"]), config.image_mode, size)
+    mode, size = training_format(train["mode"], train["width"], train["height"], config.image_mode, config.image_size)
+    pixels = load_arrays(store, list(train["blob_key"]), mode, size)
 
     start = time.perf_counter()
     rows, before, after = [], [], []

@@ -14,7 +14,7 @@ import pandas as pd
 
 from dagster_project.partitions import model_families
 from resources import ImageStoreResource, QualityResource, WarehouseResource
-from synthdata.arrays import load_arrays, most_common_size
+from synthdata.arrays import load_arrays
 from synthdata.evaluate import memorization, tstr_trtr
 from synthdata.render import image_grid, markdown_image
 from synthdata.warehouse import insert_df
@@ -22,7 +22,6 @@ from synthdata.warehouse import insert_df
 
 class EvaluateConfig(dg.Config):
     seed: int = 0
-    image_mode: str = "L"
 
 
 def _labelled(con, store, sql: str, params: list, mode: str, size) -> tuple[np.ndarray, np.ndarray]:
@@ -60,16 +59,21 @@ def quality_report(
     family = context.partition_key
     store = image_store.store()
     with warehouse.connect() as con:
-        sizes = con.execute("SELECT width, height FROM images JOIN splits USING (image_id) WHERE split='train'").df()
-        size = most_common_size(sizes["width"], sizes["height"])
+        checkpoint_id = con.execute("SELECT any_value(checkpoint_id) FROM synthetic_images WHERE family = ?", [family]).fetchone()[0]
+        if checkpoint_id is None:
+            raise dg.Failure(f"no synthetic images for {family}: materialize synthetic_images[{family}] first")
+        # Real images are viewed in the format the generator was trained on, so both sides compare like for like.
+        mode, width, height = con.execute(
+            "SELECT image_mode, image_width, image_height FROM generator_checkpoints WHERE checkpoint_id = ?", [checkpoint_id]
+        ).fetchone()
+        size = (int(width), int(height))
         split_sql = "SELECT i.blob_key, s.label FROM splits s JOIN images i USING (image_id) WHERE s.split = ? AND s.label IS NOT NULL ORDER BY s.image_id"
-        train_x, train_y = _labelled(con, store, split_sql, ["train"], config.image_mode, size)
-        test_x, test_y = _labelled(con, store, split_sql, ["test"], config.image_mode, size)
+        train_x, train_y = _labelled(con, store, split_sql, ["train"], mode, size)
+        test_x, test_y = _labelled(con, store, split_sql, ["test"], mode, size)
         synth_x, synth_y = _labelled(
             con, store, "SELECT blob_key, label FROM synthetic_images WHERE family = ? ORDER BY synthetic_id", [family],
-            config.image_mode, size,
+            mode, size,
         )  # fmt: skip
-        checkpoint_id = con.execute("SELECT any_value(checkpoint_id) FROM synthetic_images WHERE family = ?", [family]).fetchone()[0]
 
     utility = tstr_trtr(train_x, train_y, synth_x, synth_y, test_x, test_y, seed=config.seed)
     memo = memorization(train_x, synth_x, test_x)

@@ -11,7 +11,7 @@ import yaml
 
 from dagster_project.partitions import model_families
 from resources import ImageStoreResource, TorchDevice, WarehouseResource
-from synthdata.arrays import data_fingerprint, load_arrays, most_common_size
+from synthdata.arrays import data_fingerprint, load_arrays, training_format
 from synthdata.render import markdown_image
 from synthdata.warehouse import insert_df
 
@@ -23,20 +23,24 @@ class GeneratorConfig(dg.Config):
     seed: int = 0
     checkpoint_every: int = 500
     include_augmented: bool = False
-    image_mode: str = "L"
+    # Training format: "" / 0 = what most train images have. Originals are never changed.
+    image_mode: str = ""
+    image_size: int = 0
     # Further TrainConfig fields as YAML (family hyperparameters), e.g. "lr: 0.0001"; validated by TrainConfig.
     hyperparameters_yaml: str = ""
 
 
-def load_training_set(con, store, mode: str, include_augmented: bool) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Train split (plus augmented rows if asked) as arrays: (images, class indices, class names, row ids)."""
+def load_training_set(
+    con, store, mode: str, size: int, include_augmented: bool
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str], str]:
+    """Train split (plus augmented rows if asked) as arrays: (images, class ids, class names, row ids, mode)."""
     train = con.execute(
-        """SELECT s.image_id AS id, s.label, i.blob_key, i.width, i.height FROM splits s
+        """SELECT s.image_id AS id, s.label, i.blob_key, i.width, i.height, i.mode FROM splits s
            JOIN images i USING (image_id) WHERE s.split = 'train' AND s.label IS NOT NULL ORDER BY s.image_id"""
     ).df()
     if train.empty:
         raise dg.Failure("the train split has no labelled images: run `splits` first")
-    size = most_common_size(train["width"], train["height"])
+    mode, size = training_format(train["mode"], train["width"], train["height"], mode, size)
     if include_augmented:
         aug = con.execute(
             "SELECT aug_id AS id, label, blob_key FROM augmented_images WHERE label IS NOT NULL ORDER BY aug_id"
@@ -46,7 +50,7 @@ def load_training_set(con, store, mode: str, include_augmented: bool) -> tuple[n
     index = {c: i for i, c in enumerate(classes)}
     x = load_arrays(store, list(train["blob_key"]), mode, size)
     y = np.array([index[c] for c in train["label"]], dtype=np.int64)
-    return x, y, classes, list(train["id"])
+    return x, y, classes, list(train["id"]), mode
 
 
 @dg.asset(
@@ -73,7 +77,9 @@ def generator(
     family = context.partition_key
     device = torch_device.resolve()
     with warehouse.connect() as con:
-        x, y, classes, ids = load_training_set(con, image_store.store(), config.image_mode, config.include_augmented)
+        x, y, classes, ids, mode = load_training_set(
+            con, image_store.store(), config.image_mode, config.image_size, config.include_augmented
+        )
     train_config = TrainConfig(
         family=family,
         max_steps=config.max_steps,
@@ -97,6 +103,9 @@ def generator(
         "seconds": result.seconds,
         "config": train_config.model_dump_json(),
         "class_names": json.dumps(classes),
+        "image_mode": mode,
+        "image_width": int(x.shape[2]),
+        "image_height": int(x.shape[1]),
         "data_fingerprint": fingerprint,
         "run_id": context.run.run_id,
     }

@@ -59,15 +59,13 @@ def splits_no_leak(warehouse: WarehouseResource, quality: QualityResource) -> dg
     with warehouse.connect() as con:
         df = con.execute("SELECT image_id, split, group_id FROM splits").df()
         unassigned = con.execute("SELECT count(*) FROM images WHERE image_id NOT IN (SELECT image_id FROM splits)").fetchone()[0]
-        leaking_groups = con.execute(
-            """SELECT count(*) FROM (
-                   SELECT d.representative_id FROM duplicate_groups d
-                   JOIN splits a ON a.image_id = d.representative_id
-                   JOIN splits b ON b.image_id = d.member_id
-                   WHERE a.split <> b.split
-                   UNION ALL
-                   SELECT group_id FROM splits GROUP BY group_id HAVING count(DISTINCT split) > 1)"""
+        # A duplicate (exact or near) must never get its own split row: it lives and dies with its representative.
+        leaking_members = con.execute(
+            """SELECT count(DISTINCT d.member_id) FROM duplicate_groups d JOIN splits s ON s.image_id = d.member_id
+               WHERE d.member_id <> d.representative_id"""
         ).fetchone()[0]
+        split_groups = con.execute("SELECT count(*) FROM (SELECT group_id FROM splits GROUP BY 1 HAVING count(DISTINCT split) > 1)").fetchone()[0]
+        leaking_groups = leaking_members + split_groups
     per_split = df.groupby("split").size().reindex(list(SPLITS), fill_value=0)
     summary = validate(
         df,
@@ -87,7 +85,8 @@ def splits_no_leak(warehouse: WarehouseResource, quality: QualityResource) -> dg
             "per_split": dg.MetadataValue.json({s: int(n) for s, n in per_split.items()}),
             "splits_below_minimum": dg.MetadataValue.json(small),
             "unassigned_images": int(unassigned),
-            "groups_across_splits": int(leaking_groups),
+            "duplicates_with_own_split": int(leaking_members),
+            "groups_across_splits": int(split_groups),
             "results": dg.MetadataValue.md(summary.as_markdown()),
         },
     )

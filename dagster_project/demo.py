@@ -17,9 +17,9 @@ def main() -> int:
     paths = SynthdataPaths.from_env().ensure()
     os.environ.setdefault("SYNTHDATA_HOME", str(paths.home))
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
-    from dagster_project.instance import ensure_instance_config
+    from dagster_project.instance import ensure_instance
 
-    ensure_instance_config(paths.dagster_home)
+    ensure_instance(paths.dagster_home)
 
     import dagster as dg
 

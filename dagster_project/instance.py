@@ -21,3 +21,17 @@ def ensure_instance_config(dagster_home: Path) -> Path:
     if not path.exists():
         path.write_text(DAGSTER_YAML)
     return path
+
+
+def ensure_instance(dagster_home: Path) -> Path:
+    """Write dagster.yaml and create the instance's storage once.
+
+    Creating a fresh SQLite instance from several processes at once races on its schema migrations; doing it
+    here first means a backfill's parallel runs only ever open an existing instance.
+    """
+    import dagster as dg
+
+    path = ensure_instance_config(dagster_home)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.get_runs(limit=1)
+    return path

@@ -26,6 +26,21 @@ def load_arrays(store: BlobStore, keys: Sequence[str], mode: str, size: tuple[in
     return np.stack(arrays)
 
 
+def training_format(
+    modes: Sequence[str], widths: Sequence[int], heights: Sequence[int], mode: str = "", size: int = 0
+) -> tuple[str, tuple[int, int]]:
+    """The (mode, (width, height)) models train on: configured values win, else what most images have.
+
+    Originals keep their own mode and size in the store; this is only the normalised view for training.
+    """
+    if mode and mode not in ("L", "RGB"):
+        raise ValueError(f"image mode must be 'L' or 'RGB', got {mode!r}")
+    if not mode:
+        values, counts = np.unique(np.asarray(modes), return_counts=True)
+        mode = str(values[int(np.argmax(counts))])
+    return mode, ((size, size) if size > 0 else most_common_size(widths, heights))
+
+
 def most_common_size(widths: Sequence[int], heights: Sequence[int]) -> tuple[int, int]:
     pairs, counts = np.unique(np.stack([np.asarray(widths), np.asarray(heights)], 1), axis=0, return_counts=True)
     w, h = pairs[int(np.argmax(counts))]

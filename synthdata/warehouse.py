@@ -91,6 +91,8 @@ SCHEMA: dict[str, str] = {
         steps BIGINT, seconds DOUBLE,
         config JSON,
         class_names JSON,                     -- model class index -> label
+        image_mode VARCHAR,                   -- the normalised format it was trained on (L/RGB)
+        image_width INTEGER, image_height INTEGER,
         data_fingerprint VARCHAR,
         run_id VARCHAR,
         created_at TIMESTAMP DEFAULT current_timestamp

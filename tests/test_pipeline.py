@@ -17,7 +17,7 @@ from synthdata.landing import export_as_drops
 from synthdata.paths import SynthdataPaths
 
 DATES = ["2024-01-01", "2024-01-02"]
-FAST_TRAINING = {"ops": {"generator": {"config": {"max_seconds": 120.0, "max_steps": 400}},
+FAST_TRAINING = {"ops": {"generator": {"config": {"max_seconds": None, "max_steps": 400}},
                          "synthetic_images": {"config": {"per_class": 40}}}}  # fmt: skip
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from synthdata.models.base import (
-    zero_init,
     Arch,
     Autocast,
     GenerativeModel,
@@ -28,6 +27,7 @@ from synthdata.models.base import (
     register,
     resolution_plan,
     use_mlp,
+    zero_init,
 )
 
 

@@ -29,7 +29,7 @@ class GANConfig(pydantic.BaseModel):
     width: int = 64  # base channels (conv) or a quarter of the hidden width (MLP)
     arch: Arch = "auto"
     minibatch_std: bool = True  # D sees per-group feature spread: counters within-class mode collapse
-    mode_seeking: float = 1.0  # weight of the mode-seeking term in G's loss; 0 disables
+    mode_seeking: float = 0.02  # weight of the mode-seeking term in G's loss; 0 disables
     d_lr_mult: float = 1.0  # discriminator lr = lr * d_lr_mult
     betas: tuple[float, float] = (0.5, 0.999)
 
