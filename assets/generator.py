@@ -3,6 +3,7 @@
 
 import hashlib
 import json
+import os
 from pathlib import Path
 import dagster as dg
 import numpy as np
@@ -89,16 +90,26 @@ def generator(
         checkpoint_every=config.checkpoint_every,
         **(yaml.safe_load(config.hyperparameters_yaml) or {}),
     )
-    fingerprint = data_fingerprint(ids, classes, train_config.model_dump_json())
-    run_dir = image_store.subdir("checkpoints", family, fingerprint[:16])
+    # The run folder is keyed by what determines each step (data + trajectory config, not the budget), so a
+    # materialization after a crash, or with a larger budget, resumes the unfinished run found there.
+    fingerprint = data_fingerprint(ids, classes, json.dumps(train_config.trajectory_dict(), sort_keys=True))
+    run_dir = image_store.subdir("checkpoints", family, "runs", fingerprint[:16])
     context.log.info(f"training {family} on {len(x)} images {x.shape[1:]} x {len(classes)} classes on {device}; run dir {run_dir}")
     result = train_generator(x, y, len(classes), train_config, device, Path(run_dir), log=context.log.info)
 
-    checkpoint_id = hashlib.sha256(Path(result.checkpoint_path).read_bytes()).hexdigest()[:16]
+    # Publish the finished checkpoint under its content hash: the run folder's file is overwritten by the next
+    # run, the published one never changes, so every synthetic row stays traceable to the exact weights.
+    data = Path(result.checkpoint_path).read_bytes()
+    checkpoint_id = hashlib.sha256(data).hexdigest()[:16]
+    published = image_store.subdir("checkpoints", family) / f"{checkpoint_id}.pt"
+    if not published.exists():
+        tmp = published.with_name(f".tmp-{checkpoint_id}.pt")
+        tmp.write_bytes(data)
+        os.replace(tmp, published)
     row = {
         "checkpoint_id": checkpoint_id,
         "family": family,
-        "path": str(result.checkpoint_path),
+        "path": str(published),
         "steps": result.steps,
         "seconds": result.seconds,
         "config": train_config.model_dump_json(),
@@ -116,7 +127,8 @@ def generator(
         metadata={
             "family": family,
             "device": device,
-            "checkpoint": dg.MetadataValue.path(str(result.checkpoint_path)),
+            "checkpoint": dg.MetadataValue.path(str(published)),
+            "run_dir": dg.MetadataValue.path(str(run_dir)),
             "checkpoint_id": checkpoint_id,
             "train_images": len(x),
             "image_shape": str(tuple(x.shape[1:])),

@@ -48,6 +48,16 @@ DEFAULT_SIMILARITY = 0.95
 SMALL_SIDE = 16
 DEFAULT_SMALL_SIMILARITY = 0.993
 
+# ...but a resized copy of a small image is reproduced almost exactly by resizing the other image to its
+# size with a standard filter (the planted and real-world resizes use bilinear, bicubic or Lanczos). When
+# either image is small and the sizes differ, a pair is also confirmed when such a reproduction correlates
+# at REPRO_SIMILARITY or more, on at least REPRO_MIN_PIXELS pixels. Measured: planted resizes of 8x8 digits
+# (to 4..16 px) reproduce at >= 0.999; a distinct same-class digit resized to the copy's size reaches 0.987.
+REPRO_SIMILARITY = 0.998
+REPRO_MIN_PIXELS = 16
+_REPRO_FILTERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
+_REPRO_MAX_SIDE = 4 * SMALL_SIDE  # keep the uint8 luma of images up to this side for the reproduction test
+
 # Side of the square grid both images are sampled on. 32 matches pHash's own working resolution: enough
 # to tell faces and digits apart, small enough to try dozens of alignments per pair.
 WORK_SIZE = 32
@@ -85,26 +95,38 @@ def band_layout(radius: int) -> list[tuple[int, int]]:
     return layout
 
 
-def _hash_column_type(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    """DuckDB type of ``table.phash`` (BIGINT or UBIGINT)."""
+# Second candidate channel (used when the hashes table has a ``phash2`` column, see
+# synthdata.phash.crop_robust_hashes): pairs whose crop-robust hashes differ in at most CROP_RADIUS bits and
+# whose pHashes differ in at most CROP_PHASH_RADIUS bits. Measured on the planted set: crops within it
+# 99.7% (pHash radius 10 alone: 88%); distinct images >= 16 px passing both: 0.24% of pairs.
+CROP_RADIUS = 10
+CROP_PHASH_RADIUS = 24
+
+# Pairs found only by that channel (pHash farther than the radius) need more pixel evidence: distinct LFW
+# faces that share an average hash reached 0.983, planted crops of faces score >= 0.99.
+DEFAULT_CROP_SIMILARITY = 0.99
+
+
+def _column_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
     rows = con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall()
-    types = {name: dtype for name, dtype in rows}
-    if types.get("phash") not in ("BIGINT", "UBIGINT"):
-        raise TypeError(f"{table}.phash must be BIGINT or UBIGINT, got {types.get('phash')}")
-    return types["phash"]
+    return {name: dtype for name, dtype in rows}
 
 
-def candidate_pairs(
-    con: duckdb.DuckDBPyConnection, hashes_table: str, radius: int, new_only: bool = True
-) -> pd.DataFrame:
-    """Pairs of images whose pHashes differ in at most ``radius`` bits, found by banded equi-joins.
+def _hash_column_type(con: duckdb.DuckDBPyConnection, table: str, column: str = "phash") -> str:
+    """DuckDB type of ``table.column`` (BIGINT or UBIGINT)."""
+    types = _column_types(con, table)
+    if types.get(column) not in ("BIGINT", "UBIGINT"):
+        raise TypeError(f"{table}.{column} must be BIGINT or UBIGINT, got {types.get(column)}")
+    return types[column]
 
-    ``hashes_table`` has columns ``image_id VARCHAR, phash BIGINT|UBIGINT, is_new BOOLEAN``. Returns columns
-    ``a, b, distance`` with ``a < b`` (string order), one row per pair, sorted. With ``new_only`` only pairs
-    with at least one new image are returned: old-vs-old pairs were settled when those images arrived.
-    Exactly the pairs an all-pairs scan would find (pigeonhole), at the cost of the band collisions.
-    """
-    dtype = _hash_column_type(con, hashes_table)
+
+def _has_crop_hash(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return "phash2" in _column_types(con, table)
+
+
+def _banded_join(table: str, column: str, dtype: str, radius: int, new_only: bool, where: str = "") -> str:
+    """SQL for pairs ``a, b, distance`` (pHash distance) of rows whose ``column`` agrees on a band of the
+    ``radius + 1`` band layout and lies within ``radius`` bits (pigeonhole: exactly the pairs within radius)."""
     bands = []
     for index, (shift, width) in enumerate(band_layout(radius)):
         mask = (1 << width) - 1
@@ -115,40 +137,84 @@ def candidate_pairs(
     keyed = f"""
         bands(band, shift, mask) AS (VALUES {", ".join(bands)}),
         keyed AS (
-            SELECT h.image_id, h.phash, h.is_new, b.band, (h.phash >> b.shift) & b.mask AS v
-            FROM {hashes_table} h CROSS JOIN bands b
+            SELECT h.image_id, h.phash, h.{column} AS key, h.is_new, b.band, (h.{column} >> b.shift) & b.mask AS v
+            FROM {table} h CROSS JOIN bands b {where}
         )"""
     if new_only:
         # Probe with the new images' bands only: cost scales with the drop, not with the archive.
         join = """
             SELECT least(x.image_id, y.image_id) AS a, greatest(x.image_id, y.image_id) AS b,
-                   bit_count(xor(x.phash, y.phash)) AS distance
+                   bit_count(xor(x.phash, y.phash)) AS distance, bit_count(xor(x.key, y.key)) AS key_distance
             FROM keyed x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id <> y.image_id
             WHERE x.is_new"""
     else:
         join = """
-            SELECT x.image_id AS a, y.image_id AS b, bit_count(xor(x.phash, y.phash)) AS distance
+            SELECT x.image_id AS a, y.image_id AS b, bit_count(xor(x.phash, y.phash)) AS distance,
+                   bit_count(xor(x.key, y.key)) AS key_distance
             FROM keyed x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id < y.image_id"""
-    sql = f"""
-        WITH {keyed}
-        SELECT DISTINCT a, b, distance::INTEGER AS distance FROM ({join}) WHERE distance <= {int(radius)}
-        ORDER BY a, b"""
-    return con.execute(sql).df()
+    return f"WITH {keyed} SELECT a, b, distance, key_distance FROM ({join}) WHERE key_distance <= {int(radius)}"
 
 
-def band_collisions(con: duckdb.DuckDBPyConnection, hashes_table: str, radius: int, new_only: bool = True) -> int:
-    """Pairs the band join examines before the distance filter, summed over bands (a pair sharing several
-    bands counts once per band): the join's real work, to compare with the all-pairs count."""
+def candidate_pairs(
+    con: duckdb.DuckDBPyConnection,
+    hashes_table: str,
+    radius: int,
+    new_only: bool = True,
+    crop_radius: int | None = CROP_RADIUS,
+    crop_phash_radius: int = CROP_PHASH_RADIUS,
+) -> pd.DataFrame:
+    """Pairs of images whose pHashes differ in at most ``radius`` bits, found by banded equi-joins.
+
+    ``hashes_table`` has columns ``image_id VARCHAR, phash BIGINT|UBIGINT, is_new BOOLEAN`` and optionally
+    ``phash2`` (same type, from :func:`synthdata.phash.crop_robust_hashes`; 0 = none). Returns columns
+    ``a, b, distance`` (pHash distance) with ``a < b`` (string order), one row per pair, sorted. With
+    ``new_only`` only pairs with at least one new image are returned: old-vs-old pairs were settled when
+    those images arrived. Exactly the pairs an all-pairs scan would find (pigeonhole), at the cost of the
+    band collisions.
+
+    When ``phash2`` is present (and ``crop_radius`` is not None) the pairs within ``crop_radius`` bits of
+    ``phash2`` and within ``crop_phash_radius`` bits of pHash are added, from a second banded join: crops
+    move pHash beyond the radius but the phase-free average hash much less.
+    """
     dtype = _hash_column_type(con, hashes_table)
+    parts = [_banded_join(hashes_table, "phash", dtype, radius, new_only)]
+    if crop_radius is not None and _has_crop_hash(con, hashes_table):
+        dtype2 = _hash_column_type(con, hashes_table, "phash2")
+        crop = _banded_join(hashes_table, "phash2", dtype2, crop_radius, new_only,
+                            where="WHERE h.phash2 IS NOT NULL AND h.phash2 <> 0")
+        parts.append(f"SELECT * FROM ({crop}) WHERE distance <= {int(crop_phash_radius)}")
+    union = " UNION ALL ".join(f"SELECT a, b, distance FROM ({part})" for part in parts)
+    sql = f"SELECT DISTINCT a, b, distance::INTEGER AS distance FROM ({union}) ORDER BY a, b"
+    frame = con.execute(sql).df()
+    if len(parts) > 1:
+        frame["crop_only"] = frame["distance"] > radius  # found by the crop-robust channel alone
+    return frame
+
+
+def band_collisions(
+    con: duckdb.DuckDBPyConnection,
+    hashes_table: str,
+    radius: int,
+    new_only: bool = True,
+    crop_radius: int | None = CROP_RADIUS,
+) -> int:
+    """Pairs the band joins examine before the distance filters, summed over bands (a pair sharing several
+    bands counts once per band) and over both channels when ``phash2`` is present: the joins' real work,
+    to compare with the all-pairs count."""
+    channels = [("phash", radius, "")]
+    if crop_radius is not None and _has_crop_hash(con, hashes_table):
+        channels.append(("phash2", crop_radius, "WHERE phash2 IS NOT NULL AND phash2 <> 0"))
     total = 0
-    for shift, width in band_layout(radius):
-        mask = -1 if (dtype == "BIGINT" and width == HASH_BITS) else (1 << width) - 1
-        old = "n - n_new" if new_only else "0"  # pairs among old images only are not examined
-        sql = f"""
-            SELECT coalesce(sum(n * (n - 1) / 2 - ({old}) * ({old} - 1) / 2), 0)::HUGEINT
-            FROM (SELECT count(*) AS n, count(*) FILTER (WHERE is_new) AS n_new
-                  FROM {hashes_table} GROUP BY (phash >> {shift}) & {mask}::{dtype})"""
-        total += int(con.execute(sql).fetchone()[0])
+    for column, r, where in channels:
+        dtype = _hash_column_type(con, hashes_table, column)
+        for shift, width in band_layout(r):
+            mask = -1 if (dtype == "BIGINT" and width == HASH_BITS) else (1 << width) - 1
+            old = "n - n_new" if new_only else "0"  # pairs among old images only are not examined
+            sql = f"""
+                SELECT coalesce(sum(n * (n - 1) / 2 - ({old}) * ({old} - 1) / 2), 0)::HUGEINT
+                FROM (SELECT count(*) AS n, count(*) FILTER (WHERE is_new) AS n_new
+                      FROM {hashes_table} {where} GROUP BY ({column} >> {shift}) & {mask}::{dtype})"""
+            total += int(con.execute(sql).fetchone()[0])
     return total
 
 
@@ -228,6 +294,7 @@ class _Prepared:
     def __init__(self, image: np.ndarray) -> None:
         gray = _to_gray(image)
         self.min_side = min(gray.shape)
+        self.luma = _luma8(image) if max(gray.shape) <= _REPRO_MAX_SIDE else None
         self.canvas = _prefilter(gray)
         unit, std = _normalise(_sample(self.canvas, _crop_boxes()[:1]))
         self.full = unit[0]  # box 0 is the uncropped frame
@@ -236,6 +303,37 @@ class _Prepared:
     def crops(self) -> np.ndarray:
         """(K, WORK_SIZE^2) normalised samples of every crop box."""
         return _normalise(_sample(self.canvas, _crop_boxes()))[0]
+
+
+def _luma8(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) luma as Pillow computes it (what a resize of the decoded image would see)."""
+    arr = np.asarray(image)
+    if arr.ndim == 3:
+        arr = np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., :3]).astype(np.uint8)).convert("L"))
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    x = x.astype(np.float64).ravel()
+    y = y.astype(np.float64).ravel()
+    x -= x.mean()
+    y -= y.mean()
+    denom = float(np.linalg.norm(x) * np.linalg.norm(y))
+    return float(x @ y / denom) if denom > 0 else 0.0
+
+
+def reproduction_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Best correlation between one uint8 luma image and the other resized to its size (bilinear, bicubic or
+    Lanczos, either direction); -1 when the sizes are equal or the target has too few pixels."""
+    best = -1.0
+    for src, dst in ((a, b), (b, a)):
+        if src.shape == dst.shape or dst.size < REPRO_MIN_PIXELS or min(src.shape) < 2:
+            continue
+        pil = Image.fromarray(src)
+        for method in _REPRO_FILTERS:
+            resized = np.asarray(pil.resize((dst.shape[1], dst.shape[0]), method))
+            best = max(best, _correlation(resized, dst))
+    return best
 
 
 def _prepared_similarity(a: _Prepared, b: _Prepared) -> float:
@@ -262,12 +360,17 @@ def confirm_pairs(
     load: Callable[[str], np.ndarray],
     threshold: float = DEFAULT_SIMILARITY,
     small_threshold: float = DEFAULT_SMALL_SIMILARITY,
+    crop_threshold: float = DEFAULT_CROP_SIMILARITY,
 ) -> pd.DataFrame:
     """Candidate pairs (columns a, b, ...) with a ``similarity`` column, keeping the confirmed ones.
 
     A pair is confirmed when its similarity reaches ``threshold``, or ``small_threshold`` when either image
-    has a side shorter than ``SMALL_SIDE`` pixels. Each image is loaded and prepared once.
+    has a side shorter than ``SMALL_SIDE`` pixels, or ``max(threshold, crop_threshold)`` for pairs marked
+    ``crop_only`` (found by the crop-robust channel alone, see :func:`candidate_pairs`). Small pairs whose
+    sizes differ are also confirmed by :func:`reproduction_similarity` >= ``REPRO_SIMILARITY``. Each
+    image is loaded and prepared once.
     """
+    crop_only = pairs["crop_only"].to_numpy(bool) if "crop_only" in pairs else np.zeros(len(pairs), bool)
     prepared: dict[str, _Prepared] = {}
     crops: dict[str, np.ndarray] = {}  # bounded: 147 KB each; pairs arrive sorted by a, so a is reused
 
@@ -284,14 +387,23 @@ def confirm_pairs(
         return crops[image_id]
 
     scores, required = [], []
-    for a, b in zip(pairs["a"], pairs["b"]):
+    for a, b, far in zip(pairs["a"], pairs["b"], crop_only):
         pa, pb = get(a), get(b)
         if pa.flat or pb.flat:
             scores.append(_prepared_similarity(pa, pb))
         else:
             best = max(float((get_crops(a) @ pb.full).max()), float((get_crops(b) @ pa.full).max()))
             scores.append(min(best, 1.0))
-        required.append(small_threshold if min(pa.min_side, pb.min_side) < SMALL_SIDE else threshold)
+        small = min(pa.min_side, pb.min_side) < SMALL_SIDE
+        required.append(small_threshold if small else threshold)
+        if far:
+            required[-1] = max(required[-1], crop_threshold)
+        if (small and scores[-1] < small_threshold and not (pa.flat or pb.flat)
+                and pa.luma is not None and pb.luma is not None):
+            repro = reproduction_similarity(pa.luma, pb.luma)
+            if repro >= REPRO_SIMILARITY:
+                scores[-1] = max(scores[-1], repro)
+                required[-1] = REPRO_SIMILARITY
     out = pairs.assign(similarity=np.asarray(scores, dtype=np.float64))
     return out[out["similarity"] >= np.asarray(required, dtype=np.float64)].reset_index(drop=True)
 

@@ -13,11 +13,13 @@ from PIL import Image
 
 from synthdata.datasets import load_digits_uint8
 from synthdata.near_dup import (
+    REPRO_SIMILARITY,
     DEFAULT_SIMILARITY,
     band_layout,
     candidate_pairs,
     confirm_pairs,
     group_duplicates,
+    reproduction_similarity,
     similarity,
 )
 from synthdata.phash import hamming, to_signed
@@ -44,6 +46,11 @@ def hash_table() -> tuple[duckdb.DuckDBPyConnection, list[str], np.ndarray, np.n
     con.execute("CREATE TABLE hashes AS SELECT image_id, phash, is_new FROM frame")
     con.execute("CREATE TABLE hashes_u AS SELECT image_id, phash::UBIGINT AS phash, is_new FROM frame "
                 "WHERE phash >= 0")
+    # A second hash per image: near the first for clustered images (copies), 0 (none) for every 7th image.
+    second = hashes ^ (hashes >> np.uint64(3))
+    second[::7] = 0
+    frame2 = frame.assign(phash2=to_signed(second))
+    con.execute("CREATE TABLE hashes2 AS SELECT image_id, phash, phash2, is_new FROM frame2")
     return con, ids, hashes, is_new
 
 
@@ -76,6 +83,30 @@ def test_banded_search_equals_all_pairs(hash_table, radius: int) -> None:
     assert as_set(got) == want
     assert len(got) == len(want)  # one row per pair even when several bands agree
     assert (got["a"] < got["b"]).all()
+
+
+def test_crop_channel_adds_exactly_the_pairs_near_in_both_hashes(hash_table) -> None:
+    con, ids, hashes, is_new = hash_table
+    second = hashes ^ (hashes >> np.uint64(3))
+    second[::7] = 0
+    radius, crop_radius, crop_phash_radius = 4, 8, 16
+    want = brute_force(ids, hashes, radius)
+    loose = brute_force(ids, hashes, crop_phash_radius)
+    keep = second != 0
+    kept_ids = [i for i, k in zip(ids, keep) if k]
+    near2 = {(a, b) for a, b, _ in brute_force(kept_ids, second[keep], crop_radius)}
+    want |= {p for p in loose if (p[0], p[1]) in near2}
+    got = candidate_pairs(con, "hashes2", radius, new_only=False, crop_radius=crop_radius,
+                          crop_phash_radius=crop_phash_radius)
+    assert as_set(got) == want and len(got) == len(want)
+    assert (got["crop_only"] == (got["distance"] > radius)).all() and got["crop_only"].any()
+    new = {i for i, flag in zip(ids, is_new) if flag}
+    incremental = candidate_pairs(con, "hashes2", radius, new_only=True, crop_radius=crop_radius,
+                                  crop_phash_radius=crop_phash_radius)
+    assert as_set(incremental) == {p for p in want if p[0] in new or p[1] in new}
+    # Without the column (or with the channel switched off) only the pHash channel runs.
+    assert as_set(candidate_pairs(con, "hashes2", radius, new_only=False, crop_radius=None)) == \
+        brute_force(ids, hashes, radius)
 
 
 def test_ubigint_column_gives_the_same_pairs(hash_table) -> None:
@@ -169,6 +200,30 @@ def test_confirm_pairs_keeps_copies_and_drops_same_class_digits() -> None:
     false_rate = len(kept - set(planted)) / len(picked)
     assert false_rate <= 0.01  # measured 0..0.5% on same-class digit pairs
     assert (confirmed["similarity"] >= 0.99).all()
+
+
+def test_resized_small_digits_are_reproduced_and_distinct_ones_are_not() -> None:
+    digits, labels, _ = load_digits_uint8()
+    rng = np.random.default_rng(5)
+    methods = [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS]
+    images, planted = {}, []
+    for i in range(60):
+        side = int(rng.integers(4, 17))
+        if side == 8:
+            side = 12
+        images[f"d{i}"] = digits[i]
+        images[f"r{i}"] = np.asarray(Image.fromarray(digits[i]).resize((side, side), methods[i % 3]))
+        planted.append((f"d{i}", f"r{i}"))
+    assert min(reproduction_similarity(images[a], images[b]) for a, b in planted) >= REPRO_SIMILARITY
+    # A resized copy of one digit against other digits of its class: not a reproduction.
+    distinct = [(f"d{j}", f"r{i}") for i in range(60) for j in range(60) if j != i and labels[i] == labels[j]]
+    for j in range(60):
+        images[f"d{j}"] = digits[j]
+    pairs = pd.DataFrame(planted + distinct, columns=["a", "b"])
+    confirmed = confirm_pairs(pairs, images.__getitem__)
+    kept = set(zip(confirmed["a"], confirmed["b"]))
+    assert len(kept & set(planted)) >= 0.95 * len(planted)
+    assert len(kept - set(planted)) <= 0.01 * len(distinct)
 
 
 def test_flat_images_match_only_flat_images() -> None:

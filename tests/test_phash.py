@@ -9,7 +9,18 @@ import skimage.data
 from PIL import Image
 
 from synthdata.datasets import load_digits_uint8
-from synthdata.phash import hamming, phash_arrays, phash_images, resize_lanczos, rgb_to_l, to_signed, to_unsigned
+from synthdata.phash import (
+    CROP_HASH_MIN_SIDE,
+    crop_robust_hashes,
+    hamming,
+    phash_and_crop_hashes,
+    phash_arrays,
+    phash_images,
+    resize_lanczos,
+    rgb_to_l,
+    to_signed,
+    to_unsigned,
+)
 
 
 def reference(images: list[Image.Image]) -> np.ndarray:
@@ -85,3 +96,31 @@ def test_hamming_and_signed_round_trip() -> None:
     assert hamming(hashes, hashes).tolist() == [0] * 5
     assert hamming(hashes[0], hashes).tolist() == [0, 1, 1, 64, 8]
     assert hamming(signed[0], signed).tolist() == [0, 1, 1, 64, 8]  # same bits whichever storage
+
+
+def test_crop_robust_hashes_move_less_than_phash_under_crops() -> None:
+    rng = np.random.default_rng(4)
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.camera()]
+    originals, crops = [], []
+    for i in range(80):
+        photo = photos[i % 4]
+        side = int(rng.integers(24, 129))
+        y, x = (int(v) for v in rng.integers(0, min(photo.shape[:2]) - side, 2))
+        tile = photo[y : y + side, x : x + side]
+        cut = max(1, int(0.05 * side))
+        top, left = (int(v) for v in rng.integers(0, cut + 1, 2))
+        originals.append(Image.fromarray(tile))
+        crops.append(Image.fromarray(np.ascontiguousarray(tile[top : side - cut + top, left : side - cut + left])))
+    p_orig, c_orig = phash_and_crop_hashes(originals)
+    p_crop, c_crop = phash_and_crop_hashes(crops)
+    assert np.array_equal(p_orig, phash_images(originals))  # one pass gives both hashes
+    assert np.array_equal(c_orig, crop_robust_hashes(originals))
+    crop_moves, phash_moves = hamming(c_orig, c_crop), hamming(p_orig, p_crop)
+    assert np.median(crop_moves) < np.median(phash_moves)
+    assert np.mean(crop_moves <= 10) >= 0.95
+    # Tiny and flat images get no crop hash (0), which the candidate search skips.
+    small = [Image.fromarray(d) for d in load_digits_uint8()[0][:5]]
+    flat = [Image.fromarray(np.full((40, 40), 7, np.uint8))]
+    assert crop_robust_hashes(small + flat).tolist() == [0] * 6
+    assert CROP_HASH_MIN_SIDE > 8
+    assert crop_robust_hashes([]).shape == (0,)

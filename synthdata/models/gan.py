@@ -1,7 +1,9 @@
-"""Conditional GAN for small data sets: hinge (or non-saturating) loss, spectral-norm projection discriminator,
-DiffAugment on both real and fake batches, FiLM-conditioned generator.
+"""Conditional GAN for small data sets: hinge (or non-saturating) loss, spectral-norm projection discriminator
+with a minibatch-std feature, DiffAugment on both real and fake batches, FiLM-conditioned generator, and a
+mode-seeking term that keeps the generator from ignoring its noise input.
 
-References: Miyato et al. 2018 (spectral norm; projection discriminator), Zhao et al. 2020 (DiffAugment).
+References: Miyato et al. 2018 (spectral norm; projection discriminator), Zhao et al. 2020 (DiffAugment),
+Karras et al. 2018 (minibatch std), Mao et al. 2019 (mode seeking).
 """
 
 from __future__ import annotations
