@@ -117,7 +117,7 @@ def curate(
         con.execute(
             """INSERT INTO images
                SELECT r.image_id, r.label, r.width, r.height, r.mode, r.format, r.blob_key, r.phash,
-                      r.partition_date, r.source_path, r.n_files,
+                      r.phash2, r.partition_date, r.source_path, r.n_files,
                       (SELECT count(*) FROM _near n WHERE n.representative = r.image_id),
                       r.label_conflict
                FROM _reps r WHERE r.image_id NOT IN (SELECT member FROM _near)
@@ -170,7 +170,7 @@ def _near_duplicates(
         con.execute("DELETE FROM near_duplicate_pairs")
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _hashes AS
-           SELECT r.image_id, r.phash, x.image_id IS NULL AS is_new
+           SELECT r.image_id, r.phash, r.phash2, x.image_id IS NULL AS is_new
            FROM _reps r LEFT JOIN near_duplicate_index x USING (image_id) WHERE r.phash IS NOT NULL"""
     )
     stats.new_compared = con.execute("SELECT count(*) FROM _hashes WHERE is_new").fetchone()[0]

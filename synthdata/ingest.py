@@ -21,7 +21,7 @@ from synthdata.store import BlobStore
 
 RAW_COLUMNS = (
     "image_id", "file_sha256", "source_path", "label", "width", "height", "mode",
-    "original_mode", "format", "n_bytes", "blob_key", "phash",
+    "original_mode", "format", "n_bytes", "blob_key", "phash", "phash2",
 )  # fmt: skip
 REJECT_COLUMNS = ("source_path", "label", "reason")
 
@@ -64,7 +64,7 @@ def _read(item: SourceItem) -> bytes:
 
 def process_items(items: list[SourceItem], limits: DecodeLimits, store_root: str | None) -> IngestBatch:
     """Decode, hash, (p)hash and store a batch of items. Runs in a worker process; returns plain rows."""
-    from synthdata.phash import phash_images
+    from synthdata.phash import phash_and_crop_hashes
 
     store = BlobStore(store_root) if store_root else None
     out = IngestBatch()
@@ -100,8 +100,9 @@ def process_items(items: list[SourceItem], limits: DecodeLimits, store_root: str
             }
         )
     if decoded:
-        for row, h in zip(out.accepted, phash_images(decoded)):
-            row["phash"] = int(h)
+        phash, crop_hash = phash_and_crop_hashes(decoded)
+        for row, h, h2 in zip(out.accepted, phash, crop_hash):
+            row["phash"], row["phash2"] = int(h), int(h2)
     return out
 
 
@@ -195,6 +196,7 @@ def ingest_partition(
         if batch.accepted:
             df = pd.DataFrame(batch.accepted).assign(partition_date=partition_date, run_id=run_id)
             df["phash"] = df["phash"].astype("uint64")
+            df["phash2"] = df["phash2"].astype("uint64")
             insert_df(con, "raw_images", df)
         if batch.rejected:
             insert_df(con, "rejected_images", pd.DataFrame(batch.rejected).assign(partition_date=partition_date, run_id=run_id))

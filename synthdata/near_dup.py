@@ -7,9 +7,14 @@ Pipeline (see ``benchmarks/near_dup_recall.py`` for the measured recall and fals
    ``radius + 1`` bands guarantees that two hashes within Hamming distance ``radius`` agree exactly on at
    least one band, so an equi-join on (band, value) finds every such pair while only touching pairs that
    share a band. Incremental: only pairs with a new image are produced, old images are never recompared.
+   When the table also has ``phash2`` (:func:`synthdata.phash.crop_robust_hashes`, an average hash that
+   crops move less), a second banded join on it adds pairs within ``CROP_RADIUS`` of ``phash2`` and
+   ``CROP_PHASH_RADIUS`` of pHash; those are marked ``crop_only`` when pHash alone would have missed them.
 2. :func:`confirm_pairs` / :func:`similarity` - pHash agreement is necessary but not sufficient (small or
    plain images collide), so candidates are confirmed on pixels with a normalised cross-correlation that
-   tolerates crops, resizes and brightness/contrast changes.
+   tolerates crops, resizes and brightness/contrast changes; ``crop_only`` pairs need a higher score, and
+   small images resized to another size are also confirmed when a standard resize of one reproduces the
+   other (:func:`reproduction_similarity`).
 3. :func:`group_duplicates` - union-find over exact and confirmed near pairs; the image seen first keeps
    its place as the group's representative.
 

@@ -13,12 +13,19 @@ Per image that is ~100 us, mostly call overhead. Here every step is replayed on 
   normalised filter weights, turns them into fixed point with ``PRECISION_BITS = 22`` and runs two 1-D
   passes, each rounding (``+ 2**21``, arithmetic shift) and clipping to uint8. The weights depend only on
   (input size, output size), so they are built once per size with the same double arithmetic (Python
-  floats and ``math.sin`` are the same IEEE operations and libm as the C code) and applied as one GEMM per
-  pass over the whole batch. Pillow 13 runs the vertical pass first when the height shrinks much more than
+  floats and ``math.sin`` are the same IEEE operations and libm as the C code) and applied as GEMMs over
+  the whole batch: the matrix is banded, so each pass multiplies two column blocks with only the input
+  rows their band touches. Scratch arrays are reused between chunks (freeing them made the kernel fault
+  the pages in again on every chunk, which cost more than the arithmetic). Pillow 13 runs the vertical pass first when the height shrinks much more than
   the width; because each pass rounds, the order changes pixels, so the installed Pillow is probed once.
 * The GEMMs run in float32 (twice the speed of float64) with a rigorous error bound; the few sums whose
-  rounding point lies inside that bound are recomputed exactly in float64 (integer arithmetic there), so
-  every resampled pixel equals Pillow's.
+  rounding point lies inside that bound (smooth images hit exact half-integers often) are recomputed
+  exactly in float64 over their own tap window (integer arithmetic there), so every resampled pixel
+  equals Pillow's.
+* PIL images are read out by pasting same-size images into one canvas per chunk and converting/reading
+  that canvas once (``tobytes`` per small image costs more than hashing it).
+* :func:`crop_robust_hashes` adds a companion average hash from the same 32x32 thumbnails, for the
+  crop-tolerant candidate channel of :mod:`synthdata.near_dup`.
 * The DCT is two matrix products with scipy's unnormalised DCT-II basis, keeping the 8 low rows/columns.
   It differs from scipy's FFT-based DCT by ~1e-10, which can only flip a bit when a coefficient ties the
   median (flat or symmetric images); those images are recomputed with the exact scipy call imagehash uses.

@@ -27,7 +27,8 @@ SCHEMA: dict[str, str] = {
         format VARCHAR,
         n_bytes BIGINT,
         blob_key VARCHAR NOT NULL,      -- where the untouched original lives in the store
-        phash UBIGINT,                  -- 64-bit DCT perceptual hash
+        phash UBIGINT,                  -- 64-bit DCT perceptual hash (bit-identical to imagehash.phash)
+        phash2 UBIGINT,                 -- crop-robust companion hash (0 = none: tiny or flat image)
         run_id VARCHAR,
         ingested_at TIMESTAMP DEFAULT current_timestamp
     """,
@@ -45,6 +46,7 @@ SCHEMA: dict[str, str] = {
         width INTEGER, height INTEGER, mode VARCHAR, format VARCHAR,
         blob_key VARCHAR NOT NULL,
         phash UBIGINT,
+        phash2 UBIGINT,
         first_partition_date DATE,
         source_path VARCHAR,            -- the first file seen with this content
         n_files INTEGER,                -- files in all drops that decoded to this image
@@ -129,8 +131,18 @@ SCHEMA: dict[str, str] = {
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection, tables: Iterable[str] | None = None) -> None:
+    """Create missing tables and add columns that a newer version defines (additive migration only)."""
+    existing = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
     for name in tables or SCHEMA:
-        con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({SCHEMA[name]})")
+        if name not in existing:
+            con.execute(f"CREATE TABLE {name} ({SCHEMA[name]})")
+            continue
+        have = {r[0] for r in con.execute(f"SELECT name FROM pragma_table_info('{name}')").fetchall()}
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _probe_{name} ({SCHEMA[name]})")
+        for col, ctype in con.execute(f"SELECT name, type FROM pragma_table_info('_probe_{name}')").fetchall():
+            if col not in have:
+                con.execute(f'ALTER TABLE {name} ADD COLUMN "{col}" {ctype}')
+        con.execute(f"DROP TABLE _probe_{name}")
 
 
 def connect(path: Path | str, read_only: bool = False, timeout_s: float = 120.0) -> duckdb.DuckDBPyConnection:

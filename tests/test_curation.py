@@ -68,3 +68,18 @@ def test_export_as_drops_plants_copies_and_broken_files(tmp_path, digits):
     assert sorted(m.corrupt.values()) == ["not an image (text with a .png name)", "truncated PNG", "zero-byte file"]
     again = export_as_drops(images[:90], labels[:90], names, tmp_path / "b", ["2024-01-01", "2024-01-02"], seed=3)
     assert again.files["2024-01-01"] == [p for p in m.files["2024-01-01"] if "img_" in p]
+
+
+def test_an_older_warehouse_gains_new_columns_without_losing_rows(tmp_path):
+    import duckdb
+
+    from synthdata.warehouse import connect
+
+    old = duckdb.connect(str(tmp_path / "w.duckdb"))
+    old.execute("CREATE TABLE images (image_id VARCHAR PRIMARY KEY, label VARCHAR)")
+    old.execute("INSERT INTO images VALUES ('a', '1')")
+    old.close()
+    con = connect(tmp_path / "w.duckdb")
+    cols = {r[0] for r in con.execute("SELECT name FROM pragma_table_info('images')").fetchall()}
+    assert {"phash", "phash2", "n_near_duplicates"} <= cols
+    assert con.execute("SELECT image_id, label, phash FROM images").fetchall() == [("a", "1", None)]
