@@ -4,6 +4,7 @@
 import dagster as dg
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from assets._util import md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
@@ -98,7 +99,7 @@ def duplicate_gallery(groups: pd.DataFrame, key_of: dict[str, str], store, n: in
         pair = [key_of.get(row.representative_id), key_of.get(row.member_id)]
         if None in pair:
             continue
-        tiles += [np.asarray(decode_image(store.read(k)).image.convert("RGB").resize((48, 48))) for k in pair]
+        tiles += [np.asarray(decode_image(store.read(k)).image.convert("RGB").resize((48, 48), Image.Resampling.NEAREST)) for k in pair]
         lines.append(f"- {row.kind} (hamming {row.hamming}, similarity {row.similarity:.3f}): `{row.member_source}`")
     if not tiles:
         return ""

@@ -3,6 +3,7 @@
 
 import dagster as dg
 import numpy as np
+from PIL import Image
 
 from assets._util import md_table
 from dagster_project.partitions import daily_drops
@@ -81,7 +82,7 @@ def raw_images(
     }
     if preview:
         store = image_store.store()
-        thumbs = [np.asarray(decode_image(store.read(k)).image.convert("RGB").resize((32, 32))) for k in preview]
+        thumbs = [np.asarray(decode_image(store.read(k)).image.convert("RGB").resize((32, 32), Image.Resampling.NEAREST)) for k in preview]
         metadata["sample"] = dg.MetadataValue.md(markdown_image(image_grid(np.stack(thumbs), ncol=10, scale=2), "sample"))
     return dg.MaterializeResult(metadata=metadata)
 
