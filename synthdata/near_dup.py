@@ -24,7 +24,7 @@ UBIGINT columns work too.
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
@@ -62,6 +62,9 @@ REPRO_SIMILARITY = 0.998
 REPRO_MIN_PIXELS = 16
 _REPRO_FILTERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
 _REPRO_MAX_SIDE = 4 * SMALL_SIDE  # keep the uint8 luma of images up to this side for the reproduction test
+
+# Prepared images confirm_pairs keeps at once (LRU): bounds its memory whatever the number of candidates.
+_PREPARED_CACHE = 4096
 
 # Side of the square grid both images are sampled on. 32 matches pHash's own working resolution: enough
 # to tell faces and digits apart, small enough to try dozens of alignments per pair.
@@ -376,11 +379,17 @@ def confirm_pairs(
     image is loaded and prepared once.
     """
     crop_only = pairs["crop_only"].to_numpy(bool) if "crop_only" in pairs else np.zeros(len(pairs), bool)
-    prepared: dict[str, _Prepared] = {}
-    crops: dict[str, np.ndarray] = {}  # bounded: 147 KB each; pairs arrive sorted by a, so a is reused
+    # Both caches are bounded so memory does not grow with the number of candidates (pairs arrive sorted
+    # by a, so a is reused; a b evicted early is simply loaded again).
+    prepared: OrderedDict[str, _Prepared] = OrderedDict()
+    crops: dict[str, np.ndarray] = {}  # 147 KB each
 
     def get(image_id: str) -> _Prepared:
-        if image_id not in prepared:
+        if image_id in prepared:
+            prepared.move_to_end(image_id)
+        else:
+            if len(prepared) >= _PREPARED_CACHE:
+                prepared.popitem(last=False)
             prepared[image_id] = _Prepared(load(image_id))
         return prepared[image_id]
 
