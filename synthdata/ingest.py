@@ -185,31 +185,54 @@ def ingest_partition(
 ) -> IngestStats:
     """Replace one partition of `raw_images` / `rejected_images` with a fresh ingest of its drop.
 
-    One transaction: readers see the old partition until the commit, and a failure leaves it untouched.
-    Rows are inserted batch by batch, so memory stays bounded by the batch size.
+    Rows are written batch by batch under a new ingest id, invisible to readers (the views show only the
+    partition's committed ingest); one small transaction then makes them the partition's rows and drops the
+    previous ones. Readers see the old partition or the new one, never a mix, memory stays bounded by the
+    batch size, and a failure leaves the previous partition untouched.
     """
+    import uuid
+
     import pandas as pd
 
     from synthdata.warehouse import insert_df
 
+    ingest_id = uuid.uuid4().hex
+    # Rows of ingests that never committed (a crash) are invisible; clear them before adding more.
+    for table in ("raw_image_rows", "rejected_rows"):
+        con.execute(
+            f"""DELETE FROM {table} WHERE partition_date = ? AND ingest_id IS DISTINCT FROM
+                (SELECT ingest_id FROM raw_partitions WHERE partition_date = ?)""",
+            [partition_date, partition_date],
+        )
+
     def write(batch: IngestBatch) -> None:
         if batch.accepted:
-            df = pd.DataFrame(batch.accepted).assign(partition_date=partition_date, run_id=run_id)
+            df = pd.DataFrame(batch.accepted).assign(partition_date=partition_date, run_id=run_id, ingest_id=ingest_id)
             df["phash"] = df["phash"].astype("uint64")
             df["phash2"] = df["phash2"].astype("uint64")
-            insert_df(con, "raw_images", df)
+            insert_df(con, "raw_image_rows", df)
         if batch.rejected:
-            insert_df(con, "rejected_images", pd.DataFrame(batch.rejected).assign(partition_date=partition_date, run_id=run_id))
+            rejected = pd.DataFrame(batch.rejected).assign(partition_date=partition_date, run_id=run_id, ingest_id=ingest_id)
+            insert_df(con, "rejected_rows", rejected)
         if on_batch is not None:
             on_batch(batch)
 
-    con.execute("BEGIN TRANSACTION")
     try:
-        con.execute("DELETE FROM raw_images WHERE partition_date = ?", [partition_date])
-        con.execute("DELETE FROM rejected_images WHERE partition_date = ?", [partition_date])
         stats = ingest_drop(drop_dir, landing_root, store, limits, workers, chunk_size, on_batch=write)
+        con.execute("BEGIN TRANSACTION")
+        con.execute(
+            "INSERT OR REPLACE INTO raw_partitions (partition_date, ingest_id, run_id) VALUES (?, ?, ?)",
+            [partition_date, ingest_id, run_id],
+        )
+        for table in ("raw_image_rows", "rejected_rows"):
+            con.execute(f"DELETE FROM {table} WHERE partition_date = ? AND ingest_id <> ?", [partition_date, ingest_id])
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except Exception:
+            pass  # no transaction was open
+        for table in ("raw_image_rows", "rejected_rows"):
+            con.execute(f"DELETE FROM {table} WHERE ingest_id = ?", [ingest_id])
         raise
     return stats

@@ -6,6 +6,7 @@ leaves the previous contents, never half of the new ones.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,7 +15,16 @@ import duckdb
 import pandas as pd
 
 SCHEMA: dict[str, str] = {
-    "raw_images": """
+    # raw_images / rejected_images are views over these row tables: only rows of a partition's committed
+    # ingest (raw_partitions) are visible, so a partition is replaced atomically without holding all of its
+    # rows in one transaction (memory stays flat however large the drop).
+    "raw_partitions": """
+        partition_date DATE PRIMARY KEY,
+        ingest_id VARCHAR NOT NULL,     -- the ingest whose rows are visible
+        run_id VARCHAR,
+        committed_at TIMESTAMP DEFAULT current_timestamp
+    """,
+    "raw_image_rows": """
         image_id VARCHAR NOT NULL,      -- sha256 of decoded pixels + mode + size
         file_sha256 VARCHAR NOT NULL,   -- sha256 of the file bytes
         partition_date DATE NOT NULL,
@@ -30,14 +40,16 @@ SCHEMA: dict[str, str] = {
         phash UBIGINT,                  -- 64-bit DCT perceptual hash (bit-identical to imagehash.phash)
         phash2 UBIGINT,                 -- crop-robust companion hash (0 = none: tiny or flat image)
         run_id VARCHAR,
+        ingest_id VARCHAR,
         ingested_at TIMESTAMP DEFAULT current_timestamp
     """,
-    "rejected_images": """
+    "rejected_rows": """
         partition_date DATE NOT NULL,
         source_path VARCHAR NOT NULL,
         label VARCHAR,
         reason VARCHAR NOT NULL,
         run_id VARCHAR,
+        ingest_id VARCHAR,
         rejected_at TIMESTAMP DEFAULT current_timestamp
     """,
     "images": """
@@ -130,6 +142,12 @@ SCHEMA: dict[str, str] = {
 }
 
 
+VIEWS: dict[str, str] = {
+    "raw_images": "SELECT r.* EXCLUDE (ingest_id) FROM raw_image_rows r JOIN raw_partitions p USING (partition_date, ingest_id)",
+    "rejected_images": "SELECT r.* EXCLUDE (ingest_id) FROM rejected_rows r JOIN raw_partitions p USING (partition_date, ingest_id)",
+}
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection, tables: Iterable[str] | None = None) -> None:
     """Create missing tables and add columns that a newer version defines (additive migration only)."""
     existing = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
@@ -143,17 +161,30 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, tables: Iterable[str] | None =
             if col not in have:
                 con.execute(f'ALTER TABLE {name} ADD COLUMN "{col}" {ctype}')
         con.execute(f"DROP TABLE _probe_{name}")
+    for name, sql in VIEWS.items():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+
+
+MEMORY_LIMIT_ENV = "SYNTHDATA_DUCKDB_MEMORY"
+DEFAULT_MEMORY_LIMIT = "512MB"
 
 
 def connect(path: Path | str, read_only: bool = False, timeout_s: float = 120.0) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting while another process holds DuckDB's single-writer lock."""
+    """Open the warehouse, waiting while another process holds DuckDB's single-writer lock.
+
+    DuckDB's buffer pool otherwise grows toward 80% of RAM as a partition's rows are inserted; a fixed limit
+    (SYNTHDATA_DUCKDB_MEMORY, default 512MB) keeps ingest memory flat, spilling to disk beyond it.
+    """
     if not read_only:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(
+                str(path), read_only=read_only,
+                config={"memory_limit": os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)},
+            )  # fmt: skip
             break
         except duckdb.IOException as e:
             if "lock" not in str(e).lower() or time.monotonic() > deadline:
@@ -205,7 +236,8 @@ def replace_where(con: duckdb.DuckDBPyConnection, table: str, where: str, params
 
 
 def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SCHEMA}
+    names = [*VIEWS, *(t for t in SCHEMA if t not in ("raw_image_rows", "rejected_rows"))]
+    return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in names}
 
 
 def replace_tables(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
