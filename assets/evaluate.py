@@ -3,10 +3,7 @@
 
 import datetime as dt
 import json
-import os
-import tempfile
 import uuid
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -15,6 +12,7 @@ import pandas as pd
 from dagster_project.partitions import model_families
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from synthdata.arrays import load_arrays
+from synthdata.atomic import write_atomic
 from synthdata.evaluate import memorization, tstr_trtr
 from synthdata.render import image_grid, markdown_image
 from synthdata.warehouse import insert_df
@@ -27,14 +25,6 @@ class EvaluateConfig(dg.Config):
 def _labelled(con, store, sql: str, params: list, mode: str, size) -> tuple[np.ndarray, np.ndarray]:
     df = con.execute(sql, params).df()
     return load_arrays(store, list(df["blob_key"]), mode, size), df["label"].to_numpy()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 @dg.asset(
@@ -100,8 +90,8 @@ def quality_report(
     report_path = image_store.subdir("reports", family) / f"quality_{evaluation_id}.md"
     grid = image_grid(np.concatenate([synth_x[synth_y == c][:10] for c in sorted(set(synth_y))]), ncol=10, scale=4)
     report = render_report(family, evaluation_id, checkpoint_id, metrics, len(train_x), len(test_x), len(synth_x), grid)
-    _write_atomic(report_path, report)
-    _write_atomic(report_path.parent / "latest.md", report)
+    write_atomic(report_path, report)
+    write_atomic(report_path.parent / "latest.md", report)
     context.log.info(f"{family}: TRTR {utility.trtr:.3f} TSTR {utility.tstr:.3f} ratio {utility.ratio:.3f}; report {report_path}")
     return dg.MaterializeResult(
         metadata={

@@ -9,6 +9,7 @@ import dagster as dg
 
 from dagster_project.partitions import model_families
 from resources import ImageStoreResource, WarehouseResource
+from synthdata.atomic import write_atomic
 
 
 @dg.asset(
@@ -49,7 +50,7 @@ def training_set(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     os.close(fd)
     pq.write_table(table, tmp)
     os.replace(tmp, target)
-    (out_dir / "labels.txt").write_text("\n".join(classes) + "\n")
+    write_atomic(out_dir / "labels.txt", "\n".join(classes) + "\n")
     counts = rows["source"].value_counts().to_dict()
     return dg.MaterializeResult(
         metadata={

@@ -3,7 +3,6 @@
 
 import hashlib
 import json
-import os
 from pathlib import Path
 import dagster as dg
 import numpy as np
@@ -12,6 +11,7 @@ import yaml
 
 from dagster_project.partitions import model_families
 from resources import ImageStoreResource, TorchDevice, WarehouseResource
+from synthdata.atomic import write_atomic
 from synthdata.arrays import data_fingerprint, load_arrays, training_format
 from synthdata.render import markdown_image
 from synthdata.warehouse import insert_df
@@ -103,9 +103,7 @@ def generator(
     checkpoint_id = hashlib.sha256(data).hexdigest()[:16]
     published = image_store.subdir("checkpoints", family) / f"{checkpoint_id}.pt"
     if not published.exists():
-        tmp = published.with_name(f".tmp-{checkpoint_id}.pt")
-        tmp.write_bytes(data)
-        os.replace(tmp, published)
+        write_atomic(published, data)
     row = {
         "checkpoint_id": checkpoint_id,
         "family": family,

@@ -218,7 +218,7 @@ def ingest_partition(
 
     import pandas as pd
 
-    from synthdata.warehouse import insert_df
+    from synthdata.warehouse import insert_df, transaction
 
     ingest_id = uuid.uuid4().hex
     # Rows of ingests that never committed (a crash) are invisible; clear them before adding more.
@@ -243,19 +243,14 @@ def ingest_partition(
 
     try:
         stats = ingest_drop(drop_dir, landing_root, store, limits, workers, chunk_size, on_batch=write)
-        con.execute("BEGIN TRANSACTION")
-        con.execute(
-            "INSERT OR REPLACE INTO raw_partitions (partition_date, ingest_id, run_id) VALUES (?, ?, ?)",
-            [partition_date, ingest_id, run_id],
-        )
-        for table in ("raw_image_rows", "rejected_rows"):
-            con.execute(f"DELETE FROM {table} WHERE partition_date = ? AND ingest_id <> ?", [partition_date, ingest_id])
-        con.execute("COMMIT")
+        with transaction(con):
+            con.execute(
+                "INSERT OR REPLACE INTO raw_partitions (partition_date, ingest_id, run_id) VALUES (?, ?, ?)",
+                [partition_date, ingest_id, run_id],
+            )
+            for table in ("raw_image_rows", "rejected_rows"):
+                con.execute(f"DELETE FROM {table} WHERE partition_date = ? AND ingest_id <> ?", [partition_date, ingest_id])
     except BaseException:
-        try:
-            con.execute("ROLLBACK")
-        except Exception:
-            pass  # no transaction was open
         for table in ("raw_image_rows", "rejected_rows"):
             con.execute(f"DELETE FROM {table} WHERE ingest_id = ?", [ingest_id])
         raise

@@ -8,13 +8,13 @@ re-encoded copies (same pixels, different bytes) and unreadable files.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
+
+from synthdata.atomic import write_atomic
 
 
 @dataclass
@@ -37,15 +37,6 @@ def _png_bytes(arr: np.ndarray, compress_level: int = 6, note: str | None = None
         info.add_text("note", note)
     Image.fromarray(arr).save(buf, format="PNG", compress_level=compress_level, pnginfo=info)
     return buf.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Upstream writers should publish whole files; a reader must never see half of one.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def export_as_drops(
@@ -76,7 +67,7 @@ def export_as_drops(
     for rank, idx in enumerate(order):
         drop = rank % len(dates)
         rel = f"{dates[drop]}/{class_names[int(labels[idx])]}/img_{int(idx):06d}.png"
-        _write_atomic(landing / rel, _png_bytes(images[idx]))
+        write_atomic(landing / rel, _png_bytes(images[idx]))
         manifest.files[dates[drop]].append(rel)
         written.append((rel, int(idx), drop))
 
@@ -89,11 +80,11 @@ def export_as_drops(
         label = class_names[int(labels[idx])]
         if n < exact_copies:
             copy_rel = f"{target_date}/{label}/copy_{int(idx):06d}.png"
-            _write_atomic(landing / copy_rel, (landing / rel).read_bytes())
+            write_atomic(landing / copy_rel, (landing / rel).read_bytes())
             manifest.exact_copies.append((rel, copy_rel))
         else:
             copy_rel = f"{target_date}/{label}/reencoded_{int(idx):06d}.png"
-            _write_atomic(landing / copy_rel, _png_bytes(images[idx], compress_level=1, note="re-encoded"))
+            write_atomic(landing / copy_rel, _png_bytes(images[idx], compress_level=1, note="re-encoded"))
             manifest.reencoded_copies.append((rel, copy_rel))
         manifest.files[target_date].append(copy_rel)
 
@@ -109,7 +100,7 @@ def export_as_drops(
             data = _png_bytes(images[order[n]])[: -max(20, len(_png_bytes(images[order[n]])) // 2)]
         else:
             data = b"this is a log file, not an image\n" * 4
-        _write_atomic(landing / rel, data)
+        write_atomic(landing / rel, data)
         manifest.files[date].append(rel)
         manifest.corrupt[rel] = kind
     return manifest

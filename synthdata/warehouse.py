@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -196,6 +197,18 @@ def connect(path: Path | str, read_only: bool = False, timeout_s: float = 120.0)
     return con
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, or ROLLBACK on any error: all of the block's writes or none of them."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 def insert_df(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> int:
     """Insert matching columns by name (extra table columns take their defaults)."""
     if df.empty:
@@ -211,28 +224,14 @@ def insert_df(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> i
 
 def replace_table(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> int:
     """Swap a whole table's contents in one transaction."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(f"DELETE FROM {table}")
-        n = insert_df(con, table, df)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    return n
+    return replace_where(con, table, "true", [], df)
 
 
 def replace_where(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list, df: pd.DataFrame) -> int:
     """Replace the rows matching `where` (e.g. one partition, one family) in one transaction."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(f"DELETE FROM {table} WHERE {where}", params)
-        n = insert_df(con, table, df)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    return n
+        return insert_df(con, table, df)
 
 
 def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -242,14 +241,9 @@ def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 def replace_tables(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
     """Swap several tables' contents in one transaction (e.g. `images` with its `duplicate_groups`)."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         counts = {}
         for table, df in frames.items():
             con.execute(f"DELETE FROM {table}")
             counts[table] = insert_df(con, table, df)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return counts
