@@ -28,3 +28,13 @@ def test_readme_documents_every_table_and_opens_with_the_two_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "\nmake test\n" in ci
+
+
+def test_workspace_yaml_and_pyproject_load_the_code_location():
+    import subprocess
+    import sys
+
+    dagster = str(Path(sys.executable).parent / "dagster")
+    for args in (["-w", "workspace.yaml"], []):  # [] = [tool.dagster] in pyproject.toml
+        out = subprocess.run([dagster, "definitions", "validate", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and "Validation successful for code location synthdata" in out.stderr + out.stdout, out.stderr[-2000:]
