@@ -30,11 +30,13 @@ def test_ci_runs_the_readme_test_command():
     assert "\nmake test\n" in ci
 
 
-def test_workspace_yaml_and_pyproject_load_the_code_location():
+def test_workspace_yaml_and_pyproject_load_the_code_location(tmp_path):
+    import os
     import subprocess
     import sys
 
     dagster = str(Path(sys.executable).parent / "dagster")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "SYNTHDATA_HOME": str(tmp_path / "home")}
     for args in (["-w", "workspace.yaml"], []):  # [] = [tool.dagster] in pyproject.toml
-        out = subprocess.run([dagster, "definitions", "validate", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        out = subprocess.run([dagster, "definitions", "validate", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0 and "Validation successful for code location synthdata" in out.stderr + out.stdout, out.stderr[-2000:]
