@@ -268,6 +268,10 @@ def _sample(gray: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
     Coordinates are normalised to the image extent, so images of any size share one frame: a resized copy
     lands on the same grid, and a cropped copy lands on the grid of the matching box.
+
+    Separable: the horizontal interpolation is computed once per distinct x-interval (6 for the 36 crop
+    boxes) and then interpolated vertically per box. The arithmetic is the same, in the same order, as the
+    direct 2-D gather (``_sample_direct``), so the samples are bit-identical, but it is several times faster.
     """
     h, w = gray.shape
     t = (np.arange(WORK_SIZE, dtype=np.float32) + 0.5) / WORK_SIZE
@@ -277,13 +281,16 @@ def _sample(gray: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     py = np.clip(ys * h - 0.5, 0, h - 1)
     x0 = np.minimum(np.floor(px).astype(np.intp), max(w - 2, 0))
     y0 = np.minimum(np.floor(py).astype(np.intp), max(h - 2, 0))
-    fx = (px - x0)[:, None, :]
+    fx = px - x0
     fy = (py - y0)[:, :, None]
-    x1 = np.minimum(x0 + 1, w - 1)[:, None, :]
-    y1 = np.minimum(y0 + 1, h - 1)[:, :, None]
-    x0, y0 = x0[:, None, :], y0[:, :, None]
-    top = gray[y0, x0] * (1 - fx) + gray[y0, x1] * fx
-    bottom = gray[y1, x0] * (1 - fx) + gray[y1, x1] * fx
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    _, first, inverse = np.unique(boxes[:, [0, 2]], axis=0, return_index=True, return_inverse=True)
+    # (U, h, S): every row of the image interpolated horizontally for each distinct x-interval.
+    cols = np.moveaxis(gray[:, x0[first]] * (1 - fx[first]) + gray[:, x1[first]] * fx[first], 1, 0)
+    which = inverse.ravel()[:, None]  # gather straight to (K, S, S): no (K, h, S) copy
+    top = cols[which, y0]
+    bottom = cols[which, y1]
     return (top * (1 - fy) + bottom * fy).reshape(len(boxes), -1)
 
 
