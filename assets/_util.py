@@ -1,7 +1,43 @@
 """Small helpers shared by asset modules (metadata formatting, reading tables)."""
 
+from dataclasses import dataclass
 
+import dagster as dg
+import numpy as np
 import pandas as pd
+
+from synthdata.arrays import load_arrays, training_format
+from synthdata.store import BlobStore
+
+
+@dataclass
+class SplitArrays:
+    ids: list[str]
+    labels: list[str]
+    pixels: np.ndarray  # uint8 (N, H, W) for L, (N, H, W, 3) for RGB
+    mode: str
+    size: tuple[int, int]
+
+
+def load_split(con, store: BlobStore, split: str, mode: str = "", size: int | tuple[int, int] = 0) -> SplitArrays:
+    """The labelled images of one split in one training format.
+
+    `mode` / `size` as configured ("" / 0: what most of the split's images have); a (width, height) tuple
+    is used as given, e.g. the format a checkpoint was trained on.
+    """
+    df = con.execute(
+        """SELECT s.image_id, s.label, i.blob_key, i.width, i.height, i.mode FROM splits s
+           JOIN images i USING (image_id) WHERE s.split = ? AND s.label IS NOT NULL ORDER BY s.image_id""",
+        [split],
+    ).df()
+    if df.empty:
+        raise dg.Failure(f"the {split} split has no labelled images: materialize `splits` first")
+    if isinstance(size, tuple):
+        fmt = (mode, size)
+    else:
+        fmt = training_format(df["mode"], df["width"], df["height"], mode, size)
+    pixels = load_arrays(store, list(df["blob_key"]), *fmt)
+    return SplitArrays(list(df["image_id"]), list(df["label"]), pixels, *fmt)
 
 
 def md_table(df: pd.DataFrame, max_rows: int = 50) -> str:
@@ -14,8 +50,3 @@ def md_table(df: pd.DataFrame, max_rows: int = 50) -> str:
     rows = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in shown.itertuples(index=False)]
     more = [f"\n_{len(df) - max_rows} more rows not shown_"] if len(df) > max_rows else []
     return "\n".join([header, sep, *rows, *more])
-
-
-def counts_md(series: pd.Series, name: str) -> str:
-    vc = series.fillna("(none)").value_counts().sort_index()
-    return md_table(pd.DataFrame({name: vc.index, "count": vc.to_numpy()}), max_rows=200)

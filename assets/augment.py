@@ -7,8 +7,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from assets._util import load_split
 from resources import ImageStoreResource, TorchDevice, WarehouseResource
-from synthdata.arrays import load_arrays, store_pngs, training_format
+from synthdata.arrays import store_pngs
 from synthdata.render import image_grid, markdown_image
 from synthdata.warehouse import replace_table
 
@@ -49,33 +50,27 @@ def augmented_images(
     device = torch_device.resolve()
     store = image_store.store()
     with warehouse.connect() as con:
-        train = con.execute(
-            """SELECT s.image_id, s.label, i.blob_key, i.width, i.height, i.mode FROM splits s
-               JOIN images i USING (image_id) WHERE s.split = 'train' ORDER BY s.image_id"""
-        ).df()
-    if train.empty:
-        raise dg.Failure("the train split is empty: nothing to augment")
-    classes = sorted(train["label"].dropna().unique())
+        train = load_split(con, store, "train", config.image_mode, config.image_size)
+    classes = sorted(set(train.labels))
     class_index = {c: i for i, c in enumerate(classes)}
-    mode, size = training_format(train["mode"], train["width"], train["height"], config.image_mode, config.image_size)
-    pixels = load_arrays(store, list(train["blob_key"]), mode, size)
+    pixels = train.pixels
 
     start = time.perf_counter()
     rows, before, after = [], [], []
     for copy in range(config.copies_per_image):
-        for s in range(0, len(train), config.batch_size):
-            part = train.iloc[s : s + config.batch_size]
+        for s in range(0, len(train.ids), config.batch_size):
+            part_ids, part_labels = train.ids[s : s + config.batch_size], train.labels[s : s + config.batch_size]
             arr = pixels[s : s + config.batch_size]
             x = torch.from_numpy(arr if arr.ndim == 4 else arr[..., None]).permute(0, 3, 1, 2).float().div(255).to(device)
-            y = torch.tensor([class_index[label] for label in part["label"]], device=device)
+            y = torch.tensor([class_index[label] for label in part_labels], device=device)
             # Each copy is a distinct draw: the copy index is part of the row's identity.
-            parents = [f"{pid}#{copy}" for pid in part["image_id"]]
+            parents = [f"{pid}#{copy}" for pid in part_ids]
             result = augment_batch(x, y, len(classes), parents, policy, config.seed)
             out = (result.images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             out = out[..., 0] if out.shape[-1] == 1 else out
             stored = store_pngs(store, out, "augmented")
             soft = result.soft_labels.cpu().numpy()
-            for (cid, key), pid, label, rec, sl in zip(stored, part["image_id"], part["label"], result.records, soft):
+            for (cid, key), pid, label, rec, sl in zip(stored, part_ids, part_labels, result.records, soft):
                 rows.append(
                     {
                         "aug_id": f"{pid[:16]}-{copy}-{cid[:16]}",
@@ -100,7 +95,7 @@ def augmented_images(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(df),
-            "parents": len(train),
+            "parents": len(train.ids),
             "copies_per_image": config.copies_per_image,
             "device": device,
             "seconds": round(seconds, 2),

@@ -60,7 +60,11 @@ def images(
                GROUP BY 1 ORDER BY 1"""
         ).df()
         groups = con.execute("SELECT * FROM duplicate_groups ORDER BY kind DESC, hamming DESC LIMIT 200").df()
-        keys = dict(con.execute("SELECT image_id, blob_key FROM _reps").fetchall())
+        shown = gallery_rows(groups)
+        ids = list({i for pair in zip(shown["representative_id"], shown["member_id"]) for i in pair})
+        keys = dict(con.execute(
+            "SELECT DISTINCT image_id, blob_key FROM raw_images WHERE image_id IN (SELECT unnest(?))", [ids]
+        ).fetchall())  # fmt: skip
         conflicts = con.execute("SELECT count(*) FROM images WHERE label_conflict").fetchone()[0]
 
     context.log.info(
@@ -82,19 +86,24 @@ def images(
         "per_label": dg.MetadataValue.md(md_table(per_label, max_rows=500)),
         "per_drop": dg.MetadataValue.md(md_table(per_drop, max_rows=500)),
     }
-    gallery = duplicate_gallery(groups, keys, store)
+    gallery = duplicate_gallery(shown, keys, store)
     if gallery:
         metadata["duplicate_gallery"] = dg.MetadataValue.md(gallery)
     return dg.MaterializeResult(metadata=metadata)
 
 
-def duplicate_gallery(groups: pd.DataFrame, key_of: dict[str, str], store, n: int = 10) -> str:
-    """Kept image and duplicate side by side, one row per group, near-duplicates first (the originals)."""
-    if groups.empty:
+def gallery_rows(groups: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """Which duplicate groups the gallery shows: near-duplicates first, then a few exact ones."""
+    near = groups[groups["kind"] == "near"].drop_duplicates("representative_id").head(n - 3)
+    exact = groups[groups["kind"] == "exact"].drop_duplicates("representative_id").head(3)
+    return pd.concat([near, exact])
+
+
+def duplicate_gallery(shown: pd.DataFrame, key_of: dict[str, str], store) -> str:
+    """Kept image and duplicate side by side, one row per group (the originals from the store)."""
+    if shown.empty:
         return ""
     tiles, lines = [], []
-    shown = pd.concat([groups[groups["kind"] == "near"].drop_duplicates("representative_id").head(n - 3),
-                       groups[groups["kind"] == "exact"].drop_duplicates("representative_id").head(3)])  # fmt: skip
     for row in shown.itertuples():
         pair = [key_of.get(row.representative_id), key_of.get(row.member_id)]
         if None in pair:

@@ -2,7 +2,6 @@
 
 
 import datetime as dt
-import json
 import uuid
 
 import dagster as dg
@@ -11,6 +10,7 @@ import pandas as pd
 
 from dagster_project.partitions import model_families
 from resources import ImageStoreResource, QualityResource, WarehouseResource
+from assets._util import load_split
 from synthdata.arrays import load_arrays
 from synthdata.atomic import write_atomic
 from synthdata.evaluate import memorization, tstr_trtr
@@ -20,11 +20,6 @@ from synthdata.warehouse import insert_df
 
 class EvaluateConfig(dg.Config):
     seed: int = 0
-
-
-def _labelled(con, store, sql: str, params: list, mode: str, size) -> tuple[np.ndarray, np.ndarray]:
-    df = con.execute(sql, params).df()
-    return load_arrays(store, list(df["blob_key"]), mode, size), df["label"].to_numpy()
 
 
 @dg.asset(
@@ -57,13 +52,11 @@ def quality_report(
             "SELECT image_mode, image_width, image_height FROM generator_checkpoints WHERE checkpoint_id = ?", [checkpoint_id]
         ).fetchone()
         size = (int(width), int(height))
-        split_sql = "SELECT i.blob_key, s.label FROM splits s JOIN images i USING (image_id) WHERE s.split = ? AND s.label IS NOT NULL ORDER BY s.image_id"
-        train_x, train_y = _labelled(con, store, split_sql, ["train"], mode, size)
-        test_x, test_y = _labelled(con, store, split_sql, ["test"], mode, size)
-        synth_x, synth_y = _labelled(
-            con, store, "SELECT blob_key, label FROM synthetic_images WHERE family = ? ORDER BY synthetic_id", [family],
-            mode, size,
-        )  # fmt: skip
+        train, test = (load_split(con, store, split, mode, size) for split in ("train", "test"))
+        synth = con.execute("SELECT blob_key, label FROM synthetic_images WHERE family = ? ORDER BY synthetic_id", [family]).df()
+    train_x, train_y = train.pixels, np.asarray(train.labels)
+    test_x, test_y = test.pixels, np.asarray(test.labels)
+    synth_x, synth_y = load_arrays(store, list(synth["blob_key"]), mode, size), synth["label"].to_numpy()
 
     utility = tstr_trtr(train_x, train_y, synth_x, synth_y, test_x, test_y, seed=config.seed)
     memo = memorization(train_x, synth_x, test_x)

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from assets._util import load_split
 from dagster_project.partitions import model_families
 from resources import ImageStoreResource, TorchDevice, WarehouseResource
 from synthdata.atomic import write_atomic
-from synthdata.arrays import data_fingerprint, load_arrays, training_format
+from synthdata.arrays import data_fingerprint, load_arrays
 from synthdata.render import markdown_image
 from synthdata.warehouse import insert_df
 
@@ -35,23 +36,18 @@ def load_training_set(
     con, store, mode: str, size: int, include_augmented: bool
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str], str]:
     """Train split (plus augmented rows if asked) as arrays: (images, class ids, class names, row ids, mode)."""
-    train = con.execute(
-        """SELECT s.image_id AS id, s.label, i.blob_key, i.width, i.height, i.mode FROM splits s
-           JOIN images i USING (image_id) WHERE s.split = 'train' AND s.label IS NOT NULL ORDER BY s.image_id"""
-    ).df()
-    if train.empty:
-        raise dg.Failure("the train split has no labelled images: run `splits` first")
-    mode, size = training_format(train["mode"], train["width"], train["height"], mode, size)
+    train = load_split(con, store, "train", mode, size)
+    x, labels, ids = train.pixels, train.labels, train.ids
     if include_augmented:
         aug = con.execute(
-            "SELECT aug_id AS id, label, blob_key FROM augmented_images WHERE label IS NOT NULL ORDER BY aug_id"
+            "SELECT aug_id, label, blob_key FROM augmented_images WHERE label IS NOT NULL ORDER BY aug_id"
         ).df()
-        train = pd.concat([train, aug], ignore_index=True)
-    classes = sorted(train["label"].unique())
+        x = np.concatenate([x, load_arrays(store, list(aug["blob_key"]), train.mode, train.size)])
+        labels, ids = labels + list(aug["label"]), ids + list(aug["aug_id"])
+    classes = sorted(set(labels))
     index = {c: i for i, c in enumerate(classes)}
-    x = load_arrays(store, list(train["blob_key"]), mode, size)
-    y = np.array([index[c] for c in train["label"]], dtype=np.int64)
-    return x, y, classes, list(train["id"]), mode
+    y = np.array([index[c] for c in labels], dtype=np.int64)
+    return x, y, classes, ids, train.mode
 
 
 @dg.asset(

@@ -2,7 +2,6 @@
 
 
 import dagster as dg
-import pandas as pd
 
 from assets._util import md_table
 from resources import QualityResource, WarehouseResource

@@ -92,9 +92,11 @@ def _summary(con, instance, runs, timings, paths, counts) -> None:
     for step, secs in per_step.items():
         print(f"  {step:40s} {sum(secs):7.1f}  ({len(secs)} run{'s' if len(secs) > 1 else ''})")
     print(f"  {'total':40s} {sum(s for _, _, s in timings):7.1f}")
+    import dagster as dg
+
     print("\n== checks ==")
     for run in runs:
-        for event in instance.all_logs(run.run_id, of_type=__import__("dagster").DagsterEventType.ASSET_CHECK_EVALUATION):
+        for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
             ev = event.dagster_event.event_specific_data
             print(f"  {'PASS' if ev.passed else 'FAIL'} {ev.asset_key.to_user_string()}:{ev.check_name} (run {run.run_id[:8]})")
     print("\n== quality (gan) ==")

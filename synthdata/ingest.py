@@ -21,13 +21,6 @@ from synthdata.imageio import FORMAT_EXTENSION, DecodeLimits, ImageRejected, dec
 from synthdata.sources import SourceItem, iter_drop
 from synthdata.store import BlobStore
 
-RAW_COLUMNS = (
-    "image_id", "file_sha256", "source_path", "label", "width", "height", "mode",
-    "original_mode", "format", "n_bytes", "blob_key", "phash", "phash2",
-)  # fmt: skip
-REJECT_COLUMNS = ("source_path", "label", "reason")
-
-
 @dataclass
 class IngestBatch:
     accepted: list[dict] = field(default_factory=list)

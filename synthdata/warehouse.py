@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
@@ -149,21 +150,42 @@ VIEWS: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=1)
+def _expected_columns() -> dict[str, list[tuple[str, str]]]:
+    """Each table's (column, type) as DuckDB parses SCHEMA, worked out once per process."""
+    probe = duckdb.connect(":memory:")
+    try:
+        for name, ddl in SCHEMA.items():
+            probe.execute(f"CREATE TABLE {name} ({ddl})")
+        return {name: probe.execute(f"SELECT name, type FROM pragma_table_info('{name}')").fetchall() for name in SCHEMA}
+    finally:
+        probe.close()
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection, tables: Iterable[str] | None = None) -> None:
-    """Create missing tables and add columns that a newer version defines (additive migration only)."""
-    existing = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
+    """Create missing tables and views and add columns that a newer version defines (additive migration).
+
+    One catalogue query when the schema is already current, so opening the warehouse stays cheap.
+    """
+    have: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE NOT internal AND schema_name = 'main'"
+    ).fetchall():
+        have.setdefault(table, set()).add(column)
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    changed = False
     for name in tables or SCHEMA:
-        if name not in existing:
+        if name not in have:
             con.execute(f"CREATE TABLE {name} ({SCHEMA[name]})")
+            changed = True
             continue
-        have = {r[0] for r in con.execute(f"SELECT name FROM pragma_table_info('{name}')").fetchall()}
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _probe_{name} ({SCHEMA[name]})")
-        for col, ctype in con.execute(f"SELECT name, type FROM pragma_table_info('_probe_{name}')").fetchall():
-            if col not in have:
+        for col, ctype in _expected_columns()[name]:
+            if col not in have[name]:
                 con.execute(f'ALTER TABLE {name} ADD COLUMN "{col}" {ctype}')
-        con.execute(f"DROP TABLE _probe_{name}")
+                changed = True
     for name, sql in VIEWS.items():
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+        if changed or name not in views:  # a view's `*` is expanded when it is created
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 
 
 MEMORY_LIMIT_ENV = "SYNTHDATA_DUCKDB_MEMORY"

@@ -1,32 +1,38 @@
 import pandas as pd
 import pytest
 
-from synthdata.curate import exact_dedup
 from synthdata.landing import export_as_drops
 from synthdata.split import assign_splits, validate_fractions
 
 FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 
 
-def raw_rows(rows):
-    return pd.DataFrame(rows, columns=["image_id", "partition_date", "source_path", "label"])
+def test_exact_dedup_keeps_first_seen_and_records_the_rest(tmp_path):
+    from synthdata.curate import curate
+    from synthdata.warehouse import connect
 
-
-def test_exact_dedup_keeps_first_seen_and_records_the_rest():
-    raw = raw_rows(
-        [
-            ("b", "2024-01-02", "2024-01-02/1/x.png", "1"),
-            ("a", "2024-01-01", "2024-01-01/1/z.png", "1"),
-            ("a", "2024-01-01", "2024-01-01/1/a.png", "1"),
-            ("a", "2024-01-03", "2024-01-03/7/copy.png", "7"),
-        ]
-    )
-    unique, groups = exact_dedup(raw)
-    assert list(unique["image_id"]) == ["a", "b"]
-    first = unique.set_index("image_id").loc["a"]
-    assert first["source_path"] == "2024-01-01/1/a.png" and first["n_files"] == 3 and bool(first["label_conflict"])
-    assert sorted(groups["member_source"]) == ["2024-01-01/1/z.png", "2024-01-03/7/copy.png"]
-    assert set(groups["kind"]) == {"exact"}
+    con = connect(tmp_path / "w.duckdb")
+    rows = [
+        ("b", "2024-01-02", "2024-01-02/1/x.png", "1"),
+        ("a", "2024-01-01", "2024-01-01/1/z.png", "1"),
+        ("a", "2024-01-01", "2024-01-01/1/a.png", "1"),
+        ("a", "2024-01-03", "2024-01-03/7/copy.png", "7"),
+    ]
+    for image_id, day, path, label in rows:
+        con.execute(
+            """INSERT INTO raw_image_rows (image_id, file_sha256, partition_date, source_path, label, width, height,
+                                           mode, blob_key, ingest_id) VALUES (?, '', ?, ?, ?, 8, 8, 'L', 'k', 'i')""",
+            [image_id, day, path, label],
+        )
+    for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
+        con.execute("INSERT INTO raw_partitions (partition_date, ingest_id) VALUES (?, 'i')", [day])
+    curate(con, None, near_duplicates=False)
+    unique = con.execute("SELECT image_id, source_path, n_files, label_conflict FROM images ORDER BY image_id").fetchall()
+    assert [u[0] for u in unique] == ["a", "b"]
+    assert unique[0][1:] == ("2024-01-01/1/a.png", 3, True)
+    groups = con.execute("SELECT member_source, kind FROM duplicate_groups ORDER BY 1").fetchall()
+    assert [g[0] for g in groups] == ["2024-01-01/1/z.png", "2024-01-03/7/copy.png"]
+    assert {g[1] for g in groups} == {"exact"}
 
 
 def test_splits_are_stable_when_new_images_arrive():
