@@ -57,11 +57,17 @@ def _read(item: SourceItem) -> bytes:
         raise ImageRejected(f"unreadable file: {e.strerror or e}") from None
 
 
+@lru_cache(maxsize=4)
+def _store(root: str) -> BlobStore:
+    """One store per worker process, so its record of folders already made lasts across batches."""
+    return BlobStore(root)
+
+
 def process_items(items: list[SourceItem], limits: DecodeLimits, store_root: str | None) -> IngestBatch:
     """Decode, hash, (p)hash and store a batch of items. Runs in a worker process; returns plain rows."""
     from synthdata.phash import phash_and_crop_hashes
 
-    store = BlobStore(store_root) if store_root else None
+    store = _store(store_root) if store_root else None
     out = IngestBatch()
     decoded = []
     for item in items:

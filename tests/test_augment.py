@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
 
 import numpy as np
@@ -11,6 +13,7 @@ from pydantic import ValidationError
 
 from synthdata.augment import (
     KNOWN_OPS,
+    SAMPLER_VERSION,
     Affine,
     AugmentPolicy,
     ColorJitter,
@@ -25,7 +28,9 @@ from synthdata.augment import (
     VFlip,
     augment_batch,
     draw_uniforms,
+    engine,
     row_seed,
+    splitmix64_uniforms,
 )
 
 NUM_CLASSES = 10
@@ -66,7 +71,7 @@ def op_names(record: dict) -> list[str]:
 # --- reproducibility -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("channels", "size"), [(1, 8), (1, 28), (3, 16)])
+@pytest.mark.parametrize(("channels", "size"), [(1, 8), (1, 28), (3, 16), (3, 64)])  # 64x64 RGB: 2 chunks
 def test_row_is_reproducible_alone_in_any_batch_at_any_position(channels: int, size: int) -> None:
     images, labels, ids = make_batch(64, channels, size)
     full = run(images, labels, ids, ROW_LOCAL)
@@ -118,6 +123,79 @@ def test_mixing_rows_ignore_batch_order_and_record_their_partner() -> None:
         for entry in rec["ops"]
         if entry["op"] in ("mixup", "cutmix")
     )
+
+
+# Row-local ops on both sides of the mixing ops: the batch is chunked before and after them.
+INTERLEAVED = AugmentPolicy(
+    ops=[
+        HFlip(p=0.5),
+        Rotate(p=0.6),
+        Mixup(p=0.5),
+        ColorJitter(p=0.8, brightness=0.3, contrast=0.3, saturation=0.3, hue=0.1),
+        GaussianBlur(p=0.5),
+        Cutmix(p=0.5),
+        GaussianNoise(p=0.6),
+        RandomErasing(p=0.5, fill=0.5),
+        Affine(p=0.6),
+    ]
+)
+
+
+@pytest.mark.parametrize("policy", [ROW_LOCAL, MIXING, INTERLEAVED], ids=["row_local", "mixing", "interleaved"])
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 16)])
+def test_rows_are_bit_identical_whatever_the_chunking(
+    monkeypatch: pytest.MonkeyPatch, policy: AugmentPolicy, channels: int, size: int
+) -> None:
+    images, labels, ids = make_batch(48, channels, size)
+    whole = run(images, labels, ids, policy)  # one chunk: the batch is far below CHUNK_BYTES
+    row_bytes = channels * size * size * images.element_size()
+    for rows_per_chunk in (1, 5, 17):
+        monkeypatch.setattr(engine, "CHUNK_BYTES", rows_per_chunk * row_bytes)
+        chunked = run(images, labels, ids, policy)
+        assert torch.equal(chunked.images, whole.images)
+        assert torch.equal(chunked.soft_labels, whole.soft_labels)
+        assert chunked.records == whole.records
+
+
+def test_channels_last_input_gives_the_same_rows_and_is_not_modified() -> None:
+    images, labels, ids = make_batch(12, 3, 16)
+    # What assets/augment.py builds from HWC arrays: NCHW shape, channels-last memory.
+    strided = images.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    before = strided.clone()
+    assert not strided.is_contiguous()
+    plain, from_strided = run(images, labels, ids, INTERLEAVED), run(strided, labels, ids, INTERLEAVED)
+    assert torch.equal(from_strided.images, plain.images) and from_strided.records == plain.records
+    assert torch.equal(strided, before)
+
+
+def test_float64_images_stay_float64() -> None:
+    images, labels, ids = make_batch(16, 3, 12)
+    out = run(images.double(), labels, ids, INTERLEAVED)
+    assert out.images.dtype == torch.float64
+    assert out.images.min() >= 0.0 and out.images.max() <= 1.0
+    torch.testing.assert_close(out.images.float(), run(images, labels, ids, INTERLEAVED).images, atol=1e-5, rtol=0)
+
+
+def test_returned_images_never_alias_the_input() -> None:
+    images, labels, ids = make_batch(8, 1, 8)
+    for policy in (AugmentPolicy(), AugmentPolicy(ops=[Rotate(p=0.0)]), AugmentPolicy(ops=[HFlip(p=1.0)])):
+        out = run(images, labels, ids, policy)
+        assert out.images.untyped_storage().data_ptr() != images.untyped_storage().data_ptr()
+        out.images.add_(1.0)
+        assert images.max() <= 1.0
+
+
+def test_garbage_collector_state_is_restored() -> None:
+    images, labels, ids = make_batch(8, 1, 8)
+    assert gc.isenabled()
+    run(images, labels, ids, MIXING)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        run(images, labels, ids, MIXING)
+        assert not gc.isenabled()  # a caller that turned it off keeps it off
+    finally:
+        gc.enable()
 
 
 # --- probabilities, ranges and invariants ---------------------------------------------------------------
@@ -187,15 +265,40 @@ def test_sampled_parameters_stay_in_their_ranges() -> None:
 def test_geometric_ops_match_exact_reference_transforms() -> None:
     images, labels, ids = make_batch(6, 3, 9)
     cases = {
-        (HFlip(p=1),): images.flip(-1),
-        (VFlip(p=1),): images.flip(-2),
-        (HFlip(p=1), VFlip(p=1)): images.flip(-1).flip(-2),
         (Rotate(p=1, degrees=(90.0, 90.0)),): torch.rot90(images, 1, (-2, -1)),  # counter-clockwise
         (RandomResizedCrop(p=1, scale=(1.0, 1.0), ratio=(1.0, 1.0)),): images,
+        (HFlip(p=1), Rotate(p=1, degrees=(90.0, 90.0))): torch.rot90(images.flip(-1), 1, (-2, -1)),
     }
     for ops, expected in cases.items():
         out = run(images, labels, ids, AugmentPolicy(ops=list(ops)))
         torch.testing.assert_close(out.images, expected, atol=1e-5, rtol=0)
+
+
+def test_sampling_grid_is_affine_grid() -> None:
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    for h, w in [(7, 11), (28, 28), (1, 4)]:
+        along_x, along_y = engine._grid_terms(theta, h, w)
+        expected = torch.nn.functional.affine_grid(theta, [5, 1, h, w], align_corners=False)
+        torch.testing.assert_close((along_x + along_y).transpose(2, 3), expected, atol=1e-6, rtol=0)
+
+
+def test_flips_alone_mirror_exactly() -> None:
+    images, labels, ids = make_batch(40, 3, 9)
+    cases = {
+        (HFlip(p=1),): images.flip(-1),
+        (VFlip(p=1),): images.flip(-2),
+        (HFlip(p=1), VFlip(p=1)): images.flip(-1).flip(-2),
+        (HFlip(p=1), HFlip(p=1)): images,  # two mirrors undo each other
+    }
+    for ops, expected in cases.items():
+        out = run(images, labels, ids, AugmentPolicy(ops=list(ops)))
+        assert torch.equal(out.images, expected)
+        assert all(op_names(r) == [op.op for op in ops] for r in out.records)
+    half = run(images, labels, ids, AugmentPolicy(ops=[HFlip(p=0.5)]))
+    flipped = torch.tensor(["hflip" in op_names(r) for r in half.records])
+    assert 5 < flipped.sum() < 35
+    assert torch.equal(half.images[flipped], images[flipped].flip(-1))
+    assert torch.equal(half.images[~flipped], images[~flipped])
 
 
 def test_translation_moves_content_by_the_recorded_fraction() -> None:
@@ -219,6 +322,37 @@ def test_color_jitter_on_grayscale_records_only_brightness_and_contrast() -> Non
     bright = run(images, labels, ids, AugmentPolicy(ops=[ColorJitter(p=1, brightness=0.3, contrast=0.0)]))
     gains = torch.tensor([r["ops"][0]["params"]["brightness"] for r in bright.records]).view(-1, 1, 1, 1)
     torch.testing.assert_close(bright.images, (images * gains).clamp(0, 1))
+
+
+def _jitter_reference(x: torch.Tensor, params: dict) -> torch.Tensor:
+    """Brightness, contrast, saturation, hue applied one after another, in float64, clamped once at the end."""
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(3, 1, 1)
+    x = x.double() * params.get("brightness", 1.0)
+    gray_mean = x.mean() if x.shape[0] == 1 else (x * luma).sum(0).mean()
+    k = params.get("contrast", 1.0)
+    x = k * x + (1 - k) * gray_mean
+    if x.shape[0] == 3:
+        s = params.get("saturation", 1.0)
+        x = s * x + (1 - s) * (x * luma).sum(0, keepdim=True)
+        yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+        ang = 2 * np.pi * params.get("hue", 0.0)
+        rot = np.array([[1, 0, 0], [0, np.cos(ang), np.sin(ang)], [0, -np.sin(ang), np.cos(ang)]])
+        x = torch.einsum("ij,jhw->ihw", torch.from_numpy(np.linalg.inv(yiq) @ rot @ yiq), x)
+    return x.clamp(0, 1)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_color_jitter_equals_its_stages_applied_in_turn(channels: int) -> None:
+    images, labels, ids = make_batch(32, channels, 8)
+    policy = AugmentPolicy(ops=[ColorJitter(p=0.8, brightness=0.4, contrast=0.4, saturation=0.5, hue=0.1)])
+    out = run(images, labels, ids, policy)
+    fired = 0
+    for i, rec in enumerate(out.records):
+        params = rec["ops"][0]["params"] if rec["ops"] else {}
+        fired += bool(params)
+        expected = _jitter_reference(images[i], params).float()
+        torch.testing.assert_close(out.images[i], expected, atol=2e-6, rtol=0)
+    assert 16 < fired < 32
 
 
 def test_saturation_scales_the_spread_between_channels() -> None:
@@ -257,8 +391,9 @@ def test_gaussian_noise_has_the_recorded_std() -> None:
         assert abs(residual.std() - rec["ops"][0]["params"]["std"]) < 0.01
 
 
-def test_random_erasing_fills_exactly_the_recorded_box() -> None:
-    images, labels, ids = make_batch(20, 3, 16)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_random_erasing_fills_exactly_the_recorded_box(channels: int) -> None:
+    images, labels, ids = make_batch(20, channels, 16)
     out = run(images, labels, ids, AugmentPolicy(ops=[RandomErasing(p=1, area=(0.1, 0.2), fill=0.25)]))
     for i, rec in enumerate(out.records):
         y0, x0, h, w = rec["ops"][0]["params"]["box_yxhw"]
@@ -393,7 +528,7 @@ def test_yaml_round_trip_and_fingerprint() -> None:
 def test_fingerprint_is_stable_and_sensitive() -> None:
     policy = AugmentPolicy.from_yaml("ops: [{op: rotate, p: 0.5, degrees: [-10, 10]}]")
     # Pinned: a change here silently reshuffles every augmented row ever produced with this policy.
-    assert policy.fingerprint() == "03119e044931d872"
+    assert policy.fingerprint() == "ca28b3cff86b26a2"
     nudged = AugmentPolicy.from_yaml("ops: [{op: rotate, p: 0.5, degrees: [-10, 11]}]")
     assert policy.fingerprint() != nudged.fingerprint()
 
@@ -411,10 +546,39 @@ def test_bad_inputs_are_rejected() -> None:
         augment_batch((images * 255).to(torch.uint8), labels, NUM_CLASSES, ids, policy, 0)
 
 
-def test_a_rows_draws_come_from_its_own_seeded_generator() -> None:
-    """The contract behind reproducibility: row_seed(fingerprint, seed, parent_id) seeds one torch.Generator."""
+def test_fingerprint_names_the_sampler_so_rows_of_older_samplers_stay_distinguishable() -> None:
+    policy = AugmentPolicy.from_yaml("ops: [{op: rotate, p: 0.5, degrees: [-10, 10]}]")
+    # The fingerprint that rows drawn by the v1 sampler (one torch.Generator per row) carry in the warehouse.
+    assert policy.fingerprint() != "03119e044931d872"
+    expected = hashlib.sha256(f"{SAMPLER_VERSION}|{policy.canonical_json()}".encode()).hexdigest()[:16]
+    assert policy.fingerprint() == expected
+
+
+def _splitmix64(key: int, k: int) -> list[int]:
+    """SplitMix64 as published (Steele, Lea & Flood 2014), one output at a time in Python integers."""
+    out, state = [], key
+    for _ in range(k):
+        state = (state + 0x9E3779B97F4A7C15) % 2**64
+        z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+        out.append(z ^ (z >> 31))
+    return out
+
+
+def test_splitmix64_reference_matches_the_published_outputs() -> None:
+    # The reference implementation's first outputs for seed 1234567.
+    assert _splitmix64(1234567, 3) == [6457827717110365317, 3203168211198807973, 9817491932198370423]
+
+
+def test_a_rows_draws_are_the_splitmix64_outputs_of_its_own_key() -> None:
+    """The contract behind reproducibility: row i's draws are SplitMix64 seeded with row_seed(...) alone."""
     policy = AugmentPolicy.default()
     uniforms = draw_uniforms(policy, 11, ["x", "y", "z"])
-    gen = torch.Generator().manual_seed(row_seed(policy.fingerprint(), 11, "y"))
-    expected = torch.rand(uniforms.shape[1], generator=gen, dtype=torch.float64).numpy()
-    assert np.array_equal(uniforms[1], expected)
+    assert uniforms.shape == (3, 16)  # rotate 2 + affine 6 + color_jitter 5 + gaussian_noise 3
+    for i, pid in enumerate(["x", "y", "z"]):
+        key = row_seed(policy.fingerprint(), 11, pid)
+        assert uniforms[i].tolist() == [(z >> 11) / 2**53 for z in _splitmix64(key, 16)]
+    keys = np.array([2**64 - 1, 0, 1234567], dtype=np.uint64)  # the state wraps around 2^64
+    expected = [[(z >> 11) / 2**53 for z in _splitmix64(int(key), 4)] for key in keys]
+    assert splitmix64_uniforms(keys, 4).tolist() == expected
+    assert draw_uniforms(policy, 11, ["y"]).tolist() == uniforms[1:2].tolist()  # alone or in a batch

@@ -84,3 +84,23 @@ def test_parquet_drop_in_hugging_face_layout(landing, tmp_path, digits):
 
 def test_missing_drop_yields_nothing(landing):
     assert list(iter_drop(landing / "2030-01-01", landing)) == []
+
+
+def test_store_writes_once_atomically_and_survives_a_removed_folder(tmp_path):
+    import shutil
+
+    import pytest
+
+    from synthdata.store import InvalidKeyError
+
+    store = BlobStore(tmp_path / "store")
+    key = BlobStore.key_for("ab" + "0" * 62, "png")
+    store.put(key, b"first")
+    store.put(key, b"second")  # content-addressed: an existing object is never rewritten
+    assert store.read(key) == b"first"
+    shutil.rmtree(tmp_path / "store")  # the folder it remembers making is gone
+    store.put(key, b"again")
+    assert store.read(key) == b"again"
+    assert [p.name for p in (tmp_path / "store" / "images" / "ab").iterdir()] == [key.split("/")[-1]]  # no temp left
+    with pytest.raises(InvalidKeyError):
+        store.put("images/../../etc/passwd", b"x")

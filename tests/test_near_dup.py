@@ -259,7 +259,8 @@ def test_grouping_prefers_the_direct_exact_link_and_rejects_unknown_ids() -> Non
 
 
 def _sample_direct(gray, boxes):
-    """The plain 2-D bilinear gather that near_dup._sample must reproduce bit for bit."""
+    """The plain 2-D bilinear gather that near_dup._sample must reproduce bit for bit: every sample is
+    interpolated along x on its two rows, then along y, with weights in the image's float type."""
     from synthdata.near_dup import WORK_SIZE
 
     h, w = gray.shape
@@ -270,8 +271,8 @@ def _sample_direct(gray, boxes):
     py = np.clip(ys * h - 0.5, 0, h - 1)
     x0 = np.minimum(np.floor(px).astype(np.intp), max(w - 2, 0))
     y0 = np.minimum(np.floor(py).astype(np.intp), max(h - 2, 0))
-    fx = (px - x0)[:, None, :]
-    fy = (py - y0)[:, :, None]
+    fx = (px - x0).astype(gray.dtype)[:, None, :]
+    fy = (py - y0).astype(gray.dtype)[:, :, None]
     x1 = np.minimum(x0 + 1, w - 1)[:, None, :]
     y1 = np.minimum(y0 + 1, h - 1)[:, :, None]
     x0, y0 = x0[:, None, :], y0[:, :, None]
@@ -285,6 +286,85 @@ def test_separable_sampling_is_bit_identical_to_the_direct_gather():
 
     rng = np.random.default_rng(7)
     for h, w in [(64, 64), (17, 40), (8, 8), (2, 3), (128, 96)]:
-        gray = rng.random((h, w)).astype(np.float32) * 255
-        for boxes in (_crop_boxes(), _crop_boxes()[:1]):
-            assert np.array_equal(_sample(gray, boxes), _sample_direct(gray, boxes))
+        for dtype in (np.float32, np.float64):
+            gray = (rng.random((h, w)) * 255).astype(dtype)
+            for boxes in (_crop_boxes(), _crop_boxes()[:1], _crop_boxes()[[7, 0, 35, 7]]):
+                got = _sample(gray, boxes)
+                assert got.dtype == dtype
+                assert np.array_equal(got, _sample_direct(gray, boxes))
+
+
+def test_batched_sampling_equals_the_direct_gather_per_image():
+    from synthdata.near_dup import _crop_boxes, _sample, _Sampler
+
+    rng = np.random.default_rng(8)
+    stack = (rng.random((2, 3, 64, 64)) * 255).astype(np.float32)
+    want = np.stack([[_sample_direct(g, _crop_boxes()) for g in row] for row in stack])
+    assert np.array_equal(_sample(stack, _crop_boxes()), want)
+    # A sampler reuses its buffers: a smaller batch after a larger one still gets exactly its own samples.
+    sampler = _Sampler((64, 64), _crop_boxes())
+    assert np.array_equal(sampler(stack.reshape(-1, 64, 64)), want.reshape(-1, *want.shape[2:]))
+    assert np.array_equal(sampler(stack[1, :1]), want[1, :1])
+
+
+def test_matrix_resampling_equals_pillow_resize_then_scipy_blur():
+    from scipy import ndimage
+
+    from synthdata.near_dup import _BLUR_SIGMA, WORK_SIZE, _prefilter
+
+    canvas = 2 * WORK_SIZE
+    rng = np.random.default_rng(9)
+    # Up- and downscaled with the bilinear filter (shorter side < canvas), shrunk with the box filter, an
+    # axis left unchanged, degenerate, and past the matrix path's size limit.
+    shapes = [(8, 8), (25, 25), (17, 40), (100, 30), (64, 64), (64, 100), (100, 70), (256, 200), (1, 9), (300, 280)]
+    for h, w in shapes:
+        gray = (rng.random((h, w)) * 255).astype(np.float32)
+        method = Image.Resampling.BOX if min(h, w) >= canvas else Image.Resampling.BILINEAR
+        resized = np.asarray(Image.fromarray(gray).resize((canvas, canvas), method))
+        want = ndimage.gaussian_filter(resized, _BLUR_SIGMA, mode="nearest")
+        got = _prefilter([gray])[0]
+        assert got.dtype == np.float32 and got.shape == (canvas, canvas)
+        assert np.abs(got - want).max() < 2e-4, (h, w)  # float32 rounding of values up to 255
+
+
+def test_batched_confirmation_equals_pairwise_similarity_whatever_the_chunk_and_cache_sizes(monkeypatch, photo_tiles):
+    from synthdata import near_dup
+
+    digits, _, _ = load_digits_uint8()
+    faces = [np.rint(f * 255).astype(np.uint8) for f in skimage.data.lfw_subset()[:6]]
+    images = {f"t{i}": tile for i, tile in enumerate(photo_tiles)} | {f"f{i}": face for i, face in enumerate(faces)}
+    images |= {f"c{i}_{name}": copy for i, tile in enumerate(photo_tiles[:3]) for name, copy in copies(tile).items()}
+    images |= {f"d{i}": digits[i] for i in range(8)} | {f"r{i}": resize(digits[i], 1.5) for i in range(8)}
+    images |= {"flat": np.full((30, 30), 90, np.uint8), "flat2": np.full((12, 20), 200, np.uint8)}
+    ids = sorted(images)
+    rng = np.random.default_rng(11)
+    drawn = {tuple(sorted(rng.choice(ids, 2, replace=False))) for _ in range(400)}
+    pairs = pd.DataFrame(sorted(drawn), columns=["a", "b"])
+    pairs = pd.concat([pairs, pd.DataFrame({"a": ["d0", "d1", "flat", "c0_jpeg75"], "b": ["r0", "r1", "flat2", "t0"]})])
+    pairs = pairs.drop_duplicates().reset_index(drop=True).assign(crop_only=lambda f: np.arange(len(f)) % 5 == 0)
+    loads = []
+
+    def load(image_id):
+        loads.append(image_id)
+        return images[image_id]
+
+    def confirm(**thresholds):
+        loads.clear()
+        return confirm_pairs(pairs, load, **thresholds)
+
+    everything = {"threshold": -2.0, "small_threshold": -2.0, "crop_threshold": -2.0}
+    scores, confirmed = confirm(**everything), confirm()
+    assert len(loads) == len(set(pairs["a"]) | set(pairs["b"]))  # each image loaded once
+    want = [similarity(images[a], images[b]) for a, b in zip(pairs["a"], pairs["b"])]
+    assert np.allclose(scores["similarity"], want, atol=1e-5)
+    assert 0 < len(confirmed) < len(pairs)
+    assert set(zip(confirmed["a"], confirmed["b"])) >= {("d0", "r0"), ("flat", "flat2")}
+
+    # A cache of 5 images, 2 owners / 3 pair ends per chunk: images are evicted and loaded again, owners are
+    # split over chunks, and the outcome is the same.
+    for name, value in [("_PREPARED_CACHE", 5), ("_CHUNK_OWNERS", 2), ("_CHUNK_ENDS", 3), ("_CROP_BATCH", 1)]:
+        monkeypatch.setattr(near_dup, name, value)
+    small_scores, small_confirmed = confirm(**everything), confirm()
+    assert len(loads) > len(set(pairs["a"]) | set(pairs["b"]))
+    assert np.allclose(small_scores["similarity"], scores["similarity"], atol=1e-5)
+    assert list(zip(small_confirmed["a"], small_confirmed["b"])) == list(zip(confirmed["a"], confirmed["b"]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import imagehash
 import numpy as np
 import pytest
@@ -65,6 +67,45 @@ def test_bit_identical_to_imagehash_on_2000_varied_images() -> None:
     assert len(set(got.tolist())) > 1500  # the hashes discriminate, this is not a degenerate match
 
 
+def same_size_mixed_modes(rng: np.random.Generator, n: int, size: tuple[int, int]) -> list[Image.Image]:
+    """``n`` photo crops of one size in shuffled modes: L and RGB (pasted directly) and modes Pillow converts
+    itself, so every chunk of the batch mixes them and chunk boundaries fall inside each run."""
+    photo = skimage.data.astronaut()
+    w, h = size
+    images = []
+    for i in range(n):
+        y, x = (int(v) for v in rng.integers(0, 512 - max(w, h), 2))
+        im = Image.fromarray(photo[y : y + h, x : x + w])
+        images.append(im.convert(["L", "RGB", "L", "RGB", "P", "RGBA", "LA", "1", "I;16"][i % 9]))
+    return [images[i] for i in rng.permutation(n)]
+
+
+def test_mixed_modes_of_one_size_across_chunks_match_imagehash() -> None:
+    rng = np.random.default_rng(5)
+    images = same_size_mixed_modes(rng, 700, (28, 28)) + same_size_mixed_modes(rng, 300, (64, 64))
+    want = reference(images)
+    assert np.array_equal(phash_images(images), want)
+    phash, crops = phash_and_crop_hashes(images)
+    assert np.array_equal(phash, want)
+    # Hashes do not depend on how the images are batched (ingestion hashes batches of 256).
+    parts = [phash_and_crop_hashes(images[s : s + 97]) for s in range(0, len(images), 97)]
+    assert np.array_equal(np.concatenate([p for p, _ in parts]), want)
+    assert np.array_equal(np.concatenate([c for _, c in parts]), crops)
+
+
+def test_lazily_opened_images_are_loaded_and_match_imagehash() -> None:
+    rng = np.random.default_rng(6)
+    images = same_size_mixed_modes(rng, 12, (40, 30))[:6]
+    encoded = []
+    for im in images:
+        buf = io.BytesIO()
+        im.convert("RGB" if im.mode == "RGB" else "L").save(buf, "PNG")
+        encoded.append(buf.getvalue())
+    lazy = [Image.open(io.BytesIO(data)) for data in encoded]  # not decoded yet
+    want = reference([Image.open(io.BytesIO(data)) for data in encoded])
+    assert np.array_equal(phash_images(lazy), want)
+
+
 def test_phash_arrays_gray_and_rgb_batches_match_imagehash() -> None:
     rng = np.random.default_rng(1)
     photo = skimage.data.astronaut()
@@ -73,6 +114,7 @@ def test_phash_arrays_gray_and_rgb_batches_match_imagehash() -> None:
     gray = rgb_to_l(rgb)
     assert np.array_equal(gray, np.stack([np.asarray(Image.fromarray(a).convert("L")) for a in rgb]))
     assert np.array_equal(phash_arrays(gray), phash_arrays(rgb))
+    assert np.array_equal(phash_arrays(gray[::-2, ::2]), reference([Image.fromarray(a) for a in gray[::-2, ::2]]))
     assert phash_arrays(np.zeros((0, 5, 5), np.uint8)).shape == (0,)
     with pytest.raises(TypeError):
         phash_arrays(gray.astype(np.float32))
@@ -98,6 +140,17 @@ def test_hamming_and_signed_round_trip() -> None:
     assert hamming(signed[0], signed).tolist() == [0, 1, 1, 64, 8]  # same bits whichever storage
 
 
+def block_mean_reference(images: list[Image.Image]) -> np.ndarray:
+    """The crop-robust hash spelled out on imagehash's 32x32 thumbnail: 8x8 block sums above their median."""
+    out = []
+    for im in images:
+        small = np.asarray(im.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.int64)
+        blocks = small.reshape(8, 4, 8, 4).sum(axis=(1, 3)).ravel()
+        bits = "".join("1" if b > np.median(blocks) else "0" for b in blocks)
+        out.append(int(bits, 2) if min(im.size) >= CROP_HASH_MIN_SIDE else 0)
+    return np.array(out, dtype=np.uint64)
+
+
 def test_crop_robust_hashes_move_less_than_phash_under_crops() -> None:
     rng = np.random.default_rng(4)
     photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.camera()]
@@ -115,6 +168,7 @@ def test_crop_robust_hashes_move_less_than_phash_under_crops() -> None:
     p_crop, c_crop = phash_and_crop_hashes(crops)
     assert np.array_equal(p_orig, phash_images(originals))  # one pass gives both hashes
     assert np.array_equal(c_orig, crop_robust_hashes(originals))
+    assert np.array_equal(c_orig, block_mean_reference(originals))
     crop_moves, phash_moves = hamming(c_orig, c_crop), hamming(p_orig, p_crop)
     assert np.median(crop_moves) < np.median(phash_moves)
     assert np.mean(crop_moves <= 10) >= 0.95

@@ -5,9 +5,17 @@
 (policy, seed, parent_id). See `synthdata.augment.engine` for how the seeding and batching work.
 """
 
-from synthdata.augment.engine import AugmentResult, augment_batch, draw_uniforms, noise_bank, row_seed
+from synthdata.augment.engine import (
+    AugmentResult,
+    augment_batch,
+    draw_uniforms,
+    noise_bank,
+    row_seed,
+    splitmix64_uniforms,
+)
 from synthdata.augment.policy import (
     KNOWN_OPS,
+    SAMPLER_VERSION,
     Affine,
     AugmentPolicy,
     ColorJitter,
@@ -24,6 +32,7 @@ from synthdata.augment.policy import (
 
 __all__ = [
     "KNOWN_OPS",
+    "SAMPLER_VERSION",
     "Affine",
     "AugmentPolicy",
     "AugmentResult",
@@ -41,4 +50,5 @@ __all__ = [
     "draw_uniforms",
     "noise_bank",
     "row_seed",
+    "splitmix64_uniforms",
 ]

@@ -14,6 +14,11 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+# How a row's seed becomes its op parameters (the generator and the layout of its draws). It is hashed into
+# every fingerprint, so rows drawn by a different sampler never share a fingerprint in the warehouse.
+# v1 (no tag in the hash): one torch.Generator per row. v2: SplitMix64 outputs, computed for the whole batch.
+SAMPLER_VERSION = "splitmix64-v2"
+
 
 def _ordered(bounds: tuple[float, float]) -> tuple[float, float]:
     """Reject a (min, max) pair whose min exceeds its max."""
@@ -232,8 +237,12 @@ class AugmentPolicy(BaseModel):
     @cached_property
     def _fingerprint(self) -> str:
         # Cached: the model is frozen, so it cannot go stale, and every augment_batch call asks for it.
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        return hashlib.sha256(f"{SAMPLER_VERSION}|{self.canonical_json()}".encode()).hexdigest()[:16]
 
     def fingerprint(self) -> str:
-        """A short stable hash of the canonical JSON; it seeds every row, so changing the policy reshuffles."""
+        """A short stable hash of the sampler version and the canonical JSON.
+
+        It seeds every row, so changing the policy (or the sampler) reshuffles, and it tells apart the rows that
+        different policies or samplers produced.
+        """
         return self._fingerprint
