@@ -80,10 +80,64 @@ def make_drop(folder: Path, n: int, seed: int = 0) -> None:
         path.write_bytes(payload)
 
 
+def _status_mb(pid: int | str, field: str) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0.0
+
+
+class WorkerMemory:
+    """Samples the RSS of this process's children every few ms, from /proc.
+
+    getrusage(RUSAGE_CHILDREN).ru_maxrss is no use here: Linux carries a process's RSS high-water mark across
+    fork + exec, so every spawned worker would report at least the parent's RSS at the moment it was started.
+    """
+
+    def __init__(self, interval_s: float = 0.005) -> None:
+        import threading
+
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
+        self._thread.start()
+
+    def _children(self) -> list[str]:
+        pids: list[str] = []
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/children") as f:
+                    pids.extend(f.read().split())
+            except FileNotFoundError:
+                continue
+        return pids
+
+    def _run(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            for pid in self._children():
+                self.peak = max(self.peak, _status_mb(pid, "VmRSS"))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return round(self.peak, 1)
+
+
+_WORKERS: WorkerMemory | None = None
+
+
 def peak_rss_mb() -> dict[str, float]:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"peak_rss_mb": round(own, 1), "peak_worker_rss_mb": round(children, 1)}
+    """Peak RSS of this process (VmHWM: its own, not inherited) and of its largest worker so far."""
+    if sys.platform.startswith("linux"):
+        own = _status_mb("self", "VmHWM")
+    else:
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker = _WORKERS.peak if _WORKERS is not None else 0.0
+    return {"peak_rss_mb": round(own, 1), "peak_worker_rss_mb": round(worker, 1)}
 
 
 def run_baseline(drop: Path) -> dict:
@@ -172,6 +226,9 @@ def main() -> None:
     ap.add_argument("--_home", help=argparse.SUPPRESS)
     ap.add_argument("--_ingest_only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global _WORKERS
+    if args._side in ("ours", "no_warehouse") and sys.platform.startswith("linux"):
+        _WORKERS = WorkerMemory()
     if args._side == "baseline":
         print(json.dumps(run_baseline(Path(args._drop))))
         return

@@ -74,6 +74,17 @@ def test_a_file_that_vanishes_during_the_scan_is_rejected_not_fatal(landing, dig
     assert len(result.accepted) == 5
 
 
+def test_a_broken_symlink_inside_the_landing_root_is_rejected_with_its_target(landing, digits):
+    images, _, _ = digits
+    drop = landing / "2024-05-03"
+    write(drop / "a" / "ok.png", png(images[0]))
+    os.symlink(drop / "a" / "gone.png", drop / "a" / "dangling.png")
+    result = collect(ingest_items(iter_drop(drop, landing), None, workers=0))
+    assert [r["source_path"] for r in result.rejected] == ["2024-05-03/a/dangling.png"]
+    assert result.rejected[0]["reason"].startswith("broken symlink") and "gone.png" in result.rejected[0]["reason"]
+    assert [r["source_path"] for r in result.accepted] == ["2024-05-03/a/ok.png"]
+
+
 def test_missing_drop_gives_an_empty_partition(tmp_path, landing):
     con = connect(tmp_path / "w.duckdb")
     stats = ingest_partition(con, "2024-06-01", landing / "2024-06-01", landing, None)
