@@ -525,9 +525,13 @@ class _PreparedCache:
         self.min_side = np.zeros(len(ids), np.int64)
         self.loads = 0
 
-    def fetch(self, codes: np.ndarray, tick: int) -> np.ndarray:
+    def missing(self, codes: np.ndarray) -> np.ndarray:
+        return codes[self.slot_of[codes] < 0]
+
+    def fetch(self, codes: np.ndarray, tick: int, loaded: dict[int, np.ndarray] | None = None) -> np.ndarray:
         """Slots holding ``codes`` (distinct, at most the capacity), marked used at ``tick`` (increasing
-        per call); the missing images are loaded and prepared as one batch into slots not used at tick."""
+        per call); the missing images are prepared as one batch into slots not used at tick, taken from
+        ``loaded`` (code -> image, see :class:`_LoadAhead`) or loaded here."""
         slots = self.slot_of[codes]
         self.last_used[slots[slots >= 0]] = tick
         missing = np.flatnonzero(slots < 0)
@@ -539,7 +543,10 @@ class _PreparedCache:
             evicted = self.code_of[pick]
             self.slot_of[evicted[evicted >= 0]] = -1
             new = codes[missing]
-            prepared = _prepare(self.load(self.ids[code]) for code in new)
+            loaded = loaded or {}
+            prepared = _prepare(
+                loaded.pop(code) if code in loaded else self.load(self.ids[code]) for code in new.tolist()
+            )
             self.loads += len(new)
             self.canvas[pick], self.full[pick] = prepared.canvas, prepared.full
             for slot, luma in zip(pick, prepared.luma):
@@ -548,6 +555,45 @@ class _PreparedCache:
             self.slot_of[new], self.code_of[pick], self.last_used[pick] = pick, new, tick
             slots[missing] = pick
         return slots
+
+
+class _LoadAhead:
+    """Loads (reads and decodes) the next chunk's missing images on one background thread while the
+    current chunk is scored: decoding was a third of confirmation time on benchmarks/ingest_speed.py, and
+    from an object store each load also waits on the network. Pillow and file reads release the GIL.
+
+    At most ``max_bytes`` of decoded images are held ahead (the rest of a chunk is loaded on demand), so a
+    chunk of large photographs cannot multiply memory. ``load`` must be safe to call from another thread
+    (reading a store and decoding is).
+    """
+
+    def __init__(self, ids: Sequence, load: Callable[[str], np.ndarray], max_bytes: int = 64 << 20) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.ids, self.load, self.max_bytes = ids, load, max_bytes
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="near-dup-load")
+        self.pending = None
+
+    def _load_all(self, codes: list[int]) -> dict[int, np.ndarray]:
+        out, held = {}, 0
+        for code in codes:
+            if held >= self.max_bytes:
+                break
+            image = self.load(self.ids[code])
+            out[code] = image
+            held += image.nbytes
+        return out
+
+    def start(self, codes: np.ndarray) -> None:
+        self.pending = self.pool.submit(self._load_all, codes.tolist()) if len(codes) else None
+
+    def take(self) -> dict[int, np.ndarray]:
+        """The images started last (waiting for them); a load error is raised here, as it would be inline."""
+        pending, self.pending = self.pending, None
+        return pending.result() if pending is not None else {}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _locality_rank(a: np.ndarray, b: np.ndarray, n_images: int) -> np.ndarray:
@@ -602,30 +648,57 @@ def _score_pairs(
     sampler = _Sampler((2 * WORK_SIZE, 2 * WORK_SIZE), _crop_boxes())
     end_score = np.empty(2 * n, np.float32)
     repro = np.full(n, -1.0)
-    for tick, (lo, hi) in enumerate(_chunk_bounds(owner[order], _CHUNK_OWNERS, _CHUNK_ENDS)):
+
+    def chunk(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         ends = order[lo:hi]
         own, other = owner[ends], partner[ends]
         starts = np.flatnonzero(np.r_[True, own[1:] != own[:-1]])
-        stops = np.r_[starts[1:], len(ends)]
-        cache.fetch(np.unique(np.concatenate([own[starts], other])), tick)
-        frames = cache.full[cache.slot_of[other]]
-        for first in range(0, len(starts), _CROP_BATCH):
-            batch = slice(first, first + _CROP_BATCH)
-            crops, inverse_norm = _crops(cache.canvas[cache.slot_of[own[starts[batch]]]], sampler)
-            for crop, scale, start, stop in zip(crops, inverse_norm, starts[batch].tolist(), stops[batch].tolist()):
-                end_score[ends[start:stop]] = _best_correlation(crop, scale, frames[start:stop])
-        # A pair's score is final once its second end is scored, and both images are in the cache now: the
-        # small pairs that the correlation does not confirm get their reproduction test here.
-        done = ends[scored_last[ends]] % n
-        a, b = code_a[done], code_b[done]
-        best = np.maximum(end_score[done], end_score[done + n])
-        test = ((np.minimum(cache.min_side[a], cache.min_side[b]) < SMALL_SIDE) & (best < small_threshold)
-                & ~cache.flat[a] & ~cache.flat[b])
-        for pair, slot_a, slot_b in zip(done[test], cache.slot_of[a[test]], cache.slot_of[b[test]]):
-            luma_a, luma_b = cache.luma[slot_a], cache.luma[slot_b]
-            if luma_a is not None and luma_b is not None and luma_a.shape != luma_b.shape:
-                repro[pair] = reproduction_similarity(luma_a, luma_b)
+        return ends, own, other, starts, np.r_[starts[1:], len(ends)], np.unique(np.concatenate([own[starts], other]))
+
+    bounds = _chunk_bounds(owner[order], _CHUNK_OWNERS, _CHUNK_ENDS)
+    ahead = _LoadAhead(cache.ids, cache.load)
+    try:
+        for tick, (lo, hi) in enumerate(bounds):
+            ends, own, other, starts, stops, needed = chunk(lo, hi)
+            cache.fetch(needed, tick, ahead.take())
+            if tick + 1 < len(bounds):
+                # The cache changes only in fetch, so what the next chunk will miss is known exactly now.
+                ahead.start(cache.missing(chunk(*bounds[tick + 1])[-1]))
+            _score_chunk(cache, sampler, ends, own, other, starts, stops, end_score)
+            _reproduce_chunk(cache, code_a, code_b, ends[scored_last[ends]] % n, end_score, repro, small_threshold)
+    finally:
+        ahead.close()
     return np.maximum(end_score[:n], end_score[n:]), repro
+
+
+def _score_chunk(
+    cache: _PreparedCache, sampler: _Sampler, ends: np.ndarray, own: np.ndarray, other: np.ndarray,
+    starts: np.ndarray, stops: np.ndarray, end_score: np.ndarray,
+) -> None:  # fmt: skip
+    """Score one chunk's ends: each owner's crops sampled once, multiplied with all its partners' frames."""
+    frames = cache.full[cache.slot_of[other]]
+    for first in range(0, len(starts), _CROP_BATCH):
+        batch = slice(first, first + _CROP_BATCH)
+        crops, inverse_norm = _crops(cache.canvas[cache.slot_of[own[starts[batch]]]], sampler)
+        for crop, scale, start, stop in zip(crops, inverse_norm, starts[batch].tolist(), stops[batch].tolist()):
+            end_score[ends[start:stop]] = _best_correlation(crop, scale, frames[start:stop])
+
+
+def _reproduce_chunk(
+    cache: _PreparedCache, code_a: np.ndarray, code_b: np.ndarray, done: np.ndarray, end_score: np.ndarray,
+    repro: np.ndarray, small_threshold: float,
+) -> None:  # fmt: skip
+    """A pair's score is final once its second end is scored, and both images are in the cache then: the
+    small pairs (``done``) that the correlation does not confirm get their reproduction test here."""
+    n = len(code_a)
+    a, b = code_a[done], code_b[done]
+    best = np.maximum(end_score[done], end_score[done + n])
+    test = ((np.minimum(cache.min_side[a], cache.min_side[b]) < SMALL_SIDE) & (best < small_threshold)
+            & ~cache.flat[a] & ~cache.flat[b])  # fmt: skip
+    for pair, slot_a, slot_b in zip(done[test], cache.slot_of[a[test]], cache.slot_of[b[test]]):
+        luma_a, luma_b = cache.luma[slot_a], cache.luma[slot_b]
+        if luma_a is not None and luma_b is not None and luma_a.shape != luma_b.shape:
+            repro[pair] = reproduction_similarity(luma_a, luma_b)
 
 
 def confirm_pairs(

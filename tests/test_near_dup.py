@@ -368,3 +368,37 @@ def test_batched_confirmation_equals_pairwise_similarity_whatever_the_chunk_and_
     assert len(loads) > len(set(pairs["a"]) | set(pairs["b"]))
     assert np.allclose(small_scores["similarity"], scores["similarity"], atol=1e-5)
     assert list(zip(small_confirmed["a"], small_confirmed["b"])) == list(zip(confirmed["a"], confirmed["b"]))
+
+
+def test_images_loaded_ahead_are_bounded_and_a_failing_load_still_fails_the_call(monkeypatch, photo_tiles):
+    from synthdata import near_dup
+
+    images = {f"t{i}": tile for i, tile in enumerate(photo_tiles)}
+    ids = sorted(images)
+    pairs = pd.DataFrame([(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]], columns=["a", "b"])
+    for name, value in [("_PREPARED_CACHE", 6), ("_CHUNK_OWNERS", 2), ("_CHUNK_ENDS", 4)]:
+        monkeypatch.setattr(near_dup, name, value)
+    everything = {"threshold": -2.0, "small_threshold": -2.0, "crop_threshold": -2.0}
+    unbounded = confirm_pairs(pairs, images.__getitem__, **everything)
+
+    held = []
+    real_load_all = near_dup._LoadAhead._load_all
+
+    def spy(self, codes):
+        out = real_load_all(self, codes)
+        held.append(sum(image.nbytes for image in out.values()))
+        return out
+
+    monkeypatch.setattr(near_dup._LoadAhead, "_load_all", spy)
+    monkeypatch.setattr(near_dup._LoadAhead.__init__, "__defaults__", (1,))  # at most one image ahead
+    bounded = confirm_pairs(pairs, images.__getitem__, **everything)
+    assert held and max(held) <= max(image.nbytes for image in images.values())
+    assert np.array_equal(bounded["similarity"], unbounded["similarity"])
+
+    def failing(image_id):
+        if image_id == ids[-1]:  # inline or ahead, the error must reach the caller
+            raise FileNotFoundError(f"store object for {image_id} is gone")
+        return images[image_id]
+
+    with pytest.raises(FileNotFoundError, match="is gone"):
+        confirm_pairs(pairs, failing, **everything)
