@@ -8,6 +8,12 @@ Baseline (same files, same run): a plain single-process loop of Pillow decode + 
 SHA-256, batched pHash, content-addressed store, DuckDB rows) followed by `curate` (exact dedup + banded
 near-duplicate search + pixel confirmation). Each side runs in its own process so peak RSS is its own.
 Images are crops of scikit-image's bundled photographs (PNG and JPEG, 24..64 px), 5% planted copies.
+
+Also printed, to show where the time goes: our ingest without writing originals to the store (file creation
+on the benchmark's disk), our CPU split between the parent and the workers, and the share of the plain loop
+spent reading + decoding (work both sides must do, so it caps any speed-up at cores / share). With
+``--memory``: the same ingest without warehouse writes, to separate our memory from DuckDB's. Worker RSS is
+sampled from /proc (getrusage's ru_maxrss is inherited across fork + exec, so it would report the parent's).
 """
 
 from __future__ import annotations
@@ -119,6 +125,13 @@ class WorkerMemory:
     def _run(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
             for pid in self._children():
+                # Between fork and exec a child still maps its parent's pages: count workers once they run.
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if b"spawn_main" not in f.read():
+                            continue
+                except FileNotFoundError:
+                    continue
                 self.peak = max(self.peak, _status_mb(pid, "VmRSS"))
 
     def stop(self) -> float:
@@ -187,22 +200,23 @@ def run_without_warehouse(drop: Path, home: Path, workers: int | None) -> dict:
     return {"images": stats.accepted + stats.rejected, "ingest_seconds": seconds, "ingest_rss": rss, "seconds": seconds, **rss}
 
 
-def run_ours(drop: Path, home: Path, workers: int | None, dedup: bool = True) -> dict:
+def run_ours(drop: Path, home: Path, workers: int | None, dedup: bool = True, store: bool = True) -> dict:
     from synthdata.curate import curate
     from synthdata.imageio import decode_image
     from synthdata.ingest import ingest_partition
     from synthdata.store import BlobStore
     from synthdata.warehouse import connect
 
-    store = BlobStore(home / "store")
+    blobs = BlobStore(home / "store") if store else None
     con = connect(home / "warehouse.duckdb")
     start = time.perf_counter()
-    stats = ingest_partition(con, "2024-01-01", drop, drop.parent, store, workers=workers)
+    stats = ingest_partition(con, "2024-01-01", drop, drop.parent, blobs, workers=workers)
     t_ingest = time.perf_counter() - start
     ingest_rss = peak_rss_mb()
     result = {"images": stats.accepted + stats.rejected, "ingest_seconds": t_ingest, "ingest_rss": ingest_rss, **cpu_seconds()}
     if dedup:
-        cur = curate(con, lambda k: np.asarray(decode_image(store.read(k)).image))
+        assert blobs is not None
+        cur = curate(con, lambda k: np.asarray(decode_image(blobs.read(k)).image))
         result.update(unique=cur.images, exact_duplicates=cur.exact_duplicates, near_duplicates=cur.near_duplicates,
                       candidates=cur.candidates, curate_seconds={k: round(v, 2) for k, v in cur.seconds.items()})  # fmt: skip
     result["seconds"] = time.perf_counter() - start
@@ -225,6 +239,7 @@ def main() -> None:
     ap.add_argument("--_drop", help=argparse.SUPPRESS)
     ap.add_argument("--_home", help=argparse.SUPPRESS)
     ap.add_argument("--_ingest_only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--_no_store", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     global _WORKERS
     if args._side in ("ours", "no_warehouse") and sys.platform.startswith("linux"):
@@ -236,7 +251,8 @@ def main() -> None:
         print(json.dumps(run_without_warehouse(Path(args._drop), Path(args._home), args.workers)))
         return
     if args._side == "ours":
-        print(json.dumps(run_ours(Path(args._drop), Path(args._home), args.workers, dedup=not args._ingest_only)))
+        dedup = not (args._ingest_only or args._no_store)
+        print(json.dumps(run_ours(Path(args._drop), Path(args._home), args.workers, dedup=dedup, store=not args._no_store)))
         return
 
     sizes = [10_000, 100_000] if args.memory else [args.n]
@@ -271,11 +287,15 @@ def main() -> None:
                       f"({ours['seconds']:.1f}s; curate {ours['curate_seconds']}); {ours['unique']} unique, "
                       f"{ours['exact_duplicates']} exact + {ours['near_duplicates']} near duplicates, "
                       f"{ours['candidates']} candidates; peak RSS {ours['peak_rss_mb']} MB")  # fmt: skip
+                bare_run = subprocess_run(["--_side", "ours", "--_no_store", "--_drop", str(drop), "--_home", str(Path(tmp) / "nostore"), *worker_args])
+                print(f"  ours ingest without writing originals to the store: {bare_run['images'] / bare_run['ingest_seconds']:8.0f} images/s "
+                      f"({bare_run['ingest_seconds']:.1f}s; CPU {bare_run['main_cpu_s']}s main + {bare_run['workers_cpu_s']}s workers)")  # fmt: skip
                 base = subprocess_run(["--_side", "baseline", "--_drop", str(drop)])
                 print(f"  plain loop (decode + sha256 + imagehash.phash): {base['images'] / base['seconds']:8.0f} images/s "
                       f"({base['seconds']:.1f}s), peak RSS {base['peak_rss_mb']} MB; {base['unique']} unique by pixel hash")  # fmt: skip
                 print(f"  speed-up, ingest + dedup / plain loop: {base['seconds'] / ours['seconds']:.2f}x  (goal >= 3x); "
-                      f"ingest alone: {base['seconds'] / ours['ingest_seconds']:.2f}x")  # fmt: skip
+                      f"ingest alone: {base['seconds'] / ours['ingest_seconds']:.2f}x; "
+                      f"ingest without store writes: {base['seconds'] / bare_run['ingest_seconds']:.2f}x")  # fmt: skip
                 # Reading + decoding is work both sides must do; with it spread over every core and everything
                 # else free, the loop could be beaten by at most this much.
                 share = base["decode_seconds"] / base["seconds"]
