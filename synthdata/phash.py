@@ -570,6 +570,32 @@ def _pillow_cores(images: Sequence[Image.Image]) -> list:
 _IM = attrgetter("im")
 
 
+@lru_cache(maxsize=1)
+def _canvas_maps_buffer() -> bool:
+    """Whether pasting into a ``frombuffer`` canvas writes the numpy buffer behind it, as Pillow 11-13 do.
+
+    It is Pillow's implementation, not its promise: a version that copied the buffer would leave our canvas
+    unwritten and every hash wrong without an error. Checked once per process; if it fails, images are
+    converted one by one instead (slower, same hashes).
+    """
+    probe = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4) * 20)
+    buffer = np.zeros((3, 8), np.uint8)
+    try:
+        canvas = Image.frombuffer("L", (8, 3), buffer, "raw", "L", 0, 1).im
+        canvas.paste(probe.im, (4, 0, 8, 3))
+    except Exception:  # any API change: take the safe path
+        return False
+    return bool(np.array_equal(buffer[:, 4:], np.asarray(probe)) and not buffer[:, :4].any())
+
+
+def _stack_side_by_side(images: Sequence[Image.Image], w: int, h: int) -> np.ndarray:
+    """The safe equivalent of :func:`_paste_side_by_side`: one ``convert("L")`` and array copy per image."""
+    buffer = _WORK.get("canvas", (h, len(images) * w), np.uint8).reshape(h, len(images), w)
+    for i, im in enumerate(images):
+        buffer[:, i, :] = np.asarray(im if im.mode == "L" else im.convert("L"))
+    return buffer
+
+
 def _paste_side_by_side(images: Sequence[Image.Image], n_l: int, n_rgb: int, w: int, h: int) -> np.ndarray:
     """uint8 (h, N, w) holding ``np.asarray(im.convert("L"))`` of each image, with little per-image cost.
     The first ``n_l`` images are in mode L, the next ``n_rgb`` in RGB, the rest in any other mode.
@@ -581,6 +607,8 @@ def _paste_side_by_side(images: Sequence[Image.Image], n_l: int, n_rgb: int, w: 
     pasted into an RGBX canvas converted in one call (~1 us per 64x64 image less than one call per image),
     other modes (palettes, alpha, 16-bit...) are converted one by one exactly as ``Image.convert("L")`` does.
     """
+    if not _canvas_maps_buffer():
+        return _stack_side_by_side(images, w, h)
     n = len(images)
     buffer = _WORK.get("canvas", (h, n * w), np.uint8)
     # A writable buffer maps as a writable Pillow image: only the Python wrapper is flagged read-only, and

@@ -178,3 +178,17 @@ def test_crop_robust_hashes_move_less_than_phash_under_crops() -> None:
     assert crop_robust_hashes(small + flat).tolist() == [0] * 6
     assert CROP_HASH_MIN_SIDE > 8
     assert crop_robust_hashes([]).shape == (0,)
+
+
+def test_hashes_are_the_same_when_pillow_canvases_cannot_be_mapped(monkeypatch) -> None:
+    from synthdata import phash
+
+    assert phash._canvas_maps_buffer()  # this Pillow maps them: the fast path is the one the other tests cover
+    rng = np.random.default_rng(21)
+    images = same_size_mixed_modes(rng, 300, (37, 29)) + same_size_mixed_modes(rng, 40, (64, 64))
+    monkeypatch.setattr(phash, "_canvas_maps_buffer", lambda: False)  # as if a Pillow copied the buffer
+    fallback_hashes, fallback_crops = phash_and_crop_hashes(images)
+    assert np.array_equal(fallback_hashes, reference(images))
+    monkeypatch.undo()
+    fast_hashes, fast_crops = phash_and_crop_hashes(images)
+    assert np.array_equal(fast_hashes, fallback_hashes) and np.array_equal(fast_crops, fallback_crops)
