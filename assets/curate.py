@@ -4,14 +4,14 @@
 import dagster as dg
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from assets._util import md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from synthdata.curate import curate
 from synthdata.imageio import decode_image
-from synthdata.render import image_grid, markdown_image
 from synthdata.near_dup import DEFAULT_RADIUS, DEFAULT_SIMILARITY
+from synthdata.render import image_grid, markdown_image, thumbnail
+
 
 class CurateConfig(dg.Config):
     near_duplicates: bool = True
@@ -103,12 +103,15 @@ def duplicate_gallery(shown: pd.DataFrame, key_of: dict[str, str], store) -> str
     """Kept image and duplicate side by side, one row per group (the originals from the store)."""
     if shown.empty:
         return ""
-    tiles, lines = [], []
+    tiles, lines, thumbs = [], [], {}
     for row in shown.itertuples():
         pair = [key_of.get(row.representative_id), key_of.get(row.member_id)]
         if None in pair:
             continue
-        tiles += [np.asarray(decode_image(store.read(k)).image.convert("RGB").resize((48, 48), Image.Resampling.NEAREST)) for k in pair]
+        for key in pair:  # an exact duplicate's pair is one image: decode it once
+            if key not in thumbs:
+                thumbs[key] = thumbnail(store.read(key), 48)
+            tiles.append(thumbs[key])
         lines.append(f"- {row.kind} (hamming {row.hamming}, similarity {row.similarity:.3f}): `{row.member_source}`")
     if not tiles:
         return ""

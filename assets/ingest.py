@@ -3,14 +3,13 @@
 
 import dagster as dg
 import numpy as np
-from PIL import Image
 
 from assets._util import md_table
 from dagster_project.partitions import daily_drops
 from resources import ImageStoreResource, QualityResource, WarehouseResource
-from synthdata.imageio import DecodeLimits, decode_image
+from synthdata.imageio import DecodeLimits
 from synthdata.ingest import IngestBatch, ingest_partition
-from synthdata.render import image_grid, markdown_image
+from synthdata.render import image_grid, markdown_image, thumbnail
 
 
 class IngestConfig(dg.Config):
@@ -82,7 +81,7 @@ def raw_images(
     }
     if preview:
         store = image_store.store()
-        thumbs = [np.asarray(decode_image(store.read(k)).image.convert("RGB").resize((32, 32), Image.Resampling.NEAREST)) for k in preview]
+        thumbs = [thumbnail(store.read(k), 32) for k in preview]
         metadata["sample"] = dg.MetadataValue.md(markdown_image(image_grid(np.stack(thumbs), ncol=10, scale=2), "sample"))
     return dg.MaterializeResult(metadata=metadata)
 

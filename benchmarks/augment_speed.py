@@ -46,9 +46,13 @@ from synthdata.augment import (
     Rotate,
     augment_batch,
 )
+from synthdata.augment.engine import (  # the loop uses the engine's constants
+    _YIQ,
+    _YIQ_INV,
+    NOISE_BANK_SEED,
+)
 
-_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_NOISE_BANK = np.random.default_rng(20240611).standard_normal(1 << 20, dtype=np.float32)
+_NOISE_BANK = np.random.default_rng(NOISE_BANK_SEED).standard_normal(1 << 20, dtype=np.float32)
 
 
 def bench_policy(rgb: bool) -> AugmentPolicy:
@@ -81,7 +85,7 @@ def _hue_matrix(turns: float) -> tuple[float, ...]:
     """PIL's 12-value RGB matrix for a hue rotation by `turns` in the YIQ plane (the engine's definition)."""
     ang = turns * 2 * math.pi
     rot = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(ang), math.sin(ang)], [0.0, -math.sin(ang), math.cos(ang)]])
-    m = np.linalg.inv(_YIQ) @ rot @ _YIQ
+    m = _YIQ_INV @ rot @ _YIQ  # the engine's colour space, inverted once
     return tuple(np.hstack([m, np.zeros((3, 1))]).ravel().tolist())
 
 

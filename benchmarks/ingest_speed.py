@@ -108,9 +108,8 @@ class WorkerMemory:
         import threading
 
         self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
-        self._thread.start()
+        # A daemon thread: it samples until the benchmark process exits.
+        threading.Thread(target=self._run, args=(interval_s,), daemon=True).start()
 
     def _children(self) -> list[str]:
         pids: list[str] = []
@@ -123,7 +122,8 @@ class WorkerMemory:
         return pids
 
     def _run(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
+        while True:
+            time.sleep(interval_s)
             for pid in self._children():
                 # Between fork and exec a child still maps its parent's pages: count workers once they run.
                 try:
@@ -133,11 +133,6 @@ class WorkerMemory:
                 except FileNotFoundError:
                     continue
                 self.peak = max(self.peak, _status_mb(pid, "VmRSS"))
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return round(self.peak, 1)
 
 
 _WORKERS: WorkerMemory | None = None

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synthdata.datasets import load_digits_uint8  # noqa: E402
 from synthdata.near_dup import (  # noqa: E402
+    CROP_RADIUS,
     DEFAULT_RADIUS,
     DEFAULT_SIMILARITY,
     band_collisions,
@@ -162,8 +163,7 @@ def main() -> None:
     # Hash (drop by drop, as ingestion would), then banded candidates per drop.
     con = duckdb.connect()
     con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, is_new BOOLEAN)")
-    if args.phash_only:
-        con.execute("ALTER TABLE hashes DROP COLUMN phash2")
+    crop_radius = None if args.phash_only else CROP_RADIUS
     t_hash = t_cand = 0.0
     candidates, examined = [], 0
     hash_of: dict[str, int] = {}
@@ -176,12 +176,10 @@ def main() -> None:
         con.execute("UPDATE hashes SET is_new = false")
         frame = pd.DataFrame({"image_id": drop, "phash": to_signed(hashes), "phash2": to_signed(crop_hashes),
                               "is_new": True})
-        if args.phash_only:
-            frame = frame.drop(columns="phash2")
         con.execute("INSERT INTO hashes SELECT * FROM frame")
-        candidates.append(candidate_pairs(con, "hashes", args.radius, new_only=True))
+        candidates.append(candidate_pairs(con, "hashes", args.radius, new_only=True, crop_radius=crop_radius))
         t_cand += time.perf_counter() - t
-        examined += band_collisions(con, "hashes", args.radius, new_only=True)
+        examined += band_collisions(con, "hashes", args.radius, new_only=True, crop_radius=crop_radius)
     cand = pd.concat(candidates, ignore_index=True)
 
     t = time.perf_counter()

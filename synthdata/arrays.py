@@ -33,8 +33,6 @@ def training_format(
 
     Originals keep their own mode and size in the store; this is only the normalised view for training.
     """
-    if mode and mode not in ("L", "RGB"):
-        raise ValueError(f"image mode must be 'L' or 'RGB', got {mode!r}")
     if not mode:
         values, counts = np.unique(np.asarray(modes), return_counts=True)
         mode = str(values[int(np.argmax(counts))])

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from synthdata.warehouse import insert_df
+from synthdata.warehouse import insert_df, transaction
+
 
 @dataclass
 class CurationStats:
     raw_files: int = 0
-    unique_exact: int = 0
     images: int = 0
     exact_duplicates: int = 0
     near_duplicates: int = 0
@@ -67,54 +68,52 @@ def curate(
                  FROM raw_images GROUP BY image_id) s USING (image_id)"""
     )
     stats.raw_files = con.execute("SELECT count(*) FROM raw_images").fetchone()[0]
-    stats.unique_exact = con.execute("SELECT count(*) FROM _reps").fetchone()[0]
     stats.seconds["exact"] = time.perf_counter() - t0
 
     near = pd.DataFrame(columns=["representative", "member", "kind", "distance"])
     pair_scores = pd.DataFrame(columns=["a", "b", "hamming", "similarity"])
-    con.execute("BEGIN TRANSACTION")
     try:
-        if near_duplicates:
-            t1 = time.perf_counter()
-            near, pair_scores = _near_duplicates(con, load_gray, radius, threshold, stats)
-            stats.seconds["near"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        con.register("_near", near)
-        con.register("_scores", pair_scores)
-        con.execute("DELETE FROM images")
-        con.execute("DELETE FROM duplicate_groups")
-        con.execute(
-            """INSERT INTO images
-               SELECT r.image_id, r.label, r.width, r.height, r.mode, r.format, r.blob_key, r.phash,
-                      r.phash2, r.partition_date, r.source_path, r.n_files,
-                      (SELECT count(*) FROM _near n WHERE n.representative = r.image_id),
-                      r.label_conflict
-               FROM _reps r WHERE r.image_id NOT IN (SELECT member FROM _near)
-               ORDER BY r.first_seen"""
-        )
-        # Every extra file of an image, pointing at the representative that is finally kept.
-        con.execute(
-            """INSERT INTO duplicate_groups
-               SELECT coalesce(n.representative, k.image_id), k.image_id, k.source_path, 'exact', 0, 1.0
-               FROM _ranked k LEFT JOIN _near n ON n.member = k.image_id
-               WHERE k._rn > 1 ORDER BY k.partition_date, k.source_path"""
-        )
-        con.execute(
-            """INSERT INTO duplicate_groups
-               SELECT n.representative, n.member, r.source_path, 'near', n.distance,
-                      (SELECT max(similarity) FROM _scores s WHERE s.a = n.member OR s.b = n.member)
-               FROM _near n JOIN _reps r ON r.image_id = n.member ORDER BY r.first_seen"""
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            if near_duplicates:
+                t1 = time.perf_counter()
+                near, pair_scores = _near_duplicates(con, load_gray, radius, threshold, stats)
+                stats.seconds["near"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            con.register("_near", near)
+            con.register("_scores", pair_scores)
+            con.execute("DELETE FROM images")
+            con.execute("DELETE FROM duplicate_groups")
+            con.execute(
+                """INSERT INTO images
+                   SELECT r.image_id, r.label, r.width, r.height, r.mode, r.format, r.blob_key, r.phash,
+                          r.phash2, r.partition_date, r.source_path, r.n_files,
+                          (SELECT count(*) FROM _near n WHERE n.representative = r.image_id),
+                          r.label_conflict
+                   FROM _reps r WHERE r.image_id NOT IN (SELECT member FROM _near)
+                   ORDER BY r.first_seen"""
+            )
+            # Every extra file of an image, pointing at the representative that is finally kept.
+            con.execute(
+                """INSERT INTO duplicate_groups
+                   SELECT coalesce(n.representative, k.image_id), k.image_id, k.source_path, 'exact', 0, 1.0
+                   FROM _ranked k LEFT JOIN _near n ON n.member = k.image_id
+                   WHERE k._rn > 1 ORDER BY k.partition_date, k.source_path"""
+            )
+            con.execute(
+                """WITH best AS (
+                       SELECT id, max(similarity) AS similarity
+                       FROM (SELECT a AS id, similarity FROM _scores UNION ALL SELECT b, similarity FROM _scores)
+                       GROUP BY id)
+                   INSERT INTO duplicate_groups
+                   SELECT n.representative, n.member, r.source_path, 'near', n.distance, best.similarity
+                   FROM _near n JOIN _reps r ON r.image_id = n.member LEFT JOIN best ON best.id = n.member
+                   ORDER BY r.first_seen"""
+            )
     finally:
         for view in ("_near", "_scores"):
-            try:
+            with suppress(Exception):  # not registered if the near-duplicate step failed
                 con.unregister(view)
-            except Exception:
-                pass
+
     stats.images = con.execute("SELECT count(*) FROM images").fetchone()[0]
     counts = dict(con.execute("SELECT kind, count(*) FROM duplicate_groups GROUP BY 1").fetchall())
     stats.exact_duplicates, stats.near_duplicates = counts.get("exact", 0), counts.get("near", 0)

@@ -17,9 +17,17 @@ from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 
-from synthdata.imageio import FORMAT_EXTENSION, DecodeLimits, ImageRejected, decode_image, file_sha256, image_id
+from synthdata.imageio import (
+    FORMAT_EXTENSION,
+    DecodeLimits,
+    ImageRejected,
+    decode_image,
+    file_sha256,
+    image_id,
+)
 from synthdata.sources import SourceItem, iter_drop
 from synthdata.store import BlobStore
+
 
 @dataclass
 class IngestBatch:
@@ -194,15 +202,6 @@ def ingest_drop(
     return stats
 
 
-# Column types of the rows workers produce, so Arrow never has to guess (a uint64 hash overflows a guess).
-_RAW_ROW_TYPES = {
-    "image_id": "string", "file_sha256": "string", "source_path": "string", "label": "string",
-    "width": "int32", "height": "int32", "mode": "string", "original_mode": "string", "format": "string",
-    "n_bytes": "int64", "blob_key": "string", "phash": "uint64", "phash2": "uint64",
-}  # fmt: skip
-_REJECTED_ROW_TYPES = {"source_path": "string", "label": "string", "reason": "string"}
-
-
 class _RowBuffer:
     """Collects worker rows and appends them to a warehouse table through Arrow, a few thousand at a time.
 
@@ -210,14 +209,12 @@ class _RowBuffer:
     row in the ingest's main process, whose CPU the decoding workers need. Memory stays bounded by `flush_rows`.
     """
 
-    def __init__(self, con, table: str, types: dict[str, str], partition_date: str, run_id: str | None,
-                 ingest_id: str, flush_rows: int = 2048) -> None:  # fmt: skip
-        import pyarrow as pa
-
+    def __init__(self, con, table: str, partition_date: str, run_id: str | None, ingest_id: str,
+                 flush_rows: int = 2048) -> None:  # fmt: skip
         self.con, self.table, self.flush_rows = con, table, flush_rows
-        self.schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in types.items()])
         self.constants = {"partition_date": partition_date, "run_id": run_id, "ingest_id": ingest_id}
         self.rows: list[dict] = []
+        self.schema = None  # the table's own column types, read at the first flush
 
     def add(self, rows: list[dict]) -> None:
         self.rows.extend(rows)
@@ -229,16 +226,15 @@ class _RowBuffer:
             return
         import pyarrow as pa
 
+        from synthdata.warehouse import arrow_schema, insert_df
+
+        if self.schema is None:  # typed as the table is, so Arrow never guesses (a uint64 hash overflows a guess)
+            self.schema = arrow_schema(self.con, self.table, self.rows[0])
         table = pa.Table.from_pylist(self.rows, schema=self.schema)
         for name, value in self.constants.items():
+            # partition_date goes in as text; DuckDB casts it to DATE on insert.
             table = table.append_column(name, pa.array([value] * len(self.rows), pa.string()))
-        cols = ", ".join(f'"{c}"' for c in table.column_names)
-        self.con.register("_ingest_rows", table)
-        try:
-            # partition_date arrives as text; DuckDB casts it to DATE on insert.
-            self.con.execute(f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM _ingest_rows")
-        finally:
-            self.con.unregister("_ingest_rows")
+        insert_df(self.con, self.table, table)
         self.rows = []
 
 
@@ -274,8 +270,8 @@ def ingest_partition(
             [partition_date, partition_date],
         )
 
-    accepted = _RowBuffer(con, "raw_image_rows", _RAW_ROW_TYPES, partition_date, run_id, ingest_id)
-    rejected = _RowBuffer(con, "rejected_rows", _REJECTED_ROW_TYPES, partition_date, run_id, ingest_id)
+    accepted = _RowBuffer(con, "raw_image_rows", partition_date, run_id, ingest_id)
+    rejected = _RowBuffer(con, "rejected_rows", partition_date, run_id, ingest_id)
 
     def write(batch: IngestBatch) -> None:
         accepted.add(batch.accepted)

@@ -37,6 +37,9 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
+from synthdata.blas import single_threaded_blas
+from synthdata.phash import rgb_to_l
+
 HASH_BITS = 64
 
 # Hamming radius for candidates. Measured on the planted set (benchmarks/near_dup_recall.py): resizes,
@@ -127,33 +130,31 @@ CROP_PHASH_RADIUS = 24
 DEFAULT_CROP_SIMILARITY = 0.99
 
 
-def _column_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
-    rows = con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall()
-    return {name: dtype for name, dtype in rows}
+def _channels(
+    con: duckdb.DuckDBPyConnection, table: str, radius: int, crop_radius: int | None
+) -> list[tuple[str, int, str, str]]:
+    """The banded channels to search, as (column, radius, DuckDB type, row filter): pHash, plus the
+    crop-robust ``phash2`` when the table has it and ``crop_radius`` is not None (0 there means no hash)."""
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall())
+    wanted = [("phash", radius, "")]
+    if crop_radius is not None and "phash2" in types:
+        wanted.append(("phash2", crop_radius, "WHERE phash2 IS NOT NULL AND phash2 <> 0"))
+    for column, _, _ in wanted:
+        if types.get(column) not in ("BIGINT", "UBIGINT"):
+            raise TypeError(f"{table}.{column} must be BIGINT or UBIGINT, got {types.get(column)}")
+    return [(column, r, types[column], where) for column, r, where in wanted]
 
 
-def _hash_column_type(con: duckdb.DuckDBPyConnection, table: str, column: str = "phash") -> str:
-    """DuckDB type of ``table.column`` (BIGINT or UBIGINT)."""
-    types = _column_types(con, table)
-    if types.get(column) not in ("BIGINT", "UBIGINT"):
-        raise TypeError(f"{table}.{column} must be BIGINT or UBIGINT, got {types.get(column)}")
-    return types[column]
-
-
-def _has_crop_hash(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return "phash2" in _column_types(con, table)
+def _band_mask(dtype: str, width: int) -> int:
+    # All 64 bits of a signed value are -1; arithmetic (sign-extending) shifts on BIGINT are harmless
+    # because the mask keeps only the band's own bits.
+    return -1 if (dtype == "BIGINT" and width == HASH_BITS) else (1 << width) - 1
 
 
 def _banded_join(table: str, column: str, dtype: str, radius: int, new_only: bool, where: str = "") -> str:
     """SQL for pairs ``a, b, distance`` (pHash distance) of rows whose ``column`` agrees on a band of the
     ``radius + 1`` band layout and lies within ``radius`` bits (pigeonhole: exactly the pairs within radius)."""
-    bands = []
-    for index, (shift, width) in enumerate(band_layout(radius)):
-        mask = (1 << width) - 1
-        if dtype == "BIGINT" and width == HASH_BITS:
-            mask = -1  # all 64 bits of a signed value
-        bands.append(f"({index}, {shift}, {mask}::{dtype})")
-    # Arithmetic (sign-extending) shifts on BIGINT are harmless: the mask keeps only the band's own bits.
+    bands = [f"({i}, {shift}, {_band_mask(dtype, width)}::{dtype})" for i, (shift, width) in enumerate(band_layout(radius))]
     keyed = f"""
         bands(band, shift, mask) AS (VALUES {", ".join(bands)}),
         keyed AS (
@@ -196,13 +197,11 @@ def candidate_pairs(
     ``phash2`` and within ``crop_phash_radius`` bits of pHash are added, from a second banded join: crops
     move pHash beyond the radius but the phase-free average hash much less.
     """
-    dtype = _hash_column_type(con, hashes_table)
-    parts = [_banded_join(hashes_table, "phash", dtype, radius, new_only)]
-    if crop_radius is not None and _has_crop_hash(con, hashes_table):
-        dtype2 = _hash_column_type(con, hashes_table, "phash2")
-        crop = _banded_join(hashes_table, "phash2", dtype2, crop_radius, new_only,
-                            where="WHERE h.phash2 IS NOT NULL AND h.phash2 <> 0")
-        parts.append(f"SELECT * FROM ({crop}) WHERE distance <= {int(crop_phash_radius)}")
+    parts = []
+    for column, r, dtype, where in _channels(con, hashes_table, radius, crop_radius):
+        join = _banded_join(hashes_table, column, dtype, r, new_only, where)
+        # The crop channel's pairs must also be within crop_phash_radius of each other's pHash.
+        parts.append(join if column == "phash" else f"SELECT * FROM ({join}) WHERE distance <= {int(crop_phash_radius)}")
     union = " UNION ALL ".join(f"SELECT a, b, distance FROM ({part})" for part in parts)
     sql = f"SELECT DISTINCT a, b, distance::INTEGER AS distance FROM ({union}) ORDER BY a, b"
     frame = con.execute(sql).df()
@@ -221,14 +220,10 @@ def band_collisions(
     """Pairs the band joins examine before the distance filters, summed over bands (a pair sharing several
     bands counts once per band) and over both channels when ``phash2`` is present: the joins' real work,
     to compare with the all-pairs count."""
-    channels = [("phash", radius, "")]
-    if crop_radius is not None and _has_crop_hash(con, hashes_table):
-        channels.append(("phash2", crop_radius, "WHERE phash2 IS NOT NULL AND phash2 <> 0"))
     total = 0
-    for column, r, where in channels:
-        dtype = _hash_column_type(con, hashes_table, column)
+    for column, r, dtype, where in _channels(con, hashes_table, radius, crop_radius):
         for shift, width in band_layout(r):
-            mask = -1 if (dtype == "BIGINT" and width == HASH_BITS) else (1 << width) - 1
+            mask = _band_mask(dtype, width)
             old = "n - n_new" if new_only else "0"  # pairs among old images only are not examined
             sql = f"""
                 SELECT coalesce(sum(n * (n - 1) / 2 - ({old}) * ({old} - 1) / 2), 0)::HUGEINT
@@ -421,7 +416,7 @@ def _luma8(image: np.ndarray) -> np.ndarray:
     """uint8 (H, W) luma as Pillow computes it (what a resize of the decoded image would see)."""
     arr = np.asarray(image)
     if arr.ndim == 3:
-        arr = np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., :3]).astype(np.uint8)).convert("L"))
+        arr = rgb_to_l(np.ascontiguousarray(arr[..., :3]).astype(np.uint8))
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
@@ -523,7 +518,6 @@ class _PreparedCache:
         # Per image, kept after eviction: the final thresholds need them for every pair.
         self.flat = np.zeros(len(ids), bool)
         self.min_side = np.zeros(len(ids), np.int64)
-        self.loads = 0
 
     def missing(self, codes: np.ndarray) -> np.ndarray:
         return codes[self.slot_of[codes] < 0]
@@ -547,7 +541,6 @@ class _PreparedCache:
             prepared = _prepare(
                 loaded.pop(code) if code in loaded else self.load(self.ids[code]) for code in new.tolist()
             )
-            self.loads += len(new)
             self.canvas[pick], self.full[pick] = prepared.canvas, prepared.full
             for slot, luma in zip(pick, prepared.luma):
                 self.luma[slot] = luma
@@ -658,12 +651,14 @@ def _score_pairs(
     bounds = _chunk_bounds(owner[order], _CHUNK_OWNERS, _CHUNK_ENDS)
     ahead = _LoadAhead(cache.ids, cache.load)
     try:
-        for tick, (lo, hi) in enumerate(bounds):
-            ends, own, other, starts, stops, needed = chunk(lo, hi)
+        upcoming = chunk(*bounds[0]) if bounds else None
+        for tick in range(len(bounds)):
+            ends, own, other, starts, stops, needed = upcoming
             cache.fetch(needed, tick, ahead.take())
             if tick + 1 < len(bounds):
+                upcoming = chunk(*bounds[tick + 1])
                 # The cache changes only in fetch, so what the next chunk will miss is known exactly now.
-                ahead.start(cache.missing(chunk(*bounds[tick + 1])[-1]))
+                ahead.start(cache.missing(upcoming[-1]))
             _score_chunk(cache, sampler, ends, own, other, starts, stops, end_score)
             _reproduce_chunk(cache, code_a, code_b, ends[scored_last[ends]] % n, end_score, repro, small_threshold)
     finally:
@@ -720,8 +715,6 @@ def confirm_pairs(
     cache of ``_PREPARED_CACHE`` prepared images. Memory is bounded by the chunk and cache sizes, not by
     the number of pairs or images (beyond a few bytes per pair and image).
     """
-    from threadpoolctl import threadpool_limits
-
     n = len(pairs)
     crop_only = pairs["crop_only"].to_numpy(bool) if "crop_only" in pairs else np.zeros(n, bool)
     if n == 0:
@@ -731,7 +724,7 @@ def confirm_pairs(
     cache = _PreparedCache(list(uniques), load, _PREPARED_CACHE)
     # The products are small (36 x 1024 by a few frames): a second BLAS thread only adds synchronisation,
     # and on a shared machine its spinning stalled the products (1.7 s -> 12 s on ingest_speed's candidates).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         correlation, repro = _score_pairs(code_a, code_b, cache, small_threshold)
 
     flat_a, flat_b = cache.flat[code_a], cache.flat[code_b]

@@ -45,17 +45,18 @@ xor / bit_count / shift-and-mask give the same answers on the bit pattern as on 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from itertools import pairwise
 from operator import attrgetter
 
 import numpy as np
 from PIL import Image
+
+from synthdata.blas import single_threaded_blas
 
 HASH_SIZE = 8
 HIGHFREQ_FACTOR = 4
@@ -400,32 +401,9 @@ def _pillow_orders_passes() -> bool:
     raise RuntimeError("installed Pillow's LANCZOS resample is not reproduced by either pass order")
 
 
-@lru_cache(maxsize=1)
-def _blas_controller() -> object | None:
-    """threadpoolctl's view of the loaded BLAS, built once: ``threadpool_limits`` rescans every loaded
-    library on each call (~0.25 ms, ~1 us per image of an ingest chunk)."""
-    try:  # threadpoolctl ships with scikit-learn, a project dependency
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - only without scikit-learn
-        return None
-    return ThreadpoolController()
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Run BLAS on one thread: these GEMMs are skinny and memory-bound, and OpenBLAS's spinning worker
-    threads made them up to 10x slower on shared cores (measured). Parallelise across batches instead."""
-    controller = _blas_controller()
-    if controller is None:  # pragma: no cover - only without scikit-learn
-        yield
-        return
-    with controller.limit(limits=1, user_api="blas"):  # type: ignore[attr-defined]
-        yield
-
-
 def resize_lanczos(gray: np.ndarray, width: int, height: int) -> np.ndarray:
     """uint8 (N, H, W) images resized exactly like ``Image.resize((width, height), LANCZOS)``: (N, height, width)."""
-    with _single_threaded_blas():
+    with single_threaded_blas():
         out, vertical_first = _resize_hnw(np.asarray(gray, dtype=np.uint8).transpose(1, 0, 2), width, height)
         return np.ascontiguousarray(out.transpose(1, 2, 0) if vertical_first else out.transpose(1, 0, 2), np.uint8)
 
@@ -543,7 +521,7 @@ def phash_arrays(gray: np.ndarray) -> np.ndarray:
     n, h, w = arr.shape[:3]
     out = np.zeros(n, dtype=np.uint64)
     chunk = _chunk_images(h, w)
-    with _single_threaded_blas():
+    with single_threaded_blas():
         for s in range(0, n, chunk):
             part = arr[s : s + chunk]
             if part.ndim == 4:
@@ -644,7 +622,7 @@ def _hash_images(images: Sequence[Image.Image], crop_hash: bool) -> tuple[np.nda
         if by_kind is None:
             by_kind = groups[im.size] = ([], [], [])
         by_kind[0 if mode == "L" else 1 if mode == "RGB" else 2].append(i)
-    with _single_threaded_blas():
+    with single_threaded_blas():
         for (w, h), (l_idx, rgb_idx, other_idx) in groups.items():
             idx = l_idx + rgb_idx + other_idx
             chunk = _chunk_images(h, w)
@@ -678,9 +656,7 @@ def crop_robust_hashes(images: Sequence[Image.Image]) -> np.ndarray:
     ``CROP_HASH_MIN_SIDE`` and flat images get 0, which :func:`synthdata.near_dup.candidate_pairs` skips
     (on tiny 8x8 digits the average hash collides for ~10% of distinct pairs).
     """
-    crops = _hash_images(images, crop_hash=True)[1]
-    assert crops is not None
-    return crops
+    return phash_and_crop_hashes(images)[1]
 
 
 def phash_and_crop_hashes(images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,13 @@ def to_png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def thumbnail(data: bytes, side: int) -> np.ndarray:
+    """uint8 (side, side, 3) preview of encoded image bytes, nearest-neighbour so pixels stay crisp."""
+    from synthdata.imageio import decode_image
+
+    return np.asarray(decode_image(data).image.convert("RGB").resize((side, side), Image.Resampling.NEAREST))
+
+
 def image_grid(images: np.ndarray, ncol: int = 10, scale: int = 4, pad: int = 1) -> bytes:
     """Tile uint8 images shaped (N, H, W) or (N, H, W, C) into one PNG, nearest-neighbour upscaled.
 

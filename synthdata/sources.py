@@ -65,7 +65,7 @@ def _walk(folder: str, root: Path, prefix: str, label: str | None, top: bool) ->
         return  # the folder vanished between listing and reading: its files are reported by nobody, so say so
     for entry in entries:
         full = entry.path
-        rel = full[len(prefix) :] if full.startswith(prefix) else full
+        rel = full.removeprefix(prefix)
         if entry.is_symlink() and not _within(Path(full), root):
             yield SourceItem(rel, label, rejection=f"symlink escapes the landing root (points to {os.path.realpath(full)})")
             continue

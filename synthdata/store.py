@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from pathlib import Path
+
+from synthdata.atomic import write_atomic
 
 KEY_PATTERN = re.compile(r"^[a-z]+/[0-9a-f]{2}/[0-9a-f]{16,64}\.[a-z0-9]{1,5}$")
 
@@ -29,13 +30,17 @@ class BlobStore:
     def key_for(content_id: str, ext: str, namespace: str = "images") -> str:
         return f"{namespace}/{content_id[:2]}/{content_id}.{ext.lstrip('.')}"
 
-    def path(self, key: str) -> Path:
+    def _file(self, key: str) -> str:
+        # Plain strings: at thousands of small objects a second, pathlib's overhead was measurable.
         if not KEY_PATTERN.match(key):
             raise InvalidKeyError(f"not a store key: {key!r}")
-        return self.root / key
+        return os.path.join(self._root, key)
+
+    def path(self, key: str) -> Path:
+        return Path(self._file(key))
 
     def exists(self, key: str) -> bool:
-        return self.path(key).exists()
+        return os.path.exists(self._file(key))
 
     def put(self, key: str, data: bytes) -> str:
         """Write `data` under `key` unless it is already there; atomic (temp file, then rename).
@@ -44,32 +49,14 @@ class BlobStore:
         small image would cost more than decoding it. A crash may lose the newest objects, which the next
         run of the partition writes again.
         """
-        if not KEY_PATTERN.match(key):
-            raise InvalidKeyError(f"not a store key: {key!r}")
-        # Plain string paths: at thousands of small objects a second, pathlib's overhead was measurable.
-        target = os.path.join(self._root, key)
+        target = self._file(key)
         if os.path.exists(target):
             return key
         folder = os.path.dirname(target)
-        if folder not in self._made_dirs:
-            os.makedirs(folder, exist_ok=True)
-            self._made_dirs.add(folder)
-        tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
-        try:
-            try:
-                f = open(tmp, "xb")
-            except FileNotFoundError:
-                # The folder was removed after we made it (a cleanup between runs): make it again.
-                os.makedirs(folder, exist_ok=True)
-                f = open(tmp, "xb")
-            with f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(target, data, make_parent=folder not in self._made_dirs)
+        self._made_dirs.add(folder)
         return key
 
     def read(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
+        with open(self._file(key), "rb") as f:
+            return f.read()

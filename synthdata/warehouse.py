@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 SCHEMA: dict[str, str] = {
     # raw_images / rejected_images are views over these row tables: only rows of a partition's committed
@@ -195,8 +196,9 @@ DEFAULT_MEMORY_LIMIT = "512MB"
 def connect(path: Path | str, read_only: bool = False, timeout_s: float = 120.0) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, waiting while another process holds DuckDB's single-writer lock.
 
-    DuckDB's buffer pool otherwise grows toward 80% of RAM as a partition's rows are inserted; a fixed limit
-    (SYNTHDATA_DUCKDB_MEMORY, default 512MB) keeps ingest memory flat, spilling to disk beyond it.
+    DuckDB's buffer pool otherwise grows toward 80% of RAM; a fixed limit (SYNTHDATA_DUCKDB_MEMORY, default
+    512MB) caps it, spilling to disk beyond it. It does not cap everything: appended rows still cost DuckDB
+    about 0.8 KB each in process memory (measured, see docs/curation.md).
     """
     if not read_only:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -231,17 +233,27 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
 
 
-def insert_df(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> int:
-    """Insert matching columns by name (extra table columns take their defaults)."""
-    if df.empty:
+def insert_df(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame | pa.Table) -> int:
+    """Insert matching columns by name (extra table columns take their defaults).
+
+    ``df`` is a pandas frame or an Arrow table (cheaper to build from many row dicts, see ingest).
+    """
+    if len(df) == 0:
         return 0
+    columns = df.column_names if isinstance(df, pa.Table) else df.columns
     con.register("_incoming", df)
     try:
-        cols = ", ".join(f'"{c}"' for c in df.columns)
+        cols = ", ".join(f'"{c}"' for c in columns)
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming")
     finally:
         con.unregister("_incoming")
     return len(df)
+
+
+def arrow_schema(con: duckdb.DuckDBPyConnection, table: str, columns: Iterable[str]) -> pa.Schema:
+    """The Arrow types of some of a table's columns, as DuckDB maps its own (UBIGINT -> uint64, ...)."""
+    full = con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
+    return pa.schema([full.field(name) for name in columns])
 
 
 def replace_table(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame) -> int:
@@ -259,13 +271,3 @@ def replace_where(con: duckdb.DuckDBPyConnection, table: str, where: str, params
 def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     names = [*VIEWS, *(t for t in SCHEMA if t not in ("raw_image_rows", "rejected_rows"))]
     return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in names}
-
-
-def replace_tables(con: duckdb.DuckDBPyConnection, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
-    """Swap several tables' contents in one transaction (e.g. `images` with its `duplicate_groups`)."""
-    with transaction(con):
-        counts = {}
-        for table, df in frames.items():
-            con.execute(f"DELETE FROM {table}")
-            counts[table] = insert_df(con, table, df)
-    return counts
