@@ -184,9 +184,32 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, tables: Iterable[str] | None =
             if col not in have[name]:
                 con.execute(f'ALTER TABLE {name} ADD COLUMN "{col}" {ctype}')
                 changed = True
+    legacy = [name for name in VIEWS if name in have and name not in views]
+    if legacy:
+        _adopt_legacy_raw_tables(con, legacy)
+        changed = True
     for name, sql in VIEWS.items():
         if changed or name not in views:  # a view's `*` is expanded when it is created
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+
+
+# The row table behind each view, and the ingest id that rows adopted from an older warehouse get.
+_VIEW_ROWS = {"raw_images": "raw_image_rows", "rejected_images": "rejected_rows"}
+LEGACY_INGEST_ID = "legacy"
+
+
+def _adopt_legacy_raw_tables(con: duckdb.DuckDBPyConnection, legacy: list[str]) -> None:
+    """Warehouses written before ingests were versioned held `raw_images` / `rejected_images` as tables.
+    Move their rows into the row tables as each partition's committed ingest, then drop the old tables,
+    in one transaction: an upgrade keeps every row and never leaves a half-moved warehouse."""
+    with transaction(con):
+        for name in legacy:
+            con.execute(f"INSERT INTO {_VIEW_ROWS[name]} BY NAME SELECT *, '{LEGACY_INGEST_ID}' AS ingest_id FROM {name}")
+            con.execute(
+                f"""INSERT OR IGNORE INTO raw_partitions (partition_date, ingest_id)
+                    SELECT DISTINCT partition_date, '{LEGACY_INGEST_ID}' FROM {name}"""
+            )
+            con.execute(f"DROP TABLE {name}")
 
 
 MEMORY_LIMIT_ENV = "SYNTHDATA_DUCKDB_MEMORY"

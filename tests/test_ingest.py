@@ -104,3 +104,52 @@ def test_store_writes_once_atomically_and_survives_a_removed_folder(tmp_path):
     assert [p.name for p in (tmp_path / "store" / "images" / "ab").iterdir()] == [key.split("/")[-1]]  # no temp left
     with pytest.raises(InvalidKeyError):
         store.put("images/../../etc/passwd", b"x")
+
+
+LEGACY_RAW_DDL = """
+    image_id VARCHAR NOT NULL, file_sha256 VARCHAR NOT NULL, partition_date DATE NOT NULL,
+    source_path VARCHAR NOT NULL, label VARCHAR, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    mode VARCHAR NOT NULL, original_mode VARCHAR, format VARCHAR, n_bytes BIGINT, blob_key VARCHAR NOT NULL,
+    phash UBIGINT, run_id VARCHAR, ingested_at TIMESTAMP DEFAULT current_timestamp"""
+LEGACY_REJECTED_DDL = """
+    partition_date DATE NOT NULL, source_path VARCHAR NOT NULL, label VARCHAR, reason VARCHAR NOT NULL,
+    run_id VARCHAR, rejected_at TIMESTAMP DEFAULT current_timestamp"""
+
+
+def test_a_warehouse_from_before_versioned_ingests_is_adopted_without_losing_rows(landing, tmp_path, digits):
+    import duckdb
+
+    from synthdata.ingest import ingest_partition
+    from synthdata.warehouse import connect
+
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))  # the layout the first release wrote: raw_images / rejected_images tables
+    old.execute(f"CREATE TABLE raw_images ({LEGACY_RAW_DDL})")
+    old.execute(f"CREATE TABLE rejected_images ({LEGACY_REJECTED_DDL})")
+    for day, n in (("2024-01-01", 3), ("2024-01-02", 2)):
+        for i in range(n):
+            old.execute(
+                "INSERT INTO raw_images (image_id, file_sha256, partition_date, source_path, label, width, height, mode, blob_key, phash) "
+                "VALUES (?, 'f', ?, ?, 'a', 8, 8, 'L', 'images/ab/abcdefabcdefabcd.png', 42)",
+                [f"{day}-{i}", day, f"{day}/a/{i}.png"],
+            )
+    old.execute("INSERT INTO rejected_images (partition_date, source_path, reason) VALUES ('2024-01-02', 'x.txt', 'not an image')")
+    old.close()
+
+    con = connect(path)
+    assert con.execute("SELECT count(*), count(DISTINCT partition_date) FROM raw_images").fetchone() == (5, 2)
+    assert con.execute("SELECT reason FROM rejected_images").fetchall() == [("not an image",)]
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('raw_images', 'rejected_images')").fetchone()[0] == 0
+    con.close()
+    con = connect(path)  # opening again changes nothing
+    assert con.execute("SELECT count(*) FROM raw_images").fetchone()[0] == 5
+
+    images, _, _ = digits
+    drop = landing / "2024-01-02"
+    for i in range(4):
+        (drop / "b").mkdir(parents=True, exist_ok=True)
+        (drop / "b" / f"{i}.png").write_bytes(png(images[i]))
+    ingest_partition(con, "2024-01-02", drop, landing, None, workers=0)  # a re-ingest replaces the adopted rows
+    counts = dict(con.execute("SELECT partition_date::VARCHAR, count(*) FROM raw_images GROUP BY 1").fetchall())
+    assert counts == {"2024-01-01": 3, "2024-01-02": 4}
+    assert con.execute("SELECT count(*) FROM rejected_images").fetchone()[0] == 0
