@@ -210,10 +210,17 @@ class _Plan:
         self.ops_of: list[list[dict[str, Any]]] = [[] for _ in range(self.n)]
         self._rank: tuple[np.ndarray, np.ndarray] | None = None
 
+    @functools.cached_property
+    def id_array(self) -> np.ndarray:
+        """parent_ids as an object array (sortable, indexable by row arrays)."""
+        ids = np.empty(self.n, dtype=object)
+        ids[:] = self.parent_ids
+        return ids
+
     def ranked(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows sorted by parent_id, each row's rank): partner choice uses ranks so that it ignores row order."""
         if self._rank is None:
-            order = np.argsort(np.array(self.parent_ids, dtype=object), kind="stable").astype(np.int64)
+            order = np.argsort(self.id_array, kind="stable").astype(np.int64)
             rank = np.empty(self.n, dtype=np.int64)
             rank[order] = np.arange(self.n)
             self._rank = (order, rank)
@@ -712,17 +719,15 @@ def _partners(plan: _Plan, u: np.ndarray, fired: np.ndarray) -> np.ndarray:
     return np.where(fired, partner, np.arange(plan.n))
 
 
-def _mix_labels(plan: _Plan, partner: np.ndarray, lam: np.ndarray) -> None:
-    """Soft labels follow the pixels: lambda of the row's own, 1 - lambda of its partner's."""
-    lam_y = plan.to_dev(lam, plan.soft.dtype).view(-1, 1)
-    plan.soft = plan.soft * lam_y + plan.soft[torch.from_numpy(partner).to(plan.device)] * (1.0 - lam_y)
-
-
-def _partner_ids(plan: _Plan, partner: np.ndarray) -> np.ndarray:
-    """Parent ids of the partners, as an object array the records can index."""
-    ids = np.empty(plan.n, dtype=object)
-    ids[:] = plan.parent_ids
-    return ids[partner]
+def _mix_labels(plan: _Plan, idx: np.ndarray, partner: np.ndarray, lam: np.ndarray) -> None:
+    """Soft labels follow the pixels: for each firing row, lambda of its own, 1 - lambda of its partner's.
+    Rows that did not fire keep theirs (lambda 1), so only the firing rows are computed."""
+    if idx.size == 0:
+        return
+    rows = torch.from_numpy(idx).to(plan.device)
+    lam_y = plan.to_dev(lam[idx], plan.soft.dtype).view(-1, 1)
+    mixed = plan.soft[rows] * lam_y + plan.soft[torch.from_numpy(partner[idx]).to(plan.device)] * (1.0 - lam_y)
+    plan.soft = plan.soft.index_put((rows,), mixed)  # a new tensor: the caller's labels are never written
 
 
 def _plan_mixup(plan: _Plan, op: Mixup, u: np.ndarray) -> Step | None:
@@ -731,8 +736,8 @@ def _plan_mixup(plan: _Plan, op: Mixup, u: np.ndarray) -> Step | None:
     partner = _partners(plan, u[:, 1], fired)
     lam = np.where(fired, _beta_half(u[:, 2], op.alpha), 1.0)
     idx = np.flatnonzero(fired)
-    _mix_labels(plan, partner, lam)
-    plan.record(op.op, idx, {"partner_parent_id": _partner_ids(plan, partner), "lambda": lam})
+    _mix_labels(plan, idx, partner, lam)
+    plan.record(op.op, idx, {"partner_parent_id": plan.id_array[partner], "lambda": lam})
     if idx.size == 0:
         return None
     partner_dev, lam_dev = torch.from_numpy(partner[idx]).to(plan.device), plan.to_dev(lam[idx]).view(-1, 1, 1, 1)
@@ -758,10 +763,8 @@ def _plan_cutmix(plan: _Plan, op: Cutmix, u: np.ndarray) -> Step | None:
     # The box is clipped at the border, so lambda is recomputed from the area actually pasted.
     lam = 1.0 - (box[:, 2] * box[:, 3]) / (h * w)
     idx = np.flatnonzero(fired)
-    _mix_labels(plan, partner, lam)
-    plan.record(
-        op.op, idx, {"partner_parent_id": _partner_ids(plan, partner), "lambda": lam, "box_yxhw": box}
-    )
+    _mix_labels(plan, idx, partner, lam)
+    plan.record(op.op, idx, {"partner_parent_id": plan.id_array[partner], "lambda": lam, "box_yxhw": box})
     if idx.size == 0:
         return None
     partner_dev = torch.from_numpy(partner[idx]).to(plan.device)
