@@ -21,7 +21,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from synthdata import near_dup
 from synthdata.warehouse import insert_df, transaction
+
+_NO_GROUPS = pd.DataFrame(columns=["representative", "member", "kind", "distance"])  # never modified
 
 
 @dataclass
@@ -47,8 +50,6 @@ def curate(
 
     `load_gray(blob_key)` returns an image's pixels (used only for near-duplicate candidates).
     """
-    from synthdata import near_dup
-
     radius = near_dup.DEFAULT_RADIUS if radius is None else radius
     threshold = near_dup.DEFAULT_SIMILARITY if threshold is None else threshold
     stats = CurationStats()
@@ -70,7 +71,7 @@ def curate(
     stats.raw_files = con.execute("SELECT count(*) FROM raw_images").fetchone()[0]
     stats.seconds["exact"] = time.perf_counter() - t0
 
-    near = pd.DataFrame(columns=["representative", "member", "kind", "distance"])
+    near = _NO_GROUPS
     pair_scores = pd.DataFrame(columns=["a", "b", "hamming", "similarity"])
     try:
         with transaction(con):
@@ -128,8 +129,6 @@ def _near_duplicates(
     threshold: float,
     stats: CurationStats,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from synthdata import near_dup
-
     stale = con.execute(
         "SELECT count(*) FROM near_duplicate_index WHERE radius <> ? OR threshold <> ?", [radius, threshold]
     ).fetchone()[0]
@@ -167,7 +166,7 @@ def _near_duplicates(
            WHERE p.a IN (SELECT image_id FROM _reps) AND p.b IN (SELECT image_id FROM _reps)"""
     ).df()
     if scores.empty:
-        return pd.DataFrame(columns=["representative", "member", "kind", "distance"]), scores
+        return _NO_GROUPS, scores
     linked = con.execute(
         """SELECT image_id FROM _reps
            WHERE image_id IN (SELECT a FROM near_duplicate_pairs UNION SELECT b FROM near_duplicate_pairs)
