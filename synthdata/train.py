@@ -128,6 +128,8 @@ def setup_distributed(device: str) -> DistInfo:
         rank, world, owns = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), False
     if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if dev.type == "cuda" and dev.index is None:  # set_device() refuses a bare "cuda"
+        dev = torch.device("cuda", torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
@@ -216,8 +218,8 @@ class EMA:
     def update(self, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))
         torch._foreach_lerp_(self._ema, self._live, 1.0 - decay)
-        for e, b in zip(self._ema_buffers, self._live_buffers):
-            e.copy_(b)
+        if self._ema_buffers:  # one launch for all of them: on a GPU each copy_ would be its own kernel
+            torch._foreach_copy_(self._ema_buffers, self._live_buffers)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.sampling_module().state_dict()

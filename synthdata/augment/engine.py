@@ -578,17 +578,30 @@ def _plan_color_jitter(plan: _Plan, op: ColorJitter, u: np.ndarray) -> Step | No
         offset = None
         if offset_gain is not None:
             means = flat.mean(dim=2)
-            offset = offset_gain[lo:hi] * (means[:, 0] if c == 1 else means @ luma)
+            if c == 1:
+                offset = offset_gain[lo:hi] * means[:, 0]
+            else:  # written out rather than `means @ luma`, for the reason given below
+                offset = offset_gain[lo:hi] * (means[:, 0] * luma[0] + means[:, 1] * luma[1] + means[:, 2] * luma[2])
         buf = rows.output_buffer()
         buf = torch.empty_like(x) if buf is None else buf
         if c == 1:  # elementwise beats a (1 x 1) matmul
             torch.mul(x, gain[lo:hi], out=buf)
             if offset is not None:
                 buf.add_(offset.view(m, 1, 1, 1))  # addcmul with a broadcast `self` is 3x slower than mul + add
-        elif offset is None:
-            torch.bmm(gain[lo:hi], flat, out=buf.view(m, c, -1))
         else:
-            torch.baddbmm(offset.view(m, 1, 1), gain[lo:hi], flat, out=buf.view(m, c, -1))
+            # Elementwise, not bmm/baddbmm: BLAS picks its kernel by batch size, which moved the last bit of a
+            # row between batch sizes on a 16-core machine (torch 2.11 + MKL); separate mul and add round the
+            # same way whatever the batch, the thread split or the vector tail.
+            channels = x.unbind(1)
+            g = gain[lo:hi].view(m, c, c, 1, 1)
+            tmp = torch.empty_like(channels[0])
+            for i in range(c):
+                out_i = buf[:, i]
+                torch.mul(channels[0], g[:, i, 0], out=out_i)
+                for j in range(1, c):
+                    out_i.add_(torch.mul(channels[j], g[:, i, j], out=tmp))
+                if offset is not None:
+                    out_i.add_(offset.view(m, 1, 1))
         rows.replace(buf.clamp_(0.0, 1.0))
 
     return color
