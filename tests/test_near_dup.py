@@ -15,8 +15,10 @@ from synthdata.datasets import load_digits_uint8
 from synthdata.near_dup import (
     REPRO_SIMILARITY,
     DEFAULT_SIMILARITY,
+    band_collisions,
     band_layout,
     candidate_pairs,
+    search_plan,
     confirm_pairs,
     group_duplicates,
     reproduction_similarity,
@@ -72,6 +74,33 @@ def test_band_layout_tiles_all_64_bits() -> None:
         assert [shift for shift, _ in layout] == list(np.cumsum([0] + [w for _, w in layout[:-1]]))
     with pytest.raises(ValueError):
         band_layout(64)
+    assert band_layout(10, 4) == [(0, 16), (16, 16), (32, 16), (48, 16)]
+    with pytest.raises(ValueError):
+        band_layout(3, 5)  # more bands than radius + 1 would need
+
+
+def test_search_plan_widens_bands_as_the_table_grows(hash_table) -> None:
+    small, large = search_plan(10, 500), search_plan(10, 100_000)
+    assert small == (band_layout(10), 0)  # classic banding: no flips for a few hundred hashes
+    assert len(large[0]) < 11 and large[1] == 10 // len(large[0]) > 0
+    assert search_plan(0, 10**6) == ([(0, 64)], 0)
+    with pytest.raises(ValueError, match="probes per hash"):
+        candidate_pairs(hash_table[0], "hashes", 7, bands=1)  # C(64, <=7) flips: refused, not enumerated
+
+
+@pytest.mark.parametrize(("radius", "bands"), [(3, 2), (6, 3), (8, 4), (10, 4), (10, 6), (10, 11), (2, 1)])
+def test_multi_index_search_equals_all_pairs_for_any_band_count(hash_table, radius: int, bands: int) -> None:
+    con, ids, hashes, is_new = hash_table
+    want = brute_force(ids, hashes, radius)
+    got = candidate_pairs(con, "hashes", radius, new_only=False, bands=bands)
+    assert as_set(got) == want and len(got) == len(want)
+    new = {i for i, flag in zip(ids, is_new) if flag}
+    incremental = candidate_pairs(con, "hashes", radius, new_only=True, bands=bands)
+    assert as_set(incremental) == {p for p in want if p[0] in new or p[1] in new}
+    # Wider bands with flips examine fewer row pairs than radius + 1 exact bands (the point of them).
+    if bands < radius + 1 and radius >= 8:
+        assert band_collisions(con, "hashes", radius, new_only=True, bands=bands) < band_collisions(
+            con, "hashes", radius, new_only=True, bands=radius + 1)
 
 
 @pytest.mark.parametrize("radius", range(11))
