@@ -431,3 +431,21 @@ def test_images_loaded_ahead_are_bounded_and_a_failing_load_still_fails_the_call
 
     with pytest.raises(FileNotFoundError, match="is gone"):
         confirm_pairs(pairs, failing, **everything)
+
+
+def test_candidate_search_fits_a_small_memory_limit() -> None:
+    # 150 clusters of 100 near-identical hashes: 742,500 candidate pairs between 64-character ids. Keyed by
+    # the ids themselves the DISTINCT + sort needed more than 64 MB and DuckDB failed with "Out of Memory";
+    # on dense integer keys it fits in 32 MB.
+    rng = np.random.default_rng(0)
+    centres = rng.integers(0, 2**64, 150, dtype=np.uint64, endpoint=False)
+    hashes = np.repeat(centres, 100) ^ (rng.integers(0, 8, 15_000, dtype=np.uint64))
+    ids = [f"{i:064x}" for i in range(len(hashes))]
+    frame = pd.DataFrame({"image_id": ids, "phash": to_signed(hashes), "is_new": True})
+    con = duckdb.connect(config={"memory_limit": "32MB"})
+    con.execute("CREATE TABLE h AS SELECT * FROM frame")
+    pairs = candidate_pairs(con, "h", 4, crop_radius=None)
+    assert len(pairs) == 150 * 100 * 99 // 2
+    assert (pairs["a"] < pairs["b"]).all() and pairs["a"].is_monotonic_increasing
+    first = pairs.iloc[0]
+    assert (first["a"], first["b"]) == (ids[0], ids[1]) and first["distance"] == hamming(hashes[0], hashes[1])
