@@ -30,8 +30,8 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
-from math import comb
 from itertools import combinations, pairwise
+from math import comb
 from typing import NamedTuple
 
 import duckdb
@@ -324,12 +324,12 @@ def band_collisions(
     for column, r, dtype, where in _channels(con, hashes_table, radius, crop_radius):
         layout, flip_radius = _plan_for(con, hashes_table, r, where, None if bands is None else min(bands, r + 1))
         keyed = _keyed_sql(hashes_table, column, dtype, layout, flip_radius, where)
-        # Each probe meets its own row once (flip 0); in all-pairs mode every pair is met from both sides.
-        probing = "WHERE p.is_new" if new_only else ""
+        # Each probing row meets itself once (flip 0); in all-pairs mode every pair is met from both sides.
+        probe_filter, self_filter = ("p.is_new", "k.is_new") if new_only else ("true", "true")
         sql = f"""
             WITH {keyed}, counts AS (SELECT band, v, count(*) AS n FROM keyed GROUP BY band, v)
-            SELECT coalesce(sum(c.n), 0)::HUGEINT - (SELECT count(*) FROM keyed k {probing.replace("p.", "k.")})
-            FROM probes p JOIN counts c ON c.band = p.band AND c.v = p.v {probing}"""
+            SELECT coalesce(sum(c.n), 0)::HUGEINT - (SELECT count(*) FROM keyed k WHERE {self_filter})
+            FROM probes p JOIN counts c ON c.band = p.band AND c.v = p.v WHERE {probe_filter}"""
         examined = int(con.execute(sql).fetchone()[0])
         total += examined if new_only else examined // 2
     return total
