@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-import threading
 from pathlib import Path
+
+_TOKEN = os.urandom(6).hex()  # distinguishes processes that share a pid (containers on one shared volume)
+_COUNTER = itertools.count()  # next() on it is atomic under the GIL
 
 
 def write_atomic(path: Path | str, data: bytes | str, make_parent: bool = True) -> Path:
@@ -17,11 +20,12 @@ def write_atomic(path: Path | str, data: bytes | str, make_parent: bool = True) 
     folder = os.path.dirname(target) or "."
     if make_parent:
         os.makedirs(folder, exist_ok=True)
-    # One temp name per writing thread beside the target: unique among concurrent writers without
-    # tempfile's random-name loop (~10 us a file, which the content store pays thousands of times a second).
-    # A hidden name (scans skip dot files), and at most the name's last 64 characters so it stays a valid name.
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{threading.get_ident()}-{os.path.basename(target)[-64:]}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    # A fresh temp name per write without tempfile's random-name loop (~10 us a file, which the content store
+    # pays thousands of times a second): this process's id and random token plus a counter, opened O_EXCL so
+    # that no two writers (threads, processes, hosts sharing the folder) can ever share one. Hidden (scans skip
+    # dot files), and at most the target name's last 64 characters so that it stays a valid file name.
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{_TOKEN}-{next(_COUNTER)}-{os.path.basename(target)[-64:]}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(tmp, flags, 0o644)
     except FileNotFoundError:  # the caller's folder was removed (a cleanup between runs): make it again

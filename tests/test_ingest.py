@@ -106,6 +106,24 @@ def test_store_writes_once_atomically_and_survives_a_removed_folder(tmp_path):
         store.put("images/../../etc/passwd", b"x")
 
 
+def test_concurrent_atomic_writes_of_one_file_never_mix(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from synthdata.atomic import write_atomic
+
+    target = tmp_path / "shared" / "object.bin"
+    payloads = [bytes([i]) * 200_000 for i in range(8)]
+
+    def writer(i: int) -> None:
+        for _ in range(20):
+            write_atomic(target, payloads[i])
+            assert target.read_bytes() in payloads  # a whole payload, never a truncated or mixed one
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(writer, range(8)))
+    assert [p.name for p in target.parent.iterdir()] == ["object.bin"]  # no temp file left behind
+
+
 LEGACY_RAW_DDL = """
     image_id VARCHAR NOT NULL, file_sha256 VARCHAR NOT NULL, partition_date DATE NOT NULL,
     source_path VARCHAR NOT NULL, label VARCHAR, width INTEGER NOT NULL, height INTEGER NOT NULL,
