@@ -220,8 +220,8 @@ def connect(path: Path | str, read_only: bool = False, timeout_s: float = 120.0)
     """Open the warehouse, waiting while another process holds DuckDB's single-writer lock.
 
     DuckDB's buffer pool otherwise grows toward 80% of RAM; a fixed limit (SYNTHDATA_DUCKDB_MEMORY, default
-    512MB) caps it, spilling to disk beyond it. It does not cap everything: appended rows still cost DuckDB
-    about 0.8 KB each in process memory (measured, see docs/curation.md).
+    512MB) caps it, spilling to disk beyond it. It does not cap everything: DuckDB's automatic checkpoints
+    take working memory outside it that grows with the table (measured, see docs/curation.md).
     """
     if not read_only:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
