@@ -1,15 +1,13 @@
 """Stage 8, export: `training_set`, the published real + synthetic training data (behind the quality gate)."""
 
 
-import os
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 
 from dagster_project.partitions import model_families
 from resources import ImageStoreResource, WarehouseResource
-from synthdata.atomic import write_atomic
+from synthdata.atomic import replacing, write_atomic
 
 
 @dg.asset(
@@ -46,10 +44,8 @@ def training_set(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ).replace_schema_metadata({"synthdata_classes": ",".join(classes)})
     out_dir = image_store.subdir("exports", family)
     target = out_dir / "training_set.parquet"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".parquet")
-    os.close(fd)
-    pq.write_table(table, tmp)
-    os.replace(tmp, target)
+    with replacing(target) as f:
+        pq.write_table(table, f)
     write_atomic(out_dir / "labels.txt", "\n".join(classes) + "\n")
     counts = rows["source"].value_counts().to_dict()
     return dg.MaterializeResult(

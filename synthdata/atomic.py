@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 _TOKEN = os.urandom(6).hex()  # distinguishes processes that share a pid (containers on one shared volume)
 _COUNTER = itertools.count()  # next() on it is atomic under the GIL
 
 
-def write_atomic(path: Path | str, data: bytes | str, make_parent: bool = True) -> Path:
-    """Write to a temporary file beside `path`, then rename it over `path`.
+@contextmanager
+def replacing(path: Path | str, make_parent: bool = True) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new contents into; it becomes ``path`` (one rename) when the block ends,
+    and is removed if the block raises, so readers see the old file or the whole new one, never half of one.
 
     ``make_parent=False`` skips creating the folder when the caller knows it exists (the content store
     writes thousands of small objects a second); a folder that turns out to be missing is made anyway.
@@ -33,10 +38,16 @@ def write_atomic(path: Path | str, data: bytes | str, make_parent: bool = True) 
         fd = os.open(tmp, flags, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            yield f
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return Path(target)
+
+
+def write_atomic(path: Path | str, data: bytes | str, make_parent: bool = True) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` atomically, see :func:`replacing`."""
+    with replacing(path, make_parent) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return Path(path)

@@ -20,21 +20,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthdata.atomic import replacing
+
 FORMAT_VERSION = 1
 
 
 def atomic_save(obj: dict[str, Any], path: Path) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path, make_parent=False) as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     # Make the rename itself durable (POSIX: the directory entry lives in the directory's own data).
     try:
         fd = os.open(path.parent, os.O_RDONLY)

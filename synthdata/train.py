@@ -126,11 +126,11 @@ def setup_distributed(device: str) -> DistInfo:
         rank, world, owns = dist.get_rank(), dist.get_world_size(), False
     else:
         rank, world, owns = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), False
-    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
-        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    if dev.type == "cuda" and dev.index is None:  # set_device() refuses a bare "cuda"
-        dev = torch.device("cuda", torch.cuda.current_device())
     if dev.type == "cuda":
+        if "LOCAL_RANK" in os.environ:
+            dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        elif dev.index is None:  # set_device() refuses a bare "cuda"
+            dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
