@@ -152,17 +152,22 @@ def search_plan(radius: int, n_rows: int) -> tuple[list[tuple[int, int]], int]:
     bands for a few thousand hashes, 6 bands of ~11 bits with 1-bit flips at ~20k, 4 bands of 16 bits with
     2-bit flips from ~60k (measured on uniform hashes at 100k: 4.7 s -> 1.6 s).
     """
-    best: tuple[float, int] | None = None
-    for m in range(1, radius + 2):
-        layout, flip_radius = band_layout(radius, m), radius // m
-        probes = [_n_flips(width, flip_radius) for _, width in layout]
+    best: tuple[float, tuple[list[tuple[int, int]], int]] | None = None
+    for m in range(1, radius + 2):  # m = radius + 1 (no flips, <= 64 probes) always qualifies
+        layout, flip_radius, probes = _layout_with_flips(radius, m)
         if sum(probes) > _MAX_PROBES:
             continue
         cost = sum(2 * p + p * n_rows / 2.0**width for p, (_, width) in zip(probes, layout))
         if best is None or cost < best[0]:
-            best = (cost, m)
-    m = radius + 1 if best is None else best[1]
-    return band_layout(radius, m), radius // m
+            best = (cost, (layout, flip_radius))
+    assert best is not None
+    return best[1]
+
+
+def _layout_with_flips(radius: int, bands: int) -> tuple[list[tuple[int, int]], int, list[int]]:
+    """``bands`` bands for ``radius``: the layout, the flip radius its pigeonhole allows, the probes per band."""
+    layout, flip_radius = band_layout(radius, bands), radius // bands
+    return layout, flip_radius, [_n_flips(width, flip_radius) for _, width in layout]
 
 
 # Second candidate channel (used when the hashes table has a ``phash2`` column, see
@@ -192,22 +197,18 @@ def _channels(
     return [(column, r, types[column], where) for column, r, where in wanted]
 
 
-def _band_mask(dtype: str, width: int) -> int:
-    # All 64 bits of a signed value are -1; arithmetic (sign-extending) shifts on BIGINT are harmless
-    # because the mask keeps only the band's own bits.
-    return -1 if (dtype == "BIGINT" and width == HASH_BITS) else (1 << width) - 1
+def _sql_bits(bits: int, dtype: str) -> str:
+    """A 64-bit pattern as a literal of ``dtype``: on BIGINT, bit 63 is the sign bit (so all 64 bits are -1;
+    arithmetic shifts on BIGINT are harmless because band masks keep only the band's own bits)."""
+    value = bits - (1 << HASH_BITS) if dtype == "BIGINT" and bits >> (HASH_BITS - 1) else bits
+    return f"({value})::{dtype}"
 
 
 def _keyed_sql(table: str, column: str, dtype: str, layout: list[tuple[int, int]], flip_radius: int, where: str) -> str:
     """CTEs ``keyed`` (one row per hash and band, with the band's value ``v``) and ``probes`` (the same rows with
     ``v`` replaced by each of its flips within ``flip_radius`` bits)."""
-    bands = [f"({i}, {shift}, {_band_mask(dtype, width)}::{dtype})" for i, (shift, width) in enumerate(layout)]
-    signed = dtype == "BIGINT"  # bit 63 of a full-width band is the sign bit there
-    flips = [
-        f"({i}, ({mask - (1 << 64) if signed and mask >> 63 else mask})::{dtype})"
-        for i, (_, width) in enumerate(layout)
-        for mask in _flips(width, flip_radius)
-    ]
+    bands = [f"({i}, {shift}, {_sql_bits((1 << width) - 1, dtype)})" for i, (shift, width) in enumerate(layout)]
+    flips = [f"({i}, {_sql_bits(mask, dtype)})" for i, (_, width) in enumerate(layout) for mask in _flips(width, flip_radius)]
     return f"""
         bands(band, shift, mask) AS (VALUES {", ".join(bands)}),
         flips(band, flip) AS (VALUES {", ".join(flips)}),
@@ -245,11 +246,13 @@ def _banded_join(
 def _plan_for(
     con: duckdb.DuckDBPyConnection, table: str, radius: int, where: str, bands: int | None
 ) -> tuple[list[tuple[int, int]], int]:
+    """The plan of one channel: ``bands`` bands (at most radius + 1) if given, else :func:`search_plan`'s."""
     if bands is not None:
-        layout, flip_radius = band_layout(radius, bands), radius // bands
-        probes = sum(_n_flips(width, flip_radius) for _, width in layout)
-        if probes > _MAX_PROBES:
-            raise ValueError(f"{bands} bands at radius {radius} need {probes:,} probes per hash (> {_MAX_PROBES}); use more bands")
+        layout, flip_radius, probes = _layout_with_flips(radius, min(bands, radius + 1))
+        if sum(probes) > _MAX_PROBES:
+            raise ValueError(
+                f"{bands} bands at radius {radius} need {sum(probes):,} probes per hash (> {_MAX_PROBES}); use more bands"
+            )
         return layout, flip_radius
     n_rows = con.execute(f"SELECT count(*) FROM {table} {where}").fetchone()[0]
     return search_plan(radius, int(n_rows))
@@ -291,7 +294,7 @@ def candidate_pairs(
     try:
         parts = []
         for column, r, dtype, where in channels:
-            plan = _plan_for(con, "_candidate_keys", r, where, None if bands is None else min(bands, r + 1))
+            plan = _plan_for(con, "_candidate_keys", r, where, bands)
             join = _banded_join("_candidate_keys", column, dtype, r, new_only, where, plan)
             # The crop channel's pairs must also be within crop_phash_radius of each other's pHash.
             parts.append(join if column == "phash" else f"SELECT * FROM ({join}) WHERE distance <= {int(crop_phash_radius)}")
@@ -322,7 +325,7 @@ def band_collisions(
     compare with the all-pairs count. Same plan as :func:`candidate_pairs`."""
     total = 0
     for column, r, dtype, where in _channels(con, hashes_table, radius, crop_radius):
-        layout, flip_radius = _plan_for(con, hashes_table, r, where, None if bands is None else min(bands, r + 1))
+        layout, flip_radius = _plan_for(con, hashes_table, r, where, bands)
         keyed = _keyed_sql(hashes_table, column, dtype, layout, flip_radius, where)
         # Each probing row meets itself once (flip 0); in all-pairs mode every pair is met from both sides.
         probe_filter, self_filter = ("p.is_new", "k.is_new") if new_only else ("true", "true")
@@ -505,11 +508,16 @@ def _sample(gray: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return samples.reshape(*lead, len(boxes), WORK_SIZE * WORK_SIZE)
 
 
+def _centre(samples: np.ndarray) -> np.ndarray:
+    """Subtract each row's mean along the last axis, in place, and return the rows' norms."""
+    samples -= samples.mean(axis=-1, keepdims=True)
+    return np.sqrt(np.einsum("...d,...d->...", samples, samples))
+
+
 def _normalise(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Zero-mean, unit-norm along the last axis (for correlation), and each row's standard deviation.
     Works in place: callers pass samples they no longer need."""
-    samples -= samples.mean(axis=-1, keepdims=True)
-    norm = np.sqrt(np.einsum("...d,...d->...", samples, samples))
+    norm = _centre(samples)
     samples /= np.maximum(norm, 1e-12)[..., None]
     return samples, norm / np.sqrt(samples.shape[-1])
 
@@ -554,9 +562,7 @@ def _crops(canvas: np.ndarray, sampler: _Sampler | None = None) -> tuple[np.ndar
     when one is given, and the inverse of their norms (n, K): a crop's correlation with a unit frame is
     their dot product times its inverse norm (scaling K products is cheaper than scaling K * 1024 samples)."""
     samples = (sampler or _Sampler(canvas.shape[-2:], _crop_boxes()))(canvas)
-    samples -= samples.mean(axis=-1, keepdims=True)
-    norm = np.sqrt(np.einsum("...d,...d->...", samples, samples))
-    return samples, 1 / np.maximum(norm, 1e-12)
+    return samples, 1 / np.maximum(_centre(samples), 1e-12)
 
 
 def _best_correlation(crops: np.ndarray, inverse_norm: np.ndarray, frames: np.ndarray) -> np.ndarray:
