@@ -109,19 +109,19 @@ class AugmentResult:
 
 def row_seed(fingerprint: str, seed: int, parent_id: str) -> int:
     """The 64-bit key of one row: a stable hash, unlike Python's salted `hash()`."""
-    digest = hashlib.blake2b(f"{fingerprint}|{seed}|{parent_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    return int(_row_keys(fingerprint, seed, [parent_id])[0])
 
 
 def _row_keys(fingerprint: str, seed: int, parent_ids: Sequence[str]) -> np.ndarray:
-    """`row_seed` of every row as uint64, hashing the shared prefix once (copying a hasher is cheaper)."""
+    """The 64-bit key of every row (uint64): blake2b of "fingerprint|seed|parent_id", little-endian, with the
+    shared prefix hashed once (copying a hasher is cheaper)."""
     prefix = hashlib.blake2b(f"{fingerprint}|{seed}|".encode(), digest_size=8)
     digests = []
     for pid in parent_ids:
         h = prefix.copy()
         h.update(pid.encode())
         digests.append(h.digest())
-    return np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64)
+    return np.frombuffer(b"".join(digests), dtype="<u8")
 
 
 def splitmix64_uniforms(keys: np.ndarray, k: int) -> np.ndarray:
@@ -208,7 +208,6 @@ class _Plan:
         self.parent_ids = parent_ids
         self.policy = policy
         self.ops_of: list[list[dict[str, Any]]] = [[] for _ in range(self.n)]
-        self._rank: tuple[np.ndarray, np.ndarray] | None = None
 
     @functools.cached_property
     def id_array(self) -> np.ndarray:
@@ -217,14 +216,13 @@ class _Plan:
         ids[:] = self.parent_ids
         return ids
 
+    @functools.cached_property
     def ranked(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows sorted by parent_id, each row's rank): partner choice uses ranks so that it ignores row order."""
-        if self._rank is None:
-            order = np.argsort(self.id_array, kind="stable").astype(np.int64)
-            rank = np.empty(self.n, dtype=np.int64)
-            rank[order] = np.arange(self.n)
-            self._rank = (order, rank)
-        return self._rank
+        order = np.argsort(self.id_array, kind="stable").astype(np.int64)
+        rank = np.empty(self.n, dtype=np.int64)
+        rank[order] = np.arange(self.n)
+        return order, rank
 
     def record(self, name: str, idx: np.ndarray, columns: dict[str, np.ndarray], **const: Any) -> None:
         """Append `name` to the record of each row in `idx`, with that row's value of every column.
@@ -376,7 +374,7 @@ def _geo_flip(plan: _Plan, op: HFlip | VFlip, u: np.ndarray) -> tuple[np.ndarray
     else:
         m = _linear_about(plan.center, one, zero, zero, sign)
     plan.record(op.op, np.flatnonzero(fired), {})
-    return m, fired
+    return m, np.zeros(plan.n, dtype=bool)  # mirrored exactly, never resampled
 
 
 def _geo_rotate(plan: _Plan, op: Rotate, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -676,8 +674,9 @@ def _plan_gaussian_noise(plan: _Plan, op: GaussianNoise, u: np.ndarray) -> Step 
     return noise
 
 
-def _box_masks(plan: _Plan, box_yxhw: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Each row's integer box (y0, x0, h, w) as 0/1 masks of its rows (N, 1, H, 1) and columns (N, 1, 1, W).
+def _box_masks(plan: _Plan, box_yxhw: np.ndarray, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """Each row's integer box (y0, x0, h, w) as 0/1 masks of its rows (N, 1, H, 1) and columns (N, 1, 1, W),
+    in the images' dtype unless told.
 
     Their product is the box; a zero-sized box gives an empty mask.
     """
@@ -685,7 +684,7 @@ def _box_masks(plan: _Plan, box_yxhw: np.ndarray) -> tuple[Tensor, Tensor]:
     in_y = (np.arange(plan.h) >= b[:, 0:1]) & (np.arange(plan.h) < b[:, 0:1] + b[:, 2:3])
     in_x = (np.arange(plan.w) >= b[:, 1:2]) & (np.arange(plan.w) < b[:, 1:2] + b[:, 3:4])
     n = b.shape[0]
-    return plan.to_dev(in_y).view(n, 1, plan.h, 1), plan.to_dev(in_x).view(n, 1, 1, plan.w)
+    return plan.to_dev(in_y, dtype).view(n, 1, plan.h, 1), plan.to_dev(in_x, dtype).view(n, 1, 1, plan.w)
 
 
 def _plan_random_erasing(plan: _Plan, op: RandomErasing, u: np.ndarray) -> Step | None:
@@ -725,7 +724,7 @@ def _plan_random_erasing(plan: _Plan, op: RandomErasing, u: np.ndarray) -> Step 
 
 def _partners(plan: _Plan, u: np.ndarray, fired: np.ndarray) -> np.ndarray:
     """Each firing row's partner: a uniform pick among the other rows ranked by parent_id; itself elsewhere."""
-    order, rank = plan.ranked()
+    order, rank = plan.ranked
     pick = np.minimum(np.floor(u * (plan.n - 1)).astype(np.int64), max(plan.n - 2, 0))
     pick = pick + (pick >= rank)  # skip the row's own rank
     partner = order[np.minimum(pick, plan.n - 1)]
@@ -781,8 +780,8 @@ def _plan_cutmix(plan: _Plan, op: Cutmix, u: np.ndarray) -> Step | None:
     if idx.size == 0:
         return None
     partner_dev = torch.from_numpy(partner[idx]).to(plan.device)
-    in_y, in_x = _box_masks(plan, box[idx])
-    mask = (in_y * in_x).bool()
+    in_y, in_x = _box_masks(plan, box[idx], torch.bool)
+    mask = in_y & in_x
 
     def cutmix(rows: _Rows) -> None:
         other = rows.x.index_select(0, partner_dev)  # gathered before any row is overwritten
@@ -806,25 +805,23 @@ def _plan_steps(plan: _Plan, uniforms: np.ndarray) -> list[tuple[bool, Step]]:
     """Sample every op for the whole batch (filling the records) and list the steps, each flagged row-local."""
     steps: list[tuple[bool, Step]] = []
     col = 0
-    # A run of consecutive geometric ops: (composed matrices, rows where a non-flip op fired).
+    # A run of consecutive geometric ops: (composed matrices, rows that some op in it resamples).
     run: tuple[np.ndarray, np.ndarray] | None = None
-    for op in plan.policy.ops:
-        u = uniforms[:, col : col + DRAWS[type(op)]]
-        col += DRAWS[type(op)]
-        if isinstance(op, GEOMETRIC):
-            m, fired = _GEO_PLANNERS[type(op)](plan, op, u)
-            resampled = np.zeros(plan.n, dtype=bool) if isinstance(op, (HFlip, VFlip)) else fired
-            run = (m, resampled) if run is None else (m @ run[0], run[1] | resampled)  # later ops act on the output
-            continue
-        if run is not None:
+    for op in [*plan.policy.ops, None]:  # None: the end, which closes a last geometric run
+        if run is not None and not isinstance(op, GEOMETRIC):
             warp = _plan_warp(plan, *run)
             steps += [(True, warp)] if warp else []
             run = None
+        if op is None:
+            break
+        u = uniforms[:, col : col + DRAWS[type(op)]]
+        col += DRAWS[type(op)]
+        if isinstance(op, GEOMETRIC):
+            m, resampled = _GEO_PLANNERS[type(op)](plan, op, u)
+            run = (m, resampled) if run is None else (m @ run[0], run[1] | resampled)  # later ops act on the output
+            continue
         step = _PIXEL_PLANNERS[type(op)](plan, op, u)
         steps += [(not isinstance(op, _MIXING), step)] if step else []
-    if run is not None:
-        warp = _plan_warp(plan, *run)
-        steps += [(True, warp)] if warp else []
     return steps
 
 
