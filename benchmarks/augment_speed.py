@@ -22,6 +22,7 @@ each side's best round gives its throughput, and the median of the per-round rat
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import random
 import statistics
@@ -46,13 +47,17 @@ from synthdata.augment import (
     Rotate,
     augment_batch,
 )
-from synthdata.augment.engine import (  # the loop uses the engine's constants
+from synthdata.augment.engine import (  # the loop uses the engine's colour space and noise bank
     _YIQ,
     _YIQ_INV,
-    NOISE_BANK_SEED,
+    noise_bank,
 )
 
-_NOISE_BANK = np.random.default_rng(NOISE_BANK_SEED).standard_normal(1 << 20, dtype=np.float32)
+
+@functools.lru_cache(maxsize=1)
+def _noise_bank() -> np.ndarray:
+    """The engine's own bank of normals (the same values), built when the loop first needs it."""
+    return noise_bank(1, torch.device("cpu"))[: 1 << 20].numpy()
 
 
 def bench_policy(rgb: bool) -> AugmentPolicy:
@@ -134,8 +139,9 @@ def pil_augment(img_u8: np.ndarray, policy: AugmentPolicy, rng: random.Random) -
             im = im.filter(_gaussian_kernel(op.kernel_size, rng.uniform(*op.sigma)))
         elif isinstance(op, GaussianNoise):
             arr = np.asarray(im, dtype=np.float32) / 255.0 if arr is None else arr
-            start = rng.randrange(_NOISE_BANK.size - arr.size)
-            noise = _NOISE_BANK[start : start + arr.size].reshape(arr.shape)
+            bank = _noise_bank()
+            start = rng.randrange(bank.size - arr.size)
+            noise = bank[start : start + arr.size].reshape(arr.shape)
             arr = np.clip(arr + np.float32(rng.uniform(*op.std)) * noise, 0.0, 1.0)
         elif isinstance(op, RandomErasing):
             arr = np.asarray(im, dtype=np.float32) / 255.0 if arr is None else arr.copy()

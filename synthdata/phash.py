@@ -222,13 +222,14 @@ class _Workspace(threading.local):
         view = self.views[(name, shape, dtype)] = buf[:size].view(dtype).reshape(shape)
         return view
 
-    def get_framed(self, name: str, rows: int, cols: int, value: float) -> np.ndarray:
-        """float32 (rows, cols + 2) whose first and last columns hold ``value``; they are only rewritten when
-        the layout changes (a strided column write per chunk cost a third of what the frame saves)."""
+    def get_framed(self, name: str, rows: int, cols: int) -> np.ndarray:
+        """float32 (rows, cols + 2) framed by a first and a last column of ones (the bias column the pass plans
+        expect); they are only rewritten when the layout changes (a strided column write per chunk cost a third
+        of what the frame saves)."""
         out = self.get(name, (rows, cols + 2), np.float32)
         if self.framed.get(name) != (rows, cols):
-            out[:, 0] = value
-            out[:, -1] = value
+            out[:, 0] = 1.0
+            out[:, -1] = 1.0
             self.framed[name] = (rows, cols)
         return out
 
@@ -344,7 +345,7 @@ def _resize_anb(src: np.ndarray, first: int, second: int, dtype: type = np.float
     """
     a, n, b = src.shape
     if b != first:  # Pillow skips a pass whose axis keeps its size
-        x = _WORK.get_framed("x", a * n, b, 1.0)
+        x = _WORK.get_framed("x", a * n, b)
         np.copyto(x[:, 1 : b + 1].reshape(a, n, b), src, casting="unsafe")
         y = _WORK.get("y", (a * n, first), np.float32)
         _pass_rows(x, b, first, y)
