@@ -6,8 +6,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from synthdata.arrays import load_arrays, training_format
-from synthdata.store import BlobStore
+from synthdata.io.arrays import load_arrays, training_format
+from synthdata.io.store import BlobStore
 
 
 @dataclass

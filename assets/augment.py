@@ -9,9 +9,9 @@ import pandas as pd
 
 from assets._util import load_split
 from resources import ImageStoreResource, TorchDevice, WarehouseResource
-from synthdata.arrays import store_pngs
+from synthdata.io.arrays import store_pngs
 from synthdata.render import image_grid, markdown_image
-from synthdata.warehouse import replace_table
+from synthdata.io.warehouse import replace_table
 
 
 class AugmentConfig(dg.Config):

@@ -7,15 +7,15 @@ import pandas as pd
 
 from assets._util import md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
-from synthdata.curate import curate
-from synthdata.imageio import decode_image
-from synthdata.near_dup import DEFAULT_RADIUS, DEFAULT_SIMILARITY
+from synthdata.curation.curate import curate
+from synthdata.io.imageio import decode_image
+from synthdata.dedup.near_dup import DEFAULT_RADIUS, DEFAULT_SIMILARITY
 from synthdata.render import image_grid, markdown_image, thumbnail
 
 
 class CurateConfig(dg.Config):
     near_duplicates: bool = True
-    # pHash Hamming radius for candidates and the pixel similarity that confirms one (see synthdata.near_dup).
+    # pHash Hamming radius for candidates and the pixel similarity that confirms one (see synthdata.dedup.near_dup).
     hamming_radius: int = DEFAULT_RADIUS
     similarity_threshold: float = DEFAULT_SIMILARITY
 

@@ -8,14 +8,15 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from dagster_project.partitions import model_families
+from assets.partitions import model_families
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from assets._util import load_split
-from synthdata.arrays import load_arrays
-from synthdata.atomic import write_atomic
-from synthdata.evaluate import memorization, tstr_trtr
+from synthdata.io.arrays import load_arrays
+from synthdata.io.atomic import write_atomic
+from synthdata.evaluate.privacy import memorization
+from synthdata.evaluate.utility import tstr_trtr
 from synthdata.render import image_grid, markdown_image
-from synthdata.warehouse import insert_df
+from synthdata.io.warehouse import insert_df
 
 
 class EvaluateConfig(dg.Config):

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from dagster_project.partitions import model_families
+from assets.partitions import model_families
 from resources import ImageStoreResource, WarehouseResource
-from synthdata.atomic import replacing, write_atomic
+from synthdata.io.atomic import replacing, write_atomic
 
 
 @dg.asset(

@@ -10,12 +10,12 @@ import pandas as pd
 import yaml
 
 from assets._util import load_split
-from dagster_project.partitions import model_families
+from assets.partitions import model_families
 from resources import ImageStoreResource, TorchDevice, WarehouseResource
-from synthdata.atomic import write_atomic
-from synthdata.arrays import data_fingerprint, load_arrays
+from synthdata.io.atomic import write_atomic
+from synthdata.io.arrays import data_fingerprint, load_arrays
 from synthdata.render import markdown_image
-from synthdata.warehouse import insert_df
+from synthdata.io.warehouse import insert_df
 
 
 class GeneratorConfig(dg.Config):
@@ -69,7 +69,7 @@ def generator(
     image_store: ImageStoreResource,
     torch_device: TorchDevice,
 ) -> dg.MaterializeResult:
-    from synthdata.train import TrainConfig, train_generator
+    from synthdata.training.loop import TrainConfig, train_generator
 
     family = context.partition_key
     device = torch_device.resolve()

@@ -5,10 +5,10 @@ import dagster as dg
 import numpy as np
 
 from assets._util import md_table
-from dagster_project.partitions import daily_drops
+from assets.partitions import daily_drops
 from resources import ImageStoreResource, QualityResource, WarehouseResource
-from synthdata.imageio import DecodeLimits
-from synthdata.ingest import IngestBatch, ingest_partition
+from synthdata.io.imageio import DecodeLimits
+from synthdata.curation.ingest import IngestBatch, ingest_partition
 from synthdata.render import image_grid, markdown_image, thumbnail
 
 

@@ -5,8 +5,8 @@ import dagster as dg
 
 from assets._util import md_table
 from resources import QualityResource, WarehouseResource
-from synthdata.split import SPLITS, assign_splits
-from synthdata.warehouse import replace_table
+from synthdata.curation.split import SPLITS, assign_splits
+from synthdata.io.warehouse import replace_table
 
 
 class SplitConfig(dg.Config):

@@ -7,11 +7,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from dagster_project.partitions import model_families
+from assets.partitions import model_families
 from resources import ImageStoreResource, TorchDevice, WarehouseResource
-from synthdata.arrays import store_pngs
+from synthdata.io.arrays import store_pngs
 from synthdata.render import image_grid, markdown_image
-from synthdata.warehouse import replace_where
+from synthdata.io.warehouse import replace_where
 
 
 class SynthesisConfig(dg.Config):
@@ -44,7 +44,7 @@ def synthetic_images(
     image_store: ImageStoreResource,
     torch_device: TorchDevice,
 ) -> dg.MaterializeResult:
-    from synthdata.synthesize import load_generator
+    from synthdata.training.sample import load_generator
 
     family = context.partition_key
     with warehouse.connect() as con:

@@ -23,8 +23,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synthdata.near_dup import band_collisions, candidate_pairs, search_plan
-from synthdata.phash import to_signed
+from synthdata.dedup.near_dup import band_collisions, candidate_pairs, search_plan
+from synthdata.dedup.phash import to_signed
 
 
 def make_hashes(n: int, seed: int = 0) -> np.ndarray:

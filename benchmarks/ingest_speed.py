@@ -185,8 +185,8 @@ def cpu_seconds() -> dict[str, float]:
 
 def run_without_warehouse(drop: Path, home: Path, workers: int | None) -> dict:
     """The same streaming ingest (decode, hashes, store) with no warehouse writes: our own memory alone."""
-    from synthdata.ingest import ingest_drop
-    from synthdata.store import BlobStore
+    from synthdata.curation.ingest import ingest_drop
+    from synthdata.io.store import BlobStore
 
     start = time.perf_counter()
     stats = ingest_drop(drop, drop.parent, BlobStore(home / "store"), workers=workers)
@@ -196,11 +196,11 @@ def run_without_warehouse(drop: Path, home: Path, workers: int | None) -> dict:
 
 
 def run_ours(drop: Path, home: Path, workers: int | None, dedup: bool = True, store: bool = True) -> dict:
-    from synthdata.curate import curate
-    from synthdata.imageio import decode_image
-    from synthdata.ingest import ingest_partition
-    from synthdata.store import BlobStore
-    from synthdata.warehouse import connect
+    from synthdata.curation.curate import curate
+    from synthdata.io.imageio import decode_image
+    from synthdata.curation.ingest import ingest_partition
+    from synthdata.io.store import BlobStore
+    from synthdata.io.warehouse import connect
 
     blobs = BlobStore(home / "store") if store else None
     con = connect(home / "warehouse.duckdb")

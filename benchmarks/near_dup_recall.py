@@ -38,7 +38,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synthdata.datasets import load_digits_uint8  # noqa: E402
-from synthdata.near_dup import (  # noqa: E402
+from synthdata.dedup.near_dup import (  # noqa: E402
     CROP_RADIUS,
     DEFAULT_RADIUS,
     DEFAULT_SIMILARITY,
@@ -48,7 +48,7 @@ from synthdata.near_dup import (  # noqa: E402
     group_duplicates,
     similarity,
 )
-from synthdata.phash import hamming, phash_and_crop_hashes, to_signed  # noqa: E402
+from synthdata.dedup.phash import hamming, phash_and_crop_hashes, to_signed  # noqa: E402
 
 PHOTOS = (
     "astronaut", "camera", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "moon", "coins",

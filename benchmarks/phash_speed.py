@@ -8,7 +8,7 @@ ways on those same images:
 
 * ``ours(PIL)``: ``phash_images`` on the whole list;
 * ``ours(ingest)``: ``phash_and_crop_hashes`` the way ingestion calls it, once per ingest batch
-  (``synthdata.ingest.ingest_items``' ``chunk_size``), computing the crop-robust hash too;
+  (``synthdata.curation.ingest.ingest_items``' ``chunk_size``), computing the crop-robust hash too;
 * ``ours(array)``: ``phash_arrays`` on a ready uint8 (N, H, W) batch.
 
 Every hash must equal imagehash's bit for bit; the script fails loudly if a single one differs. The machine
@@ -32,8 +32,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synthdata.ingest import ingest_items
-from synthdata.phash import (
+from synthdata.curation.ingest import ingest_items
+from synthdata.dedup.phash import (
     crop_robust_hashes,
     phash_and_crop_hashes,
     phash_arrays,
@@ -71,7 +71,7 @@ def _reference(images: list[Image.Image]) -> np.ndarray:
 
 
 def _ingest_like(images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-    """What ``synthdata.ingest.process_items`` does with each batch's decoded images."""
+    """What ``synthdata.curation.ingest.process_items`` does with each batch's decoded images."""
     parts = [phash_and_crop_hashes(images[s : s + INGEST_BATCH]) for s in range(0, len(images), INGEST_BATCH)]
     return np.concatenate([p for p, _ in parts]), np.concatenate([c for _, c in parts])
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from synthdata.datasets import load_digits_uint8
 from synthdata.models import ConditionalGAN
 from synthdata.models.diffaugment import diff_augment
-from synthdata.train import TrainConfig, train_generator
+from synthdata.training.loop import TrainConfig, train_generator
 
 
 def hand_loop(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: TrainConfig, steps: int, device: str) -> float:

@@ -17,7 +17,7 @@ from dagster_project.jobs import daily_ingest_job, synthesis_job
 from dagster_project.schedules import daily_drop_schedule
 from dagster_project.sensors import quality_alerts, retrain_on_new_data
 from resources import AlertingResource, ImageStoreResource, QualityResource, TorchDevice, WarehouseResource
-from synthdata.paths import SynthdataPaths
+from synthdata.io.paths import SynthdataPaths
 
 ASSET_MODULES = [
     assets.ingest, assets.curate, assets.splits, assets.augment,

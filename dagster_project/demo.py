@@ -12,7 +12,7 @@ DEMO_DATES = ["2024-01-01", "2024-01-02", "2024-01-03"]
 
 
 def main() -> int:
-    from synthdata.paths import SynthdataPaths
+    from synthdata.io.paths import SynthdataPaths
 
     paths = SynthdataPaths.from_env().ensure()
     os.environ.setdefault("SYNTHDATA_HOME", str(paths.home))
@@ -26,8 +26,8 @@ def main() -> int:
     from dagster_project.definitions import build_resources, defs
     from dagster_project.sensors import quality_alerts
     from synthdata.datasets import load_digits_uint8
-    from synthdata.landing import export_as_drops
-    from synthdata.warehouse import connect, table_counts
+    from synthdata.io.landing import export_as_drops
+    from synthdata.io.warehouse import connect, table_counts
 
     print(f"SYNTHDATA_HOME={paths.home}\nSYNTHDATA_LANDING={paths.landing}\n")
     if not any((paths.landing / d).exists() for d in DEMO_DATES):

@@ -1,6 +1,6 @@
 import dagster as dg
 
-from dagster_project.partitions import daily_drops, model_families
+from assets.partitions import daily_drops, model_families
 
 # A drop's day: ingest it, then re-curate, re-split and re-augment everything downstream of it.
 daily_ingest_job = dg.define_asset_job(

@@ -12,7 +12,7 @@ import pandas as pd
 from dagster_project.jobs import synthesis_job
 from resources import AlertingResource, WarehouseResource
 from synthdata.alerts import Alert
-from synthdata.warehouse import insert_df
+from synthdata.io.warehouse import insert_df
 
 FAMILIES_ENV = "SYNTHDATA_FAMILIES"  # which families to retrain automatically, comma-separated (default: gan)
 

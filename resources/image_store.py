@@ -3,8 +3,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from synthdata.paths import resolve_within
-from synthdata.store import BlobStore
+from synthdata.io.paths import resolve_within
+from synthdata.io.store import BlobStore
 
 
 class ImageStoreResource(dg.ConfigurableResource):

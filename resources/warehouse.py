@@ -5,7 +5,7 @@ from contextlib import contextmanager
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from synthdata.warehouse import ensure_schema
+from synthdata.io.warehouse import ensure_schema
 
 
 class WarehouseResource(DuckDBResource):

@@ -18,7 +18,7 @@ def to_png_bytes(image: Image.Image) -> bytes:
 
 def thumbnail(data: bytes, side: int) -> np.ndarray:
     """uint8 (side, side, 3) preview of encoded image bytes, nearest-neighbour so pixels stay crisp."""
-    from synthdata.imageio import decode_image
+    from synthdata.io.imageio import decode_image
 
     return np.asarray(decode_image(data).image.convert("RGB").resize((side, side), Image.Resampling.NEAREST))
 

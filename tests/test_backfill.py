@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from dagster_project.instance import ensure_instance
-from synthdata.landing import export_as_drops
-from synthdata.paths import SynthdataPaths
+from synthdata.io.landing import export_as_drops
+from synthdata.io.paths import SynthdataPaths
 
 ROOT = Path(__file__).resolve().parents[1]
 DATES = ["2024-02-01", "2024-02-02", "2024-02-03"]

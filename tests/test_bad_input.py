@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthdata.imageio import DecodeLimits
-from synthdata.ingest import IngestBatch, ingest_drop, ingest_items, ingest_partition
-from synthdata.sources import iter_drop
-from synthdata.warehouse import connect
+from synthdata.io.imageio import DecodeLimits
+from synthdata.curation.ingest import IngestBatch, ingest_drop, ingest_items, ingest_partition
+from synthdata.io.sources import iter_drop
+from synthdata.io.warehouse import connect
 from tests.conftest import png
 
 
@@ -95,7 +95,7 @@ def test_missing_drop_gives_an_empty_partition(tmp_path, landing):
 def test_a_failed_ingest_leaves_the_previous_partition_untouched(tmp_path, landing, digits):
     import pytest
 
-    from synthdata.store import BlobStore
+    from synthdata.io.store import BlobStore
 
     images, _, _ = digits
     drop = landing / "2024-06-02"
@@ -112,7 +112,7 @@ def test_a_failed_ingest_leaves_the_previous_partition_untouched(tmp_path, landi
 
 
 def test_stored_originals_are_untouched_and_stored_once(tmp_path, landing, digits):
-    from synthdata.store import BlobStore
+    from synthdata.io.store import BlobStore
 
     images, _, _ = digits
     drop = landing / "2024-06-03"

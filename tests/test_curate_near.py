@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from synthdata.curate import curate
-from synthdata.imageio import decode_image
-from synthdata.ingest import ingest_partition
-from synthdata.store import BlobStore
-from synthdata.warehouse import connect
+from synthdata.curation.curate import curate
+from synthdata.io.imageio import decode_image
+from synthdata.curation.ingest import ingest_partition
+from synthdata.io.store import BlobStore
+from synthdata.io.warehouse import connect
 
 
 def tiles(n: int, seed: int) -> list[np.ndarray]:

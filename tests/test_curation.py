@@ -1,15 +1,15 @@
 import pandas as pd
 import pytest
 
-from synthdata.landing import export_as_drops
-from synthdata.split import assign_splits, validate_fractions
+from synthdata.io.landing import export_as_drops
+from synthdata.curation.split import assign_splits, validate_fractions
 
 FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 
 
 def test_exact_dedup_keeps_first_seen_and_records_the_rest(tmp_path):
-    from synthdata.curate import curate
-    from synthdata.warehouse import connect
+    from synthdata.curation.curate import curate
+    from synthdata.io.warehouse import connect
 
     con = connect(tmp_path / "w.duckdb")
     rows = [
@@ -79,7 +79,7 @@ def test_export_as_drops_plants_copies_and_broken_files(tmp_path, digits):
 def test_an_older_warehouse_gains_new_columns_without_losing_rows(tmp_path):
     import duckdb
 
-    from synthdata.warehouse import connect
+    from synthdata.io.warehouse import connect
 
     old = duckdb.connect(str(tmp_path / "w.duckdb"))
     old.execute("CREATE TABLE images (image_id VARCHAR PRIMARY KEY, label VARCHAR)")

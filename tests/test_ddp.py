@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from synthdata.checkpoint import load_checkpoint, state_digest
+from synthdata.training.checkpoint import load_checkpoint, state_digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent(
     torch.set_num_threads(1)
     sys.path.insert(0, {repo!r})
     from synthdata.datasets import load_digits_uint8
-    from synthdata.train import TrainConfig, train_generator
+    from synthdata.training.loop import TrainConfig, train_generator
     images, labels, _ = load_digits_uint8()
     cfg = TrainConfig(family="gan", max_steps=20, max_seconds=None, batch_size=64, checkpoint_every=10,
                       sample_every=0, log_every=10, grid_per_class=2)

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from synthdata.augment import AugmentPolicy
-from synthdata.warehouse import SCHEMA
+from synthdata.io.warehouse import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ def test_augmentation_doc_example_is_a_valid_policy():
 
 def test_readme_documents_every_table_and_opens_with_the_two_commands():
     readme = (ROOT / "README.md").read_text()
-    from synthdata.warehouse import VIEWS
+    from synthdata.io.warehouse import VIEWS
 
     for table in [*SCHEMA, *VIEWS]:
         assert f"`{table}`" in readme, table

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthdata.imageio import DecodeLimits, ImageRejected, decode_image, image_id
+from synthdata.io.imageio import DecodeLimits, ImageRejected, decode_image, image_id
 from tests.conftest import png
 
 

@@ -4,9 +4,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synthdata.ingest import IngestBatch, ingest_drop
-from synthdata.sources import iter_drop
-from synthdata.store import BlobStore
+from synthdata.curation.ingest import IngestBatch, ingest_drop
+from synthdata.io.sources import iter_drop
+from synthdata.io.store import BlobStore
 from tests.conftest import png
 
 
@@ -91,7 +91,7 @@ def test_store_writes_once_atomically_and_survives_a_removed_folder(tmp_path):
 
     import pytest
 
-    from synthdata.store import InvalidKeyError
+    from synthdata.io.store import InvalidKeyError
 
     store = BlobStore(tmp_path / "store")
     key = BlobStore.key_for("ab" + "0" * 62, "png")
@@ -109,7 +109,7 @@ def test_store_writes_once_atomically_and_survives_a_removed_folder(tmp_path):
 def test_concurrent_atomic_writes_of_one_file_never_mix(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from synthdata.atomic import write_atomic
+    from synthdata.io.atomic import write_atomic
 
     target = tmp_path / "shared" / "object.bin"
     payloads = [bytes([i]) * 200_000 for i in range(8)]
@@ -137,8 +137,8 @@ LEGACY_REJECTED_DDL = """
 def test_a_warehouse_from_before_versioned_ingests_is_adopted_without_losing_rows(landing, tmp_path, digits):
     import duckdb
 
-    from synthdata.ingest import ingest_partition
-    from synthdata.warehouse import connect
+    from synthdata.curation.ingest import ingest_partition
+    from synthdata.io.warehouse import connect
 
     path = tmp_path / "old.duckdb"
     old = duckdb.connect(str(path))  # the layout the first release wrote: raw_images / rejected_images tables

@@ -10,8 +10,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from synthdata.color import rgb_to_l
 from synthdata.datasets import load_digits_uint8
-from synthdata.phash import (
+from synthdata.dedup.phash import (
     CROP_HASH_MIN_SIDE,
     crop_robust_hashes,
     hamming,
@@ -19,7 +20,6 @@ from synthdata.phash import (
     phash_arrays,
     phash_images,
     resize_lanczos,
-    rgb_to_l,
     to_signed,
     to_unsigned,
 )
@@ -181,7 +181,7 @@ def test_crop_robust_hashes_move_less_than_phash_under_crops() -> None:
 
 
 def test_hashes_are_the_same_when_pillow_canvases_cannot_be_mapped(monkeypatch) -> None:
-    from synthdata import phash
+    from synthdata.dedup import phash
 
     assert phash._canvas_maps_buffer()  # this Pillow maps them: the fast path is the one the other tests cover
     rng = np.random.default_rng(21)

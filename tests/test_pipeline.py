@@ -13,8 +13,8 @@ from dagster_project.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
 from dagster_project.jobs import daily_ingest_job, synthesis_job
 from dagster_project.sensors import quality_alerts
 from resources import AlertingResource, QualityResource
-from synthdata.landing import export_as_drops
-from synthdata.paths import SynthdataPaths
+from synthdata.io.landing import export_as_drops
+from synthdata.io.paths import SynthdataPaths
 
 DATES = ["2024-01-01", "2024-01-02"]
 FAST_TRAINING = {"ops": {"generator": {"config": {"max_seconds": None, "max_steps": 400}},

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from synthdata.checkpoint import atomic_save, load_checkpoint, state_digest
+from synthdata.training.checkpoint import atomic_save, load_checkpoint, state_digest
 from synthdata.datasets import load_digits_uint8
-from synthdata.evaluate import classifier_accuracy
-from synthdata.synthesize import load_generator
-from synthdata.train import TrainConfig, train_generator
+from synthdata.evaluate.utility import classifier_accuracy
+from synthdata.training.sample import load_generator
+from synthdata.training.loop import TrainConfig, train_generator
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -164,7 +164,7 @@ KILL_SCRIPT = textwrap.dedent(
     torch.set_num_threads(1)
     sys.path.insert(0, {repo!r})
     from synthdata.datasets import load_digits_uint8
-    from synthdata.train import TrainConfig, train_generator
+    from synthdata.training.loop import TrainConfig, train_generator
     images, labels, _ = load_digits_uint8()
     cfg = TrainConfig(family="gan", max_steps=int(sys.argv[2]), max_seconds=None, batch_size=32,
                       checkpoint_every=25, sample_every=0, log_every=25)

@@ -14,8 +14,8 @@ import dagster as dg
 import pytest
 
 from dagster_project.instance import ensure_instance
-from synthdata.landing import export_as_drops
-from synthdata.paths import SynthdataPaths
+from synthdata.io.landing import export_as_drops
+from synthdata.io.paths import SynthdataPaths
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -66,6 +66,7 @@ from synthdata.augment.policy import (
     Rotate,
     VFlip,
 )
+from synthdata.color import LUMA_WEIGHTS
 
 # How many uniforms each op consumes per row. The first of each block decides whether the op fires; the
 # count is fixed per op type (drawn even when the op does not fire) so that the layout depends only on the policy.
@@ -516,7 +517,7 @@ def _plan_warp(plan: _Plan, forward: np.ndarray, resampled: np.ndarray) -> Step 
 # that applies them (None when it can leave every row as it is).
 
 
-_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's convert("L") uses
+_LUMA = np.array(LUMA_WEIGHTS)
 _GRAY = np.outer(np.ones(3), _LUMA)  # x -> its luma in every channel
 # In YIQ, hue is the angle in the IQ plane, so a hue shift is a rotation there, which is linear in RGB:
 # YIQ^-1 @ [[1, 0, 0], [0, cos, sin], [0, -sin, cos]] @ YIQ = _HUE_FIXED + cos * _HUE_COS + sin * _HUE_SIN.

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from synthdata.imageio import decode_image, to_training_array
-from synthdata.store import BlobStore
+from synthdata.io.imageio import decode_image, to_training_array
+from synthdata.io.store import BlobStore
 
 
 def load_arrays(store: BlobStore, keys: Sequence[str], mode: str, size: tuple[int, int] | None) -> np.ndarray:

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from synthdata import render
-from synthdata.checkpoint import atomic_save, capture_rng, fingerprint, load_checkpoint, restore_rng, state_digest
+from synthdata.training.checkpoint import atomic_save, capture_rng, fingerprint, load_checkpoint, restore_rng, state_digest
 from synthdata.models import MODEL_FAMILIES, DiffusionConfig, GANConfig, GenerativeModel, VAEConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthdata.checkpoint import load_checkpoint
+from synthdata.training.checkpoint import load_checkpoint
 from synthdata.models import GenerativeModel
-from synthdata.train import TrainConfig, build_model, to_uint8
+from synthdata.training.loop import TrainConfig, build_model, to_uint8
 
 
 class LoadedGenerator:

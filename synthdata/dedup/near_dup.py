@@ -9,7 +9,7 @@ Pipeline (see ``benchmarks/near_dup_recall.py`` for the measured recall and fals
    share a band. For larger tables, fewer and wider bands probed with their few-bit flips (multi-index
    hashing, :func:`search_plan`) find the same pairs with far fewer collisions. Incremental: only pairs with
    a new image are produced, old images are never recompared.
-   When the table also has ``phash2`` (:func:`synthdata.phash.crop_robust_hashes`, an average hash that
+   When the table also has ``phash2`` (:func:`synthdata.dedup.phash.crop_robust_hashes`, an average hash that
    crops move less), a second banded join on it adds pairs within ``CROP_RADIUS`` of ``phash2`` and
    ``CROP_PHASH_RADIUS`` of pHash; those are marked ``crop_only`` when pHash alone would have missed them.
 2. :func:`confirm_pairs` / :func:`similarity` - pHash agreement is necessary but not sufficient (small or
@@ -21,7 +21,7 @@ Pipeline (see ``benchmarks/near_dup_recall.py`` for the measured recall and fals
 3. :func:`group_duplicates` - union-find over exact and confirmed near pairs; the image seen first keeps
    its place as the group's representative.
 
-Hashes are stored as DuckDB BIGINT (the uint64 bits reinterpreted, see :func:`synthdata.phash.to_signed`);
+Hashes are stored as DuckDB BIGINT (the uint64 bits reinterpreted, see :func:`synthdata.dedup.phash.to_signed`);
 UBIGINT columns work too.
 """
 
@@ -41,7 +41,7 @@ from PIL import Image
 from scipy import ndimage
 
 from synthdata.blas import single_threaded_blas
-from synthdata.phash import rgb_to_l
+from synthdata.color import luma8, luma_float
 
 HASH_BITS = 64
 
@@ -171,7 +171,7 @@ def _layout_with_flips(radius: int, bands: int) -> tuple[list[tuple[int, int]], 
 
 
 # Second candidate channel (used when the hashes table has a ``phash2`` column, see
-# synthdata.phash.crop_robust_hashes): pairs whose crop-robust hashes differ in at most CROP_RADIUS bits and
+# synthdata.dedup.phash.crop_robust_hashes): pairs whose crop-robust hashes differ in at most CROP_RADIUS bits and
 # whose pHashes differ in at most CROP_PHASH_RADIUS bits. Measured on the planted set: crops within it
 # 99.7% (pHash radius 10 alone: 88%); distinct images >= 16 px passing both: 0.24% of pairs.
 CROP_RADIUS = 10
@@ -270,7 +270,7 @@ def candidate_pairs(
     """Pairs of images whose pHashes differ in at most ``radius`` bits, found by banded equi-joins.
 
     ``hashes_table`` has columns ``image_id VARCHAR, phash BIGINT|UBIGINT, is_new BOOLEAN`` and optionally
-    ``phash2`` (same type, from :func:`synthdata.phash.crop_robust_hashes`; 0 = none). Returns columns
+    ``phash2`` (same type, from :func:`synthdata.dedup.phash.crop_robust_hashes`; 0 = none). Returns columns
     ``a, b, distance`` (pHash distance) with ``a < b`` (string order), one row per pair, sorted. With
     ``new_only`` only pairs with at least one new image are returned: old-vs-old pairs were settled when
     those images arrived. Exactly the pairs an all-pairs scan would find (pigeonhole), at the cost of the
@@ -341,14 +341,6 @@ def band_collisions(
 # --------------------------------------------------------------------------------------------------
 # 2. Confirmation on pixels
 # --------------------------------------------------------------------------------------------------
-
-
-def _to_gray(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W) or (H, W, 3|4) -> float32 (H, W) luma."""
-    arr = np.asarray(image)
-    if arr.ndim == 3:
-        arr = arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return arr.astype(np.float32)
 
 
 def _pillow_weights(n_in: int, n_out: int, method: Image.Resampling) -> np.ndarray:
@@ -522,14 +514,6 @@ def _normalise(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return samples, norm / np.sqrt(samples.shape[-1])
 
 
-def _luma8(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W) luma as Pillow computes it (what a resize of the decoded image would see)."""
-    arr = np.asarray(image)
-    if arr.ndim == 3:
-        arr = rgb_to_l(np.ascontiguousarray(arr[..., :3]).astype(np.uint8))
-    return np.ascontiguousarray(arr, dtype=np.uint8)
-
-
 class _Prepared(NamedTuple):
     """Images ready for comparison: blurred canvases (crops are sampled from them when needed: 147 KB per
     image, so they are never kept), normalised full-frame samples, and what the thresholds depend on."""
@@ -547,9 +531,9 @@ def _prepare(images: Iterable[np.ndarray]) -> _Prepared:
 
     def grays() -> Iterator[np.ndarray]:
         for image in images:
-            gray = _to_gray(image)
+            gray = luma_float(image)
             sides.append(min(gray.shape))
-            luma.append(_luma8(image) if max(gray.shape) <= _REPRO_MAX_SIDE else None)
+            luma.append(luma8(image) if max(gray.shape) <= _REPRO_MAX_SIDE else None)
             yield gray
 
     canvas = _prefilter(grays())

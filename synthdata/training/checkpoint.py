@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from synthdata.atomic import replacing
+from synthdata.io.atomic import replacing
 
 FORMAT_VERSION = 1
 

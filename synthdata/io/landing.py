@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from synthdata.atomic import write_atomic
+from synthdata.io.atomic import write_atomic
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Curation: collapse the raw files of all drops into one row per unique image.
 
 Exact duplicates share an `image_id` (same decoded pixels, whatever the encoding); near-duplicates
-(re-encoded, resized, cropped, brightness-shifted copies) are found by `synthdata.near_dup` and confirmed on
+(re-encoded, resized, cropped, brightness-shifted copies) are found by `synthdata.dedup.near_dup` and confirmed on
 pixels. The first file seen wins: earliest drop, then source path order. Both kinds land in one
 `duplicate_groups` table, and `images` holds one representative per group.
 
@@ -21,8 +21,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from synthdata import near_dup
-from synthdata.warehouse import insert_df, transaction
+from synthdata.dedup import near_dup
+from synthdata.io.warehouse import insert_df, transaction
 
 _NO_GROUPS = pd.DataFrame(columns=["representative", "member", "kind", "distance"])  # never modified
 

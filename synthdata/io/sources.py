@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthdata.imageio import IMAGE_EXTENSIONS
+from synthdata.io.imageio import IMAGE_EXTENSIONS
 
 PARQUET_EXTENSIONS = frozenset({".parquet"})
 LABELS_FILE = "labels.txt"

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from synthdata.atomic import write_atomic
+from synthdata.io.atomic import write_atomic
 
 KEY_PATTERN = re.compile(r"^[a-z]+/[0-9a-f]{2}/[0-9a-f]{16,64}\.[a-z0-9]{1,5}$")
 

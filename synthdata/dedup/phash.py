@@ -29,7 +29,7 @@ Per image that is ~50-70 us, mostly call overhead. Here every step is replayed o
   It differs from scipy's FFT-based DCT by ~1e-10, which can only flip a bit when a coefficient ties the
   median (flat or symmetric images); those images are recomputed with the exact scipy call imagehash uses.
 * :func:`crop_robust_hashes` adds a companion average hash from the same 32x32 thumbnails (its block sums
-  ride along in the DCT's GEMMs), for the crop-tolerant candidate channel of :mod:`synthdata.near_dup`.
+  ride along in the DCT's GEMMs), for the crop-tolerant candidate channel of :mod:`synthdata.dedup.near_dup`.
 
 Where the time goes (2-core AMD EPYC, OpenBLAS, 64x64 photos, per image; imagehash takes ~66 us for L and
 ~68 us for RGB): pasting 1.4 us for L images and 4.1 us for RGB ones (cold pixels, and Pillow's RGB->L),
@@ -57,6 +57,7 @@ import numpy as np
 from PIL import Image
 
 from synthdata.blas import single_threaded_blas
+from synthdata.color import rgb_to_l
 
 HASH_SIZE = 8
 HIGHFREQ_FACTOR = 4
@@ -409,16 +410,6 @@ def resize_lanczos(gray: np.ndarray, width: int, height: int) -> np.ndarray:
         return np.ascontiguousarray(out.transpose(1, 2, 0) if vertical_first else out.transpose(1, 0, 2), np.uint8)
 
 
-def rgb_to_l(rgb: np.ndarray) -> np.ndarray:
-    """Pillow's RGB->L conversion (ITU-R 601-2 luma in 16-bit fixed point) on (..., 3) uint8 arrays."""
-    acc = rgb[..., 0] * np.uint32(19595)  # uint32 scalars: promote without a full uint32 copy of the input
-    acc += rgb[..., 1] * np.uint32(38470)
-    acc += rgb[..., 2] * np.uint32(7471)
-    acc += np.uint32(0x8000)
-    acc >>= np.uint32(16)
-    return acc.astype(np.uint8)
-
-
 # Crop-robust companion hash (see :func:`crop_robust_hashes`): images with a side below this get none (0).
 CROP_HASH_MIN_SIDE = 16
 
@@ -654,7 +645,7 @@ def crop_robust_hashes(images: Sequence[Image.Image]) -> np.ndarray:
     64 bits: the 8x8 block means of the same 32x32 LANCZOS thumbnail pHash uses, thresholded at their
     median (an average hash). It ignores phase, so a crop of a few percent moves ~4 bits (p95 9) where
     pHash moves 6 (p95 12+). It is only meaningful on images with enough pixels: images with a side below
-    ``CROP_HASH_MIN_SIDE`` and flat images get 0, which :func:`synthdata.near_dup.candidate_pairs` skips
+    ``CROP_HASH_MIN_SIDE`` and flat images get 0, which :func:`synthdata.dedup.near_dup.candidate_pairs` skips
     (on tiny 8x8 digits the average hash collides for ~10% of distinct pairs).
     """
     return phash_and_crop_hashes(images)[1]

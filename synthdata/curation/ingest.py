@@ -17,7 +17,7 @@ from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 
-from synthdata.imageio import (
+from synthdata.io.imageio import (
     FORMAT_EXTENSION,
     DecodeLimits,
     ImageRejected,
@@ -25,8 +25,8 @@ from synthdata.imageio import (
     file_sha256,
     image_id,
 )
-from synthdata.sources import SourceItem, iter_drop
-from synthdata.store import BlobStore
+from synthdata.io.sources import SourceItem, iter_drop
+from synthdata.io.store import BlobStore
 
 
 @dataclass
@@ -73,7 +73,7 @@ def _store(root: str) -> BlobStore:
 
 def process_items(items: list[SourceItem], limits: DecodeLimits, store_root: str | None) -> IngestBatch:
     """Decode, hash, (p)hash and store a batch of items. Runs in a worker process; returns plain rows."""
-    from synthdata.phash import phash_and_crop_hashes
+    from synthdata.dedup.phash import phash_and_crop_hashes
 
     store = _store(store_root) if store_root else None
     out = IngestBatch()
@@ -226,7 +226,7 @@ class _RowBuffer:
             return
         import pyarrow as pa
 
-        from synthdata.warehouse import arrow_schema, insert_df
+        from synthdata.io.warehouse import arrow_schema, insert_df
 
         if self.schema is None:  # typed as the table is, so Arrow never guesses (a uint64 hash overflows a guess)
             self.schema = arrow_schema(self.con, self.table, self.rows[0])
@@ -259,7 +259,7 @@ def ingest_partition(
     """
     import uuid
 
-    from synthdata.warehouse import transaction
+    from synthdata.io.warehouse import transaction
 
     ingest_id = uuid.uuid4().hex
     # Rows of ingests that never committed (a crash) are invisible; clear them before adding more.

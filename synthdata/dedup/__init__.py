@@ -1,0 +1,1 @@
+"""Duplicate detection: perceptual hashes, candidate search, pixel confirmation and grouping."""

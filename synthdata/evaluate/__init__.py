@@ -1,0 +1,1 @@
+"""Evaluation of synthetic data: utility (`utility`), memorization (`privacy`) and the report (`report`)."""

@@ -1,0 +1,1 @@
+"""Training generators: the loop, distributed helpers, checkpoints, and sampling from a checkpoint."""
