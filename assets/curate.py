@@ -3,19 +3,20 @@
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
 from assets._util import md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from synthdata.curation.curate import curate
+from synthdata.curation.gallery import duplicate_gallery, gallery_rows
+from synthdata.dedup.candidates import DEFAULT_RADIUS
+from synthdata.dedup.confirm import DEFAULT_SIMILARITY
 from synthdata.io.imageio import decode_image
-from synthdata.dedup.near_dup import DEFAULT_RADIUS, DEFAULT_SIMILARITY
-from synthdata.render import image_grid, markdown_image, thumbnail
 
 
 class CurateConfig(dg.Config):
     near_duplicates: bool = True
-    # pHash Hamming radius for candidates and the pixel similarity that confirms one (see synthdata.dedup.near_dup).
+    # pHash Hamming radius for candidates (synthdata.dedup.candidates) and the pixel similarity that confirms
+    # one (synthdata.dedup.confirm).
     hamming_radius: int = DEFAULT_RADIUS
     similarity_threshold: float = DEFAULT_SIMILARITY
 
@@ -90,32 +91,6 @@ def images(
     if gallery:
         metadata["duplicate_gallery"] = dg.MetadataValue.md(gallery)
     return dg.MaterializeResult(metadata=metadata)
-
-
-def gallery_rows(groups: pd.DataFrame, n: int = 10) -> pd.DataFrame:
-    """Which duplicate groups the gallery shows: near-duplicates first, then a few exact ones."""
-    near = groups[groups["kind"] == "near"].drop_duplicates("representative_id").head(n - 3)
-    exact = groups[groups["kind"] == "exact"].drop_duplicates("representative_id").head(3)
-    return pd.concat([near, exact])
-
-
-def duplicate_gallery(shown: pd.DataFrame, key_of: dict[str, str], store) -> str:
-    """Kept image and duplicate side by side, one row per group (the originals from the store)."""
-    if shown.empty:
-        return ""
-    tiles, lines, thumbs = [], [], {}
-    for row in shown.itertuples():
-        pair = [key_of.get(row.representative_id), key_of.get(row.member_id)]
-        if None in pair:
-            continue
-        for key in pair:  # an exact duplicate's pair is one image: decode it once
-            if key not in thumbs:
-                thumbs[key] = thumbnail(store.read(key), 48)
-            tiles.append(thumbs[key])
-        lines.append(f"- {row.kind} (hamming {row.hamming}, similarity {row.similarity:.3f}): `{row.member_source}`")
-    if not tiles:
-        return ""
-    return "Kept (left) and duplicate (right):\n\n" + markdown_image(image_grid(np.stack(tiles), ncol=2, scale=2)) + "\n\n" + "\n".join(lines)
 
 
 @dg.asset_check(asset=images, description="Great Expectations: unique ids, labels present, every image stored.")

@@ -8,15 +8,15 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from assets._util import load_split
 from assets.partitions import model_families
 from resources import ImageStoreResource, QualityResource, WarehouseResource
-from assets._util import load_split
-from synthdata.io.arrays import load_arrays
-from synthdata.io.atomic import write_atomic
 from synthdata.evaluate.privacy import memorization
+from synthdata.evaluate.report import publish_report, render_report
 from synthdata.evaluate.utility import tstr_trtr
-from synthdata.render import image_grid, markdown_image
+from synthdata.io.arrays import load_arrays
 from synthdata.io.warehouse import insert_df
+from synthdata.render import image_grid
 
 
 class EvaluateConfig(dg.Config):
@@ -81,11 +81,11 @@ def quality_report(
             ),
         )  # fmt: skip
 
-    report_path = image_store.subdir("reports", family) / f"quality_{evaluation_id}.md"
     grid = image_grid(np.concatenate([synth_x[synth_y == c][:10] for c in sorted(set(synth_y))]), ncol=10, scale=4)
-    report = render_report(family, evaluation_id, checkpoint_id, metrics, len(train_x), len(test_x), len(synth_x), grid)
-    write_atomic(report_path, report)
-    write_atomic(report_path.parent / "latest.md", report)
+    report = render_report(
+        family, evaluation_id, checkpoint_id, metrics, len(train_x), len(test_x), len(synth_x), grid, dt.datetime.now(dt.UTC)
+    )
+    report_path = publish_report(image_store.subdir("reports", family), evaluation_id, report)
     context.log.info(f"{family}: TRTR {utility.trtr:.3f} TSTR {utility.tstr:.3f} ratio {utility.ratio:.3f}; report {report_path}")
     return dg.MaterializeResult(
         metadata={
@@ -96,30 +96,6 @@ def quality_report(
             "report_url": dg.MetadataValue.url(report_path.as_uri()),
         }
     )
-
-
-def render_report(family, evaluation_id, checkpoint_id, metrics, n_train, n_test, n_synth, grid_png) -> str:
-    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items())
-    return f"""# Synthetic data quality: {family}
-
-Evaluation `{evaluation_id}` of checkpoint `{checkpoint_id}`, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}.
-
-Real train images: {n_train}; real test images: {n_test}; synthetic images: {n_synth}.
-
-| metric | value |
-|---|---|
-{rows}
-
-- **TRTR / TSTR**: accuracy on the real test split of the same logistic-regression classifier trained on real
-  train images / on synthetic images. The ratio is how much of the real data's usefulness the synthetic set carries.
-- **Memorization**: median distance from each synthetic (resp. real test) image to its nearest real training
-  image. A ratio well below 1 means the generator copies training images; `near_copy_fraction` counts synthetic
-  images closer to a training image than 99% of real test images are.
-
-## Samples (one row per class)
-
-{markdown_image(grid_png, "samples")}
-"""
 
 
 @dg.asset_check(

@@ -1,9 +1,9 @@
 """Stage 5, train: `generator`, one class-conditional generator checkpoint per model family (partition)."""
 
 
-import hashlib
 import json
 from pathlib import Path
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -12,10 +12,9 @@ import yaml
 from assets._util import load_split
 from assets.partitions import model_families
 from resources import ImageStoreResource, TorchDevice, WarehouseResource
-from synthdata.io.atomic import write_atomic
 from synthdata.io.arrays import data_fingerprint, load_arrays
-from synthdata.render import markdown_image
 from synthdata.io.warehouse import insert_df
+from synthdata.render import markdown_image
 
 
 class GeneratorConfig(dg.Config):
@@ -69,6 +68,7 @@ def generator(
     image_store: ImageStoreResource,
     torch_device: TorchDevice,
 ) -> dg.MaterializeResult:
+    from synthdata.training.checkpoint import publish_checkpoint
     from synthdata.training.loop import TrainConfig, train_generator
 
     family = context.partition_key
@@ -93,13 +93,7 @@ def generator(
     context.log.info(f"training {family} on {len(x)} images {x.shape[1:]} x {len(classes)} classes on {device}; run dir {run_dir}")
     result = train_generator(x, y, len(classes), train_config, device, Path(run_dir), log=context.log.info)
 
-    # Publish the finished checkpoint under its content hash: the run folder's file is overwritten by the next
-    # run, the published one never changes, so every synthetic row stays traceable to the exact weights.
-    data = Path(result.checkpoint_path).read_bytes()
-    checkpoint_id = hashlib.sha256(data).hexdigest()[:16]
-    published = image_store.subdir("checkpoints", family) / f"{checkpoint_id}.pt"
-    if not published.exists():
-        write_atomic(published, data)
+    checkpoint_id, published = publish_checkpoint(result.checkpoint_path, image_store.subdir("checkpoints", family))
     row = {
         "checkpoint_id": checkpoint_id,
         "family": family,

@@ -7,8 +7,8 @@ import numpy as np
 from assets._util import md_table
 from assets.partitions import daily_drops
 from resources import ImageStoreResource, QualityResource, WarehouseResource
-from synthdata.io.imageio import DecodeLimits
 from synthdata.curation.ingest import IngestBatch, ingest_partition
+from synthdata.io.imageio import DecodeLimits
 from synthdata.render import image_grid, markdown_image, thumbnail
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 from assets.partitions import model_families
 from resources import ImageStoreResource, TorchDevice, WarehouseResource
 from synthdata.io.arrays import store_pngs
-from synthdata.render import image_grid, markdown_image
 from synthdata.io.warehouse import replace_where
+from synthdata.render import image_grid, markdown_image
 
 
 class SynthesisConfig(dg.Config):

@@ -5,12 +5,12 @@ Run: python benchmarks/augment_speed.py [--gray-n 20000] [--rgb-n 5000] [--batch
 Both sides apply the same op list with the same probabilities and ranges to the same images in the same run.
 The loop is the usual torchvision-era recipe: uint8 array -> PIL image -> ops -> float array, each op computing
 what the engine computes for it, done the cheap way a careful per-image author would (fairness both ways):
-- parameters come from one Python `random.Random` (a scalar draw costs ~0.1 us there, ~0.9 us from NumPy);
+- parameters come from one Python `random.Random` (a scalar draw is cheaper there than from NumPy);
 - contrast blends with the gray mean like `ImageEnhance.Contrast`, but takes the mean with NumPy instead of
-  Pillow's Python loop over the histogram (same image, ~15 us less per call);
+  Pillow's Python loop over the histogram (the same image comes out, without the loop's cost);
 - hue is the engine's rotation about the gray axis in YIQ, one `convert("RGB", matrix)`, not an HSV round trip;
 - blur is the engine's `kernel_size` x `kernel_size` Gaussian, one `ImageFilter.Kernel` (PIL's GaussianBlur
-  ignores the kernel size and costs 2-3x more);
+  ignores the kernel size and costs more);
 - noise is a window of a fixed bank of normals at a random offset, as in the engine, not fresh normals per pixel.
 The loop still applies the ops one by one: resampling a geometric run once and fusing the colour stages into
 one map is part of what the engine is measured on. It keeps no records or soft labels, which flatters it a little.
@@ -46,12 +46,9 @@ from synthdata.augment import (
     RandomErasing,
     Rotate,
     augment_batch,
+    noise_bank,  # the loop draws its noise from the engine's own bank
 )
-from synthdata.augment.engine import (  # the loop uses the engine's colour space and noise bank
-    _YIQ,
-    _YIQ_INV,
-    noise_bank,
-)
+from synthdata.augment.ops.color import YIQ, YIQ_INV  # the loop rotates hue in the engine's colour space
 
 
 @functools.lru_cache(maxsize=1)
@@ -90,7 +87,7 @@ def _hue_matrix(turns: float) -> tuple[float, ...]:
     """PIL's 12-value RGB matrix for a hue rotation by `turns` in the YIQ plane (the engine's definition)."""
     ang = turns * 2 * math.pi
     rot = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(ang), math.sin(ang)], [0.0, -math.sin(ang), math.cos(ang)]])
-    m = _YIQ_INV @ rot @ _YIQ  # the engine's colour space, inverted once
+    m = YIQ_INV @ rot @ YIQ  # the engine's colour space, inverted once
     return tuple(np.hstack([m, np.zeros((3, 1))]).ravel().tolist())
 
 

@@ -5,9 +5,10 @@
 
 Hashes: uniform random 64-bit values (distinct images) plus 10% planted copies, each a random earlier hash
 with 1..10 bits flipped, all new (the first drop). Both layouts must return the same pairs (checked); the
-printed figures are the row pairs each join examines (``band_collisions``) and the seconds of
-``candidate_pairs``, best of --repeats. Real pHashes cluster more than uniform ones, so real collisions are
-higher for both layouts (see docs/curation.md for the figures on the ingest benchmark's photo crops).
+printed figures are the row pairs each join examines (:func:`band_collisions`, which ``near_dup_recall.py``
+and the tests use too) and the seconds of ``candidate_pairs``, best of --repeats. Real pHashes cluster more
+than uniform ones, so real collisions are higher for both layouts (see docs/curation.md for the figures on
+the ingest benchmark's photo crops).
 """
 
 from __future__ import annotations
@@ -23,8 +24,42 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synthdata.dedup.near_dup import band_collisions, candidate_pairs, search_plan
+from synthdata.dedup.candidates import (
+    CROP_RADIUS,
+    _channels,
+    _keyed_sql,
+    _plan_for,
+    candidate_pairs,
+    search_plan,
+)
 from synthdata.dedup.phash import to_signed
+
+
+def band_collisions(
+    con: duckdb.DuckDBPyConnection,
+    hashes_table: str,
+    radius: int,
+    new_only: bool = True,
+    crop_radius: int | None = CROP_RADIUS,
+    bands: int | None = None,
+) -> int:
+    """Row pairs the band joins of :func:`candidate_pairs` examine before the distance filters (a pair meeting
+    on several bands or flips counts once for each), summed over both channels when ``phash2`` is present:
+    the joins' real work, to compare with the all-pairs count. Same channels, plans and keyed rows as
+    :func:`candidate_pairs`."""
+    total = 0
+    for column, r, dtype, where in _channels(con, hashes_table, radius, crop_radius):
+        layout, flip_radius = _plan_for(con, hashes_table, r, where, bands)
+        keyed = _keyed_sql(hashes_table, column, dtype, layout, flip_radius, where)
+        # Each probing row meets itself once (flip 0); in all-pairs mode every pair is met from both sides.
+        probe_filter, self_filter = ("p.is_new", "k.is_new") if new_only else ("true", "true")
+        sql = f"""
+            WITH {keyed}, counts AS (SELECT band, v, count(*) AS n FROM keyed GROUP BY band, v)
+            SELECT coalesce(sum(c.n), 0)::HUGEINT - (SELECT count(*) FROM keyed k WHERE {self_filter})
+            FROM probes p JOIN counts c ON c.band = p.band AND c.v = p.v WHERE {probe_filter}"""
+        examined = int(con.execute(sql).fetchone()[0])
+        total += examined if new_only else examined // 2
+    return total
 
 
 def make_hashes(n: int, seed: int = 0) -> np.ndarray:

@@ -33,8 +33,8 @@ from benchmarks.augment_speed import bench_policy, make_images
 from benchmarks.families_28x28 import digits28, family_overrides
 from synthdata.augment import augment_batch
 from synthdata.training.checkpoint import load_checkpoint
-from synthdata.training.sample import load_generator
 from synthdata.training.loop import TrainConfig, train_generator
+from synthdata.training.sample import load_generator
 
 DEV = "cuda"  # --device cpu runs the same script on the CPU, to try it out where there is no GPU
 RESULTS: dict[str, object] = {}

@@ -26,8 +26,8 @@ from sklearn.model_selection import train_test_split
 from synthdata.datasets import load_digits_uint8
 from synthdata.evaluate.privacy import memorization
 from synthdata.evaluate.utility import tstr_trtr
-from synthdata.training.sample import load_generator
 from synthdata.training.loop import TrainConfig, train_generator
+from synthdata.training.sample import load_generator
 
 
 def main() -> None:

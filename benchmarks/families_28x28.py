@@ -28,8 +28,8 @@ from sklearn.model_selection import train_test_split
 
 from synthdata.datasets import load_digits_uint8
 from synthdata.evaluate.utility import tstr_trtr
-from synthdata.training.sample import load_generator
 from synthdata.training.loop import TrainConfig, train_generator
+from synthdata.training.sample import load_generator
 
 
 def digits28(seed: int = 0, alpha: float = 34.0, sigma: float = 4.0) -> tuple[np.ndarray, np.ndarray]:

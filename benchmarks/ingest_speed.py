@@ -197,8 +197,8 @@ def run_without_warehouse(drop: Path, home: Path, workers: int | None) -> dict:
 
 def run_ours(drop: Path, home: Path, workers: int | None, dedup: bool = True, store: bool = True) -> dict:
     from synthdata.curation.curate import curate
-    from synthdata.io.imageio import decode_image
     from synthdata.curation.ingest import ingest_partition
+    from synthdata.io.imageio import decode_image
     from synthdata.io.store import BlobStore
     from synthdata.io.warehouse import connect
 

@@ -9,8 +9,8 @@ Planted copies of random distinct images: exact, JPEG q75..95, resize x0.5..x2, 
 least 20 px, so one pixel is <= 5%), brightness/contrast +-15%.
 
 Candidates come from two banded channels: pHash within ``--radius`` and, unless ``--phash-only``, the
-crop-robust average hash (``phash2``) within ``near_dup.CROP_RADIUS`` plus pHash within
-``near_dup.CROP_PHASH_RADIUS``. Near recall is reported over all planted copies, and also without copies
+crop-robust average hash (``phash2``) within ``candidates.CROP_RADIUS`` plus pHash within
+``candidates.CROP_PHASH_RADIUS``. Near recall is reported over all planted copies, and also without copies
 smaller than 8 px (digits shrunk to 4..7 px) and without any copy of an 8x8 digit.
 
 The pipeline runs in two drops to exercise the incremental path: drop 1 holds half the distinct images,
@@ -37,17 +37,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.candidate_search import band_collisions  # noqa: E402
 from synthdata.datasets import load_digits_uint8  # noqa: E402
-from synthdata.dedup.near_dup import (  # noqa: E402
-    CROP_RADIUS,
-    DEFAULT_RADIUS,
-    DEFAULT_SIMILARITY,
-    band_collisions,
-    candidate_pairs,
-    confirm_pairs,
-    group_duplicates,
-    similarity,
-)
+from synthdata.dedup.candidates import CROP_RADIUS, DEFAULT_RADIUS, candidate_pairs  # noqa: E402
+from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs, similarity  # noqa: E402
+from synthdata.dedup.groups import group_duplicates  # noqa: E402
 from synthdata.dedup.phash import hamming, phash_and_crop_hashes, to_signed  # noqa: E402
 
 PHOTOS = (

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from synthdata.io.imageio import DecodeLimits
 from synthdata.curation.ingest import IngestBatch, ingest_drop, ingest_items, ingest_partition
+from synthdata.io.imageio import DecodeLimits
 from synthdata.io.sources import iter_drop
 from synthdata.io.warehouse import connect
 from tests.conftest import png

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from synthdata.curation.curate import curate
-from synthdata.io.imageio import decode_image
 from synthdata.curation.ingest import ingest_partition
+from synthdata.io.imageio import decode_image
 from synthdata.io.store import BlobStore
 from synthdata.io.warehouse import connect
 

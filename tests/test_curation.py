@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from synthdata.io.landing import export_as_drops
 from synthdata.curation.split import assign_splits, validate_fractions
+from synthdata.io.landing import export_as_drops
 
 FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 

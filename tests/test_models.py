@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from synthdata.models import MODEL_FAMILIES, ConditionalDDPM, DiffusionConfig, GenerativeModel
-from synthdata.models.base import resolution_plan
+from synthdata.models.blocks import resolution_plan
 from synthdata.models.diffaugment import cutout, diff_augment, translation
 from synthdata.models.diffusion import alpha_bar_schedule
 

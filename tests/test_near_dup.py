@@ -11,19 +11,17 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from benchmarks.candidate_search import band_collisions
 from synthdata.datasets import load_digits_uint8
-from synthdata.dedup.near_dup import (
-    REPRO_SIMILARITY,
+from synthdata.dedup.candidates import band_layout, candidate_pairs, search_plan
+from synthdata.dedup.confirm import (
     DEFAULT_SIMILARITY,
-    band_collisions,
-    band_layout,
-    candidate_pairs,
-    search_plan,
+    REPRO_SIMILARITY,
     confirm_pairs,
-    group_duplicates,
     reproduction_similarity,
     similarity,
 )
+from synthdata.dedup.groups import group_duplicates
 from synthdata.dedup.phash import hamming, to_signed
 
 
@@ -288,9 +286,9 @@ def test_grouping_prefers_the_direct_exact_link_and_rejects_unknown_ids() -> Non
 
 
 def _sample_direct(gray, boxes):
-    """The plain 2-D bilinear gather that near_dup._sample must reproduce bit for bit: every sample is
+    """The plain 2-D bilinear gather that sampling._sample must reproduce bit for bit: every sample is
     interpolated along x on its two rows, then along y, with weights in the image's float type."""
-    from synthdata.dedup.near_dup import WORK_SIZE
+    from synthdata.dedup.sampling import WORK_SIZE
 
     h, w = gray.shape
     t = (np.arange(WORK_SIZE, dtype=np.float32) + 0.5) / WORK_SIZE
@@ -311,7 +309,7 @@ def _sample_direct(gray, boxes):
 
 
 def test_separable_sampling_is_bit_identical_to_the_direct_gather():
-    from synthdata.dedup.near_dup import _crop_boxes, _sample
+    from synthdata.dedup.sampling import _crop_boxes, _sample
 
     rng = np.random.default_rng(7)
     for h, w in [(64, 64), (17, 40), (8, 8), (2, 3), (128, 96)]:
@@ -324,7 +322,7 @@ def test_separable_sampling_is_bit_identical_to_the_direct_gather():
 
 
 def test_batched_sampling_equals_the_direct_gather_per_image():
-    from synthdata.dedup.near_dup import _crop_boxes, _sample, _Sampler
+    from synthdata.dedup.sampling import _crop_boxes, _sample, _Sampler
 
     rng = np.random.default_rng(8)
     stack = (rng.random((2, 3, 64, 64)) * 255).astype(np.float32)
@@ -339,7 +337,7 @@ def test_batched_sampling_equals_the_direct_gather_per_image():
 def test_matrix_resampling_equals_pillow_resize_then_scipy_blur():
     from scipy import ndimage
 
-    from synthdata.dedup.near_dup import _BLUR_SIGMA, WORK_SIZE, _prefilter
+    from synthdata.dedup.sampling import _BLUR_SIGMA, WORK_SIZE, _prefilter
 
     canvas = 2 * WORK_SIZE
     rng = np.random.default_rng(9)
@@ -357,7 +355,7 @@ def test_matrix_resampling_equals_pillow_resize_then_scipy_blur():
 
 
 def test_batched_confirmation_equals_pairwise_similarity_whatever_the_chunk_and_cache_sizes(monkeypatch, photo_tiles):
-    from synthdata.dedup import near_dup
+    from synthdata.dedup import confirm as near_dup
 
     digits, _, _ = load_digits_uint8()
     faces = [np.rint(f * 255).astype(np.uint8) for f in skimage.data.lfw_subset()[:6]]
@@ -400,7 +398,7 @@ def test_batched_confirmation_equals_pairwise_similarity_whatever_the_chunk_and_
 
 
 def test_images_loaded_ahead_are_bounded_and_a_failing_load_still_fails_the_call(monkeypatch, photo_tiles):
-    from synthdata.dedup import near_dup
+    from synthdata.dedup import confirm as near_dup
 
     images = {f"t{i}": tile for i, tile in enumerate(photo_tiles)}
     ids = sorted(images)

@@ -19,10 +19,10 @@ from synthdata.dedup.phash import (
     phash_and_crop_hashes,
     phash_arrays,
     phash_images,
-    resize_lanczos,
     to_signed,
     to_unsigned,
 )
+from synthdata.dedup.resample import resize_lanczos
 
 
 def reference(images: list[Image.Image]) -> np.ndarray:

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from synthdata.training.checkpoint import atomic_save, load_checkpoint, state_digest
 from synthdata.datasets import load_digits_uint8
 from synthdata.evaluate.utility import classifier_accuracy
-from synthdata.training.sample import load_generator
+from synthdata.training.checkpoint import atomic_save, load_checkpoint, state_digest
 from synthdata.training.loop import TrainConfig, train_generator
+from synthdata.training.sample import load_generator
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

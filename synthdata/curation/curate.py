@@ -1,9 +1,9 @@
 """Curation: collapse the raw files of all drops into one row per unique image.
 
 Exact duplicates share an `image_id` (same decoded pixels, whatever the encoding); near-duplicates
-(re-encoded, resized, cropped, brightness-shifted copies) are found by `synthdata.dedup.near_dup` and confirmed on
-pixels. The first file seen wins: earliest drop, then source path order. Both kinds land in one
-`duplicate_groups` table, and `images` holds one representative per group.
+(re-encoded, resized, cropped, brightness-shifted copies) are found by `synthdata.dedup.candidates` and
+confirmed on pixels by `synthdata.dedup.confirm`. The first file seen wins: earliest drop, then source path
+order. Both kinds land in one `duplicate_groups` table, and `images` holds one representative per group.
 
 Near-duplicate search is incremental: images already compared (`near_duplicate_index`) are never rehashed or
 compared again with each other; only new images are compared against everything, and confirmed pairs are
@@ -21,7 +21,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from synthdata.dedup import near_dup
+from synthdata.dedup.candidates import DEFAULT_RADIUS, candidate_pairs
+from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs
+from synthdata.dedup.groups import group_duplicates
 from synthdata.io.warehouse import insert_df, transaction
 
 _NO_GROUPS = pd.DataFrame(columns=["representative", "member", "kind", "distance"])  # never modified
@@ -50,8 +52,8 @@ def curate(
 
     `load_gray(blob_key)` returns an image's pixels (used only for near-duplicate candidates).
     """
-    radius = near_dup.DEFAULT_RADIUS if radius is None else radius
-    threshold = near_dup.DEFAULT_SIMILARITY if threshold is None else threshold
+    radius = DEFAULT_RADIUS if radius is None else radius
+    threshold = DEFAULT_SIMILARITY if threshold is None else threshold
     stats = CurationStats()
     t0 = time.perf_counter()
     # Exact: the first file seen for every image_id, plus how many files and labels it came with.
@@ -142,7 +144,7 @@ def _near_duplicates(
     )
     stats.new_compared = con.execute("SELECT count(*) FROM _hashes WHERE is_new").fetchone()[0]
     if stats.new_compared:
-        pairs = near_dup.candidate_pairs(con, "_hashes", radius, new_only=True)
+        pairs = candidate_pairs(con, "_hashes", radius, new_only=True)
         stats.candidates = len(pairs)
         if len(pairs):
             if load_gray is None:
@@ -151,7 +153,7 @@ def _near_duplicates(
             keys = dict(
                 con.execute("SELECT image_id, blob_key FROM _reps WHERE image_id IN (SELECT unnest(?))", [list(ids)]).fetchall()
             )
-            confirmed = near_dup.confirm_pairs(pairs, lambda i: load_gray(keys[i]), threshold)
+            confirmed = confirm_pairs(pairs, lambda i: load_gray(keys[i]), threshold)
             stats.confirmed = len(confirmed)
             insert_df(
                 con,
@@ -173,5 +175,5 @@ def _near_duplicates(
            ORDER BY first_seen"""
     ).fetchall()
     order = [i for (i,) in linked]
-    groups = near_dup.group_duplicates(order, None, scores.rename(columns={"hamming": "distance"}))
+    groups = group_duplicates(order, None, scores.rename(columns={"hamming": "distance"}))
     return groups, scores

@@ -141,7 +141,7 @@ def ingest_items(
     first = next(chunks, None)
     second = next(chunks, None) if first is not None else None
     if workers <= 0 or second is None:
-        # A pool costs ~1 s to start; not worth it for one chunk.
+        # Starting a process pool costs more than processing one chunk here.
         for chunk in (c for c in (first, second) if c is not None):
             yield process_items(chunk, limits, store_root)
         for chunk in chunks:
@@ -172,8 +172,8 @@ def release_free_memory() -> None:
     """Hand freed heap pages back to the OS.
 
     Each batch arrives as a freshly unpickled buffer of a different size; glibc keeps the freed pages, so the
-    parent's RSS crept up with the number of images (1.45x from 10k to 100k) although its Python heap did not
-    grow (tracemalloc). Trimming after every batch keeps it flat (benchmarks/ingest_speed.py --memory).
+    parent's RSS would grow with the number of images although its Python heap does not. Trimming after every
+    batch keeps it flat (benchmarks/ingest_speed.py --memory; figures in docs/benchmarks.md).
     """
     trim = _libc_malloc_trim()
     if trim is not None:
@@ -205,8 +205,9 @@ def ingest_drop(
 class _RowBuffer:
     """Collects worker rows and appends them to a warehouse table through Arrow, a few thousand at a time.
 
-    One INSERT per ~2k rows instead of per worker batch, and Arrow instead of a pandas frame: 2x cheaper per
-    row in the ingest's main process, whose CPU the decoding workers need. Memory stays bounded by `flush_rows`.
+    One INSERT per `flush_rows` rows instead of one per worker batch, and Arrow instead of a pandas frame: the
+    per-row cost lands in the ingest's main process, whose CPU the decoding workers need. Memory stays bounded
+    by `flush_rows`.
     """
 
     def __init__(self, con, table: str, partition_date: str, run_id: str | None, ingest_id: str,

@@ -57,8 +57,8 @@ def iter_drop(drop_dir: Path, landing_root: Path) -> Iterator[SourceItem]:
 
 
 def _walk(folder: str, root: Path, prefix: str, label: str | None, top: bool) -> Iterator[SourceItem]:
-    # Plain strings, not Path objects: at a million files per drop, pathlib's parsing cost more than the
-    # walk itself (33 µs per file in the ingest's main process, which competes with the decoding workers).
+    # Plain strings, not Path objects: pathlib's parsing per file costs more than the walk itself, and this runs
+    # in the ingest's main process, whose CPU the decoding workers need (docs/benchmarks.md).
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except FileNotFoundError:

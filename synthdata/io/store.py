@@ -31,7 +31,7 @@ class BlobStore:
         return f"{namespace}/{content_id[:2]}/{content_id}.{ext.lstrip('.')}"
 
     def _file(self, key: str) -> str:
-        # Plain strings: at thousands of small objects a second, pathlib's overhead was measurable.
+        # Plain strings: this runs once per stored object, where pathlib's parsing costs more than the join.
         if not KEY_PATTERN.match(key):
             raise InvalidKeyError(f"not a store key: {key!r}")
         return os.path.join(self._root, key)

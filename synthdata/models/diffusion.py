@@ -16,19 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthdata.models.base import (
-    Arch,
-    Autocast,
-    GenerativeModel,
-    ResBlock,
-    Update,
-    groups_for,
-    level_channels,
-    register,
-    resolution_plan,
-    use_mlp,
-    zero_init,
-)
+from synthdata.models.base import Autocast, GenerativeModel, Update, register
+from synthdata.models.blocks import Arch, ResBlock, groups_for, level_channels, resolution_plan, use_mlp, zero_init
 
 
 class DiffusionConfig(pydantic.BaseModel):
@@ -114,6 +103,7 @@ class MLPDenoiser(nn.Module):
 class ConditionalDDPM(GenerativeModel):
     family: ClassVar[str] = "diffusion"
     default_lr: ClassVar[float] = 1e-3
+    config_class: ClassVar[type[DiffusionConfig]] = DiffusionConfig
 
     def __init__(self, shape: tuple[int, int, int], num_classes: int, cfg: DiffusionConfig | None = None) -> None:
         super().__init__(shape, num_classes)

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from synthdata.models.base import Arch, Autocast, GenerativeModel, Update, make_decoder, make_encoder, register
+from synthdata.models.base import Autocast, GenerativeModel, Update, register
+from synthdata.models.blocks import Arch, make_decoder, make_encoder
 from synthdata.models.diffaugment import diff_augment
 
 
@@ -66,6 +67,7 @@ class Discriminator(nn.Module):
 class ConditionalGAN(GenerativeModel):
     family: ClassVar[str] = "gan"
     default_lr: ClassVar[float] = 2e-4
+    config_class: ClassVar[type[GANConfig]] = GANConfig
 
     def __init__(self, shape: tuple[int, int, int], num_classes: int, cfg: GANConfig | None = None) -> None:
         super().__init__(shape, num_classes)
@@ -114,7 +116,7 @@ class ConditionalGAN(GenerativeModel):
             loss_g = self.g_loss(self.D(diff_augment(fake, policy), y).float())
         if self.cfg.mode_seeking > 0 and half > 0:
             # Mode seeking (Mao et al. 2019): two noises under one label must give images as far apart as the
-            # noises are. Without it the generator ignores z and emits one image per class (seen on digits).
+            # noises are. Without it the generator ignores z and emits one image per class.
             f, zz = fake.float(), z.float()
             spread = (f[:half] - f[half : 2 * half]).abs().flatten(1).mean(1) / (zz[:half] - zz[half : 2 * half]).abs().mean(1)
             loss_g = loss_g + self.cfg.mode_seeking / (spread.mean() + 1e-5)

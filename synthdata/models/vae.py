@@ -13,7 +13,8 @@ import pydantic
 import torch
 from torch import nn
 
-from synthdata.models.base import Arch, Autocast, GenerativeModel, Update, make_decoder, make_encoder, register
+from synthdata.models.base import Autocast, GenerativeModel, Update, register
+from synthdata.models.blocks import Arch, make_decoder, make_encoder
 
 
 class VAEConfig(pydantic.BaseModel):
@@ -31,6 +32,7 @@ class VAEConfig(pydantic.BaseModel):
 class ConditionalVAE(GenerativeModel):
     family: ClassVar[str] = "vae"
     default_lr: ClassVar[float] = 1e-3
+    config_class: ClassVar[type[VAEConfig]] = VAEConfig
 
     def __init__(self, shape: tuple[int, int, int], num_classes: int, cfg: VAEConfig | None = None) -> None:
         super().__init__(shape, num_classes)

@@ -6,6 +6,9 @@
   bool or None. The config is stored as a JSON-able dict; RNG states as tensors / lists of ints.
 * Complete: besides weights and optimizer state it holds every RNG the loop draws from (torch CPU, CUDA, numpy,
   python, and the data sampler's position), so step k+1 after a resume is the same step k+1 as without one.
+* Self-describing: `model_args` holds the model's constructor arguments as plain data, so
+  `synthdata.models.build_model` rebuilds the network from the checkpoint alone, without the training code.
+* Published by content: `publish_checkpoint` copies a finished run's file to a name derived from its bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from synthdata.io.atomic import replacing
+from synthdata.io.atomic import replacing, write_atomic
 
 FORMAT_VERSION = 1
 
@@ -44,6 +47,35 @@ def atomic_save(obj: dict[str, Any], path: Path) -> None:
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     return torch.load(Path(path), map_location=map_location, weights_only=True)
+
+
+def checkpoint_model_args(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's `model_args` (see `synthdata.models.build_model`).
+
+    Checkpoints written before `model_args` was stored hold the whole training config as JSON data instead, with
+    the family's config nested under the family's name; the model's arguments are read from that.
+    """
+    if "model_args" in ckpt:
+        return ckpt["model_args"]
+    config = ckpt["config"]
+    family = config["family"]
+    return {"family": family, "shape": list(ckpt["shape"]), "num_classes": int(ckpt["num_classes"]),
+            "config": config[family]}
+
+
+def publish_checkpoint(run_checkpoint: Path, dest_dir: Path) -> tuple[str, Path]:
+    """Copy a run's checkpoint to dest_dir/<id>.pt, id = the first 16 hex digits of the sha256 of its bytes.
+
+    A run folder's checkpoint is overwritten by the next run there; a published file never changes, so whatever
+    was sampled from it stays traceable to the exact weights. Publishing the same bytes again returns the same
+    (id, path) and leaves the published file alone. Returns (checkpoint_id, published_path).
+    """
+    data = Path(run_checkpoint).read_bytes()
+    checkpoint_id = hashlib.sha256(data).hexdigest()[:16]
+    published = Path(dest_dir) / f"{checkpoint_id}.pt"
+    if not published.exists():
+        write_atomic(published, data)
+    return checkpoint_id, published
 
 
 def fingerprint(config: dict[str, Any], images: np.ndarray, labels: np.ndarray, num_classes: int, world_size: int) -> str:

@@ -9,18 +9,14 @@ machine): a run that is killed and resumed any number of times ends with bit-ide
 never interrupted. With a time budget the stopping step depends on machine speed and load, so only the
 trajectory up to the step where it stopped is reproducible.
 
-Distributed: launch the same code with torchrun; RANK / WORLD_SIZE / LOCAL_RANK come from the environment.
-`batch_size` is the global batch (each rank takes batch_size // world_size), gradients are averaged across
-ranks after every backward, and only rank 0 writes checkpoints, sample grids and logs.
+Distributed: launch the same code with torchrun (see distributed.py). `batch_size` is the global batch (each rank
+takes batch_size // world_size), gradients are averaged across ranks after every backward, and only rank 0
+writes checkpoints, sample grids and logs. From the command line: `python -m synthdata.training --help`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import copy
-import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -32,11 +28,13 @@ import numpy as np
 import pydantic
 import torch
 import torch.distributed as dist
-from torch import nn
 
-from synthdata import render
+from synthdata.models import MODEL_FAMILIES, DiffusionConfig, GANConfig, VAEConfig, build_model
 from synthdata.training.checkpoint import atomic_save, capture_rng, fingerprint, load_checkpoint, restore_rng, state_digest
-from synthdata.models import MODEL_FAMILIES, DiffusionConfig, GANConfig, GenerativeModel, VAEConfig
+from synthdata.training.distributed import ShardedSampler, average_gradients, setup_distributed
+from synthdata.training.ema import EMA
+from synthdata.training.figures import loss_curve, sample_grid
+from synthdata.training.tensors import to_nchw
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Fields that change how long / how chattily a run goes, not what any given step computes.
@@ -73,6 +71,12 @@ class TrainConfig(pydantic.BaseModel):
         """The part of the config that determines what each step computes (used in the run fingerprint)."""
         return self.model_dump(mode="json", exclude=BUDGET_FIELDS)
 
+    def model_args(self, shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
+        """The model's constructor arguments as plain data (see synthdata.models.build_model); every checkpoint
+        stores them, so sampling needs no TrainConfig."""
+        return {"family": self.family, "shape": list(shape), "num_classes": num_classes,
+                "config": self.family_config().model_dump(mode="json")}
+
 
 @dataclass
 class TrainResult:
@@ -85,177 +89,6 @@ class TrainResult:
     resumed_from_step: int | None
     sample_grid_png: bytes  # EMA samples, one row per class (b"" on DDP ranks other than 0)
     loss_curve_png: bytes  # (b"" on DDP ranks other than 0)
-
-
-def build_model(config: TrainConfig, shape: tuple[int, int, int], num_classes: int) -> GenerativeModel:
-    return MODEL_FAMILIES[config.family](shape, num_classes, config.family_config())
-
-
-def to_nchw(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise ValueError(f"expected uint8 images (N, H, W) or (N, H, W, C), got {images.dtype} {images.shape}")
-    return np.ascontiguousarray(images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2))
-
-
-def to_uint8(x: torch.Tensor, input_rank: int) -> np.ndarray:
-    """[-1, 1] float (N, C, H, W) -> uint8 (N, H, W, C), or (N, H, W) if the training images had no channel axis."""
-    arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return arr[..., 0] if input_rank == 3 else arr
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Distributed plumbing
-
-
-@dataclass
-class DistInfo:
-    rank: int
-    world: int
-    device: torch.device
-    owns_group: bool  # we called init_process_group, so we tear it down
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str) -> DistInfo:
-    dev = torch.device(device)
-    if dist.is_available() and dist.is_initialized():  # the caller set up the process group
-        rank, world, owns = dist.get_rank(), dist.get_world_size(), False
-    else:
-        rank, world, owns = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), False
-    if dev.type == "cuda":
-        if "LOCAL_RANK" in os.environ:
-            dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        elif dev.index is None:  # set_device() refuses a bare "cuda"
-            dev = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
-        owns = True
-    return DistInfo(rank, world, dev, owns)
-
-
-def average_gradients(params: list[nn.Parameter], world: int) -> None:
-    """All-reduce every gradient as one flat buffer (one collective per backward instead of one per tensor).
-
-    Done by hand rather than with DistributedDataParallel because a GAN step has two backward passes over two
-    different sub-networks with parameters frozen in between, which DDP's autograd hooks handle poorly.
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-class ShardedSampler:
-    """Minibatches of indices: a fresh permutation of the whole set each epoch, rank r taking every world-th index.
-
-    Like torch's DistributedSampler, each epoch's permutation comes from a generator seeded with (seed, epoch), so
-    every rank agrees on it without communicating and the sampler's entire state is (epoch, position).
-    Each rank gets N // world indices per epoch (the remainder is dropped so ranks stay in lockstep); a batch never
-    straddles two epochs.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int, device: torch.device) -> None:
-        if n < world:
-            raise ValueError(f"{n} images cannot be sharded over {world} ranks")
-        self.n, self.seed, self.rank, self.world, self.device = n, seed, rank, world, device
-        self.per_rank = n // world
-        self.batch = min(max(1, batch_size // world), self.per_rank)
-        self.epoch, self.pos = 0, 0
-        self._shard: torch.Tensor | None = None
-
-    def _make_shard(self) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(self.n, generator=g)
-        return perm[self.rank : self.per_rank * self.world : self.world].to(self.device)
-
-    def next(self) -> torch.Tensor:
-        if self.pos + self.batch > self.per_rank:
-            self.epoch, self.pos, self._shard = self.epoch + 1, 0, None
-        if self._shard is None:
-            self._shard = self._make_shard()
-        idx = self._shard[self.pos : self.pos + self.batch]
-        self.pos += self.batch
-        return idx
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.pos, self._shard = int(state["epoch"]), int(state["pos"]), None
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# EMA, AMP, checkpoint contents
-
-
-class EMA:
-    """Exponential moving average of the sampling part of the model; samples always come from the EMA copy.
-
-    The decay ramps up as min(decay, (1 + t) / (10 + t)) so that in a short run the average is not dominated by
-    the random initial weights.
-    """
-
-    def __init__(self, model: GenerativeModel, decay: float) -> None:
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
-        self._ema = list(self.model.sampling_module().parameters())
-        self._live = list(model.sampling_module().parameters())
-        self._ema_buffers = list(self.model.sampling_module().buffers())
-        self._live_buffers = list(model.sampling_module().buffers())
-
-    @torch.no_grad()
-    def update(self, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self._ema, self._live, 1.0 - decay)
-        if self._ema_buffers:  # one launch for all of them: on a GPU each copy_ would be its own kernel
-            torch._foreach_copy_(self._ema_buffers, self._live_buffers)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.model.sampling_module().state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.sampling_module().load_state_dict(state)
-
-
-def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.amp == "off":
-        return None
-    if config.amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if config.amp == "bf16" else torch.float16
-
-
-def derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([abs(p) for p in parts]).generate_state(1)[0])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def sample_grid(ema: EMA, num_classes: int, per_class: int, seed: int, device: torch.device, input_rank: int) -> bytes:
-    labels = torch.arange(num_classes, device=device).repeat_interleave(per_class)
-    images = ema.model.sample(labels, torch.Generator(device).manual_seed(seed))
-    return render.image_grid(to_uint8(images, input_rank), ncol=per_class)
-
-
-def loss_curve(history: list[dict[str, float]], family: str) -> bytes:
-    names = [k for k in history[0] if k != "step"] if history else []
-    series = {k: [row[k] for row in history] for k in names}
-    return render.line_plot(series, x=[row["step"] for row in history], title=f"{family} training losses")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -289,7 +122,8 @@ def train_generator(
 
     # --- model, EMA, optimizers: built identically on every rank from the same seed ---
     seed_everything(config.seed)
-    model = build_model(config, shape, num_classes).to(dev)
+    model_args = config.model_args(shape, num_classes)
+    model = build_model(model_args).to(dev)
     use_channels_last = dev.type == "cuda" and config.channels_last and model.uses_conv
     if use_channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -354,6 +188,7 @@ def train_generator(
                     "format": 1,
                     "family": config.family,
                     "config": config.model_dump(mode="json"),
+                    "model_args": model_args,
                     "fingerprint": fp,
                     "shape": list(shape),
                     "num_classes": num_classes,
@@ -408,7 +243,7 @@ def train_generator(
             save(finished=False, seconds=prior_seconds + time.perf_counter() - t0)
         if config.sample_every and step % config.sample_every == 0 and dinfo.is_main:
             (run_dir / "samples").mkdir(exist_ok=True)
-            png = sample_grid(ema, num_classes, config.grid_per_class, config.seed, dev, input_rank)
+            png = sample_grid(ema.model, num_classes, config.grid_per_class, config.seed, dev, input_rank)
             (run_dir / "samples" / f"step_{step:07d}.png").write_bytes(png)
 
     seconds = time.perf_counter() - t0
@@ -420,7 +255,7 @@ def train_generator(
 
     grid_png = curve_png = b""
     if dinfo.is_main:
-        grid_png = sample_grid(ema, num_classes, config.grid_per_class, config.seed, dev, input_rank)
+        grid_png = sample_grid(ema.model, num_classes, config.grid_per_class, config.seed, dev, input_rank)
         curve_png = loss_curve(history, config.family) if history else b""
     if dinfo.owns_group:
         dist.destroy_process_group()
@@ -435,6 +270,10 @@ def train_generator(
         sample_grid_png=grid_png,
         loss_curve_png=curve_png,
     )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resume, AMP, seeds
 
 
 def _resumable_checkpoint(path: Path, fp: str, dev: torch.device, say: Callable[[str], None]) -> dict | None:
@@ -455,37 +294,19 @@ def _resumable_checkpoint(path: Path, fp: str, dev: torch.device, say: Callable[
     return ckpt
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Command line (works under torchrun too)
+def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or config.amp == "off":
+        return None
+    if config.amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if config.amp == "bf16" else torch.float16
 
 
-def load_images(spec: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """"digits" (scikit-learn's 8x8 digits) or a .npz file with uint8 `images` and int `labels`."""
-    if spec == "digits":
-        from synthdata.datasets import load_digits_uint8
-
-        images, labels, names = load_digits_uint8()
-        return images, labels, len(names)
-    with np.load(spec) as f:
-        images, labels = f["images"], f["labels"]
-    return images, labels, int(labels.max()) + 1
+def derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([abs(p) for p in parts]).generate_state(1)[0])
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="digits", help='"digits" or an .npz with images (uint8) and labels')
-    p.add_argument("--run-dir", type=Path, required=True)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--config", default="{}", help="TrainConfig fields as JSON, e.g. '{\"family\": \"vae\"}'")
-    args = p.parse_args(argv)
-    images, labels, num_classes = load_images(args.data)
-    config = TrainConfig.model_validate(json.loads(args.config))
-    result = train_generator(images, labels, num_classes, config, args.device, args.run_dir, log=print)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(json.dumps({"checkpoint": str(result.checkpoint_path), "steps": result.steps,
-                          "steps_per_second": round(result.steps_per_second, 2), "final_losses": result.final_losses,
-                          "resumed_from_step": result.resumed_from_step}))
-
-
-if __name__ == "__main__":
-    main()
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,22 +1,27 @@
-"""Load a finished (or mid-run) checkpoint and draw class-conditional samples from its EMA generator."""
+"""Load a finished (or mid-run) checkpoint and draw class-conditional samples from its EMA generator.
+
+Needs only `synthdata.models` and the checkpoint file: the network is rebuilt from the checkpoint's `model_args`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from synthdata.training.checkpoint import load_checkpoint
-from synthdata.models import GenerativeModel
-from synthdata.training.loop import TrainConfig, build_model, to_uint8
+from synthdata.models import GenerativeModel, build_model
+from synthdata.training.checkpoint import checkpoint_model_args, load_checkpoint
+from synthdata.training.tensors import to_uint8
 
 
 class LoadedGenerator:
-    def __init__(self, model: GenerativeModel, config: TrainConfig, input_rank: int, device: torch.device) -> None:
+    def __init__(self, model: GenerativeModel, model_args: dict[str, Any], input_rank: int, device: torch.device) -> None:
         self.model = model.eval().requires_grad_(False)
-        self.config = config
-        self.family: str = config.family
+        self.model_args = model_args  # what build_model rebuilt the network from
+        self.family: str = model.family
+        self.config = model.cfg  # the family's hyperparameters (GANConfig, VAEConfig or DiffusionConfig)
         self.num_classes: int = model.num_classes
         self.shape: tuple[int, int, int] = model.shape  # (C, H, W)
         self.input_rank = input_rank
@@ -42,7 +47,7 @@ class LoadedGenerator:
 
 def load_generator(checkpoint_path: Path, device: str = "cpu") -> LoadedGenerator:
     ckpt = load_checkpoint(checkpoint_path, map_location=device)
-    config = TrainConfig.model_validate(ckpt["config"])
-    model = build_model(config, tuple(ckpt["shape"]), int(ckpt["num_classes"]))
+    model_args = checkpoint_model_args(ckpt)
+    model = build_model(model_args)
     model.sampling_module().load_state_dict(ckpt["ema"])  # the EMA weights are the ones worth sampling from
-    return LoadedGenerator(model.to(device), config, int(ckpt["input_rank"]), torch.device(device))
+    return LoadedGenerator(model.to(device), model_args, int(ckpt["input_rank"]), torch.device(device))

@@ -1,0 +1,233 @@
+"""Candidate pairs for near-duplicate search without comparing all pairs: banded pHash joins in DuckDB.
+
+Pigeonhole banding of 64-bit pHashes in SQL (:func:`candidate_pairs`). Splitting the hash into ``radius + 1``
+bands guarantees that two hashes within Hamming distance ``radius`` agree exactly on at least one band, so an
+equi-join on (band, value) finds every such pair while only touching pairs that share a band. For larger
+tables, fewer and wider bands probed with their few-bit flips (multi-index hashing, :func:`search_plan`) find
+the same pairs with far fewer collisions. Incremental: only pairs with a new image are produced, old images
+are never recompared.
+
+When the table also has ``phash2`` (:func:`synthdata.dedup.phash.crop_robust_hashes`, an average hash that
+crops move less), a second banded join on it adds pairs within ``CROP_RADIUS`` of ``phash2`` and
+``CROP_PHASH_RADIUS`` of pHash; those are marked ``crop_only`` when pHash alone would have missed them.
+
+Hashes are stored as DuckDB BIGINT (the uint64 bits reinterpreted, see :func:`synthdata.dedup.phash.to_signed`);
+UBIGINT columns work too.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from itertools import combinations
+from math import comb
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+HASH_BITS = 64
+
+# Hamming radius for candidates. Measured on the planted set (benchmarks/near_dup_recall.py): resizes,
+# JPEG and brightness changes stay within a few bits, crops of up to 5% spread to ~10; larger radii mostly
+# add distinct-image candidates that the pixel check must then reject (and shrink the bands, which costs).
+DEFAULT_RADIUS = 10
+
+# Second candidate channel (used when the hashes table has a ``phash2`` column, see
+# synthdata.dedup.phash.crop_robust_hashes): pairs whose crop-robust hashes differ in at most CROP_RADIUS bits and
+# whose pHashes differ in at most CROP_PHASH_RADIUS bits. Measured on the planted set: crops within it
+# 99.7% (pHash radius 10 alone: 88%); distinct images >= 16 px passing both: 0.24% of pairs.
+CROP_RADIUS = 10
+CROP_PHASH_RADIUS = 24
+
+# Probe rows per hash that a plan may cost: beyond this, the flip lists dwarf any saving in collisions.
+_MAX_PROBES = 4096
+
+
+def band_layout(radius: int, bands: int | None = None) -> list[tuple[int, int]]:
+    """(shift, width) of ``bands`` bands (default ``radius + 1``) that tile the 64 hash bits, widths differing by <= 1."""
+    if not 0 <= radius < HASH_BITS:
+        raise ValueError(f"radius must be in 0..{HASH_BITS - 1}, got {radius}")
+    n_bands = radius + 1 if bands is None else bands
+    if not 1 <= n_bands <= radius + 1:
+        raise ValueError(f"bands must be in 1..radius + 1 = {radius + 1}, got {n_bands}")
+    base, extra = divmod(HASH_BITS, n_bands)
+    layout, shift = [], 0
+    for i in range(n_bands):
+        width = base + (1 if i < extra else 0)
+        layout.append((shift, width))
+        shift += width
+    return layout
+
+
+@lru_cache(maxsize=256)
+def _flips(width: int, flip_radius: int) -> tuple[int, ...]:
+    """Every ``width``-bit mask with at most ``flip_radius`` bits set (0 first)."""
+    masks = [0]
+    for k in range(1, flip_radius + 1):
+        masks.extend(sum(1 << b for b in bits) for bits in combinations(range(width), k))
+    return tuple(masks)
+
+
+def _n_flips(width: int, flip_radius: int) -> int:
+    return sum(comb(width, k) for k in range(flip_radius + 1))  # = len(_flips(width, flip_radius)), not built
+
+
+def search_plan(radius: int, n_rows: int) -> tuple[list[tuple[int, int]], int]:
+    """The band layout and per-band flip radius to search ``n_rows`` hashes within ``radius`` bits.
+
+    Multi-index hashing (Norouzi et al., 2012): split the hash into m bands; two hashes within ``radius`` bits
+    differ in at most ``radius // m`` bits on at least one band (pigeonhole), so probing each band's value and
+    its flips within that many bits finds every pair. m = radius + 1 (no flips) is the classic banding; its
+    bands are only ~6 bits wide at radius 10, so every hash collides with n / 64 others per band and the join
+    grows with n^2 / 6. Fewer, wider bands trade flips (probe rows, linear in n) for far fewer collisions.
+    The plan minimises probes * 2 + expected collisions per hash (uniform hashes): at radius 10 that is 11
+    bands for a few thousand hashes, 6 bands of ~11 bits with 1-bit flips at ~20k, 4 bands of 16 bits with
+    2-bit flips from ~60k. ``benchmarks/candidate_search.py`` times the plan against the classic banding.
+    """
+    best: tuple[float, tuple[list[tuple[int, int]], int]] | None = None
+    for m in range(1, radius + 2):  # m = radius + 1 (no flips, <= 64 probes) always qualifies
+        layout, flip_radius, probes = _layout_with_flips(radius, m)
+        if sum(probes) > _MAX_PROBES:
+            continue
+        cost = sum(2 * p + p * n_rows / 2.0**width for p, (_, width) in zip(probes, layout))
+        if best is None or cost < best[0]:
+            best = (cost, (layout, flip_radius))
+    assert best is not None
+    return best[1]
+
+
+def _layout_with_flips(radius: int, bands: int) -> tuple[list[tuple[int, int]], int, list[int]]:
+    """``bands`` bands for ``radius``: the layout, the flip radius its pigeonhole allows, the probes per band."""
+    layout, flip_radius = band_layout(radius, bands), radius // bands
+    return layout, flip_radius, [_n_flips(width, flip_radius) for _, width in layout]
+
+
+def _channels(
+    con: duckdb.DuckDBPyConnection, table: str, radius: int, crop_radius: int | None
+) -> list[tuple[str, int, str, str]]:
+    """The banded channels to search, as (column, radius, DuckDB type, row filter): pHash, plus the
+    crop-robust ``phash2`` when the table has it and ``crop_radius`` is not None (0 there means no hash)."""
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall())
+    wanted = [("phash", radius, "")]
+    if crop_radius is not None and "phash2" in types:
+        wanted.append(("phash2", crop_radius, "WHERE phash2 IS NOT NULL AND phash2 <> 0"))
+    for column, _, _ in wanted:
+        if types.get(column) not in ("BIGINT", "UBIGINT"):
+            raise TypeError(f"{table}.{column} must be BIGINT or UBIGINT, got {types.get(column)}")
+    return [(column, r, types[column], where) for column, r, where in wanted]
+
+
+def _sql_bits(bits: int, dtype: str) -> str:
+    """A 64-bit pattern as a literal of ``dtype``: on BIGINT, bit 63 is the sign bit (so all 64 bits are -1;
+    arithmetic shifts on BIGINT are harmless because band masks keep only the band's own bits)."""
+    value = bits - (1 << HASH_BITS) if dtype == "BIGINT" and bits >> (HASH_BITS - 1) else bits
+    return f"({value})::{dtype}"
+
+
+def _keyed_sql(table: str, column: str, dtype: str, layout: list[tuple[int, int]], flip_radius: int, where: str) -> str:
+    """CTEs ``keyed`` (one row per hash and band, with the band's value ``v``) and ``probes`` (the same rows with
+    ``v`` replaced by each of its flips within ``flip_radius`` bits)."""
+    bands = [f"({i}, {shift}, {_sql_bits((1 << width) - 1, dtype)})" for i, (shift, width) in enumerate(layout)]
+    flips = [f"({i}, {_sql_bits(mask, dtype)})" for i, (_, width) in enumerate(layout) for mask in _flips(width, flip_radius)]
+    return f"""
+        bands(band, shift, mask) AS (VALUES {", ".join(bands)}),
+        flips(band, flip) AS (VALUES {", ".join(flips)}),
+        keyed AS (
+            SELECT h.image_id, h.phash, h.{column} AS key, h.is_new, b.band, (h.{column} >> b.shift) & b.mask AS v
+            FROM {table} h CROSS JOIN bands b {where}
+        ),
+        probes AS (
+            SELECT k.image_id, k.phash, k.key, k.is_new, k.band, xor(k.v, f.flip) AS v
+            FROM keyed k JOIN flips f USING (band)
+        )"""
+
+
+def _banded_join(
+    table: str, column: str, dtype: str, radius: int, new_only: bool, where: str, plan: tuple[list[tuple[int, int]], int]
+) -> str:
+    """SQL for pairs ``a, b, distance`` (pHash distance) of rows whose ``column`` agrees on a band of ``plan``'s
+    layout up to its flips and lies within ``radius`` bits (pigeonhole: exactly the pairs within radius)."""
+    keyed = _keyed_sql(table, column, dtype, *plan, where)
+    if new_only:
+        # Probe with the new images' bands only: cost scales with the drop, not with the archive.
+        join = """
+            SELECT least(x.image_id, y.image_id) AS a, greatest(x.image_id, y.image_id) AS b,
+                   bit_count(xor(x.phash, y.phash)) AS distance, bit_count(xor(x.key, y.key)) AS key_distance
+            FROM probes x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id <> y.image_id
+            WHERE x.is_new"""
+    else:
+        join = """
+            SELECT x.image_id AS a, y.image_id AS b, bit_count(xor(x.phash, y.phash)) AS distance,
+                   bit_count(xor(x.key, y.key)) AS key_distance
+            FROM probes x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id < y.image_id"""
+    return f"WITH {keyed} SELECT a, b, distance, key_distance FROM ({join}) WHERE key_distance <= {int(radius)}"
+
+
+def _plan_for(
+    con: duckdb.DuckDBPyConnection, table: str, radius: int, where: str, bands: int | None
+) -> tuple[list[tuple[int, int]], int]:
+    """The plan of one channel: ``bands`` bands (at most radius + 1) if given, else :func:`search_plan`'s."""
+    if bands is not None:
+        layout, flip_radius, probes = _layout_with_flips(radius, min(bands, radius + 1))
+        if sum(probes) > _MAX_PROBES:
+            raise ValueError(
+                f"{bands} bands at radius {radius} need {sum(probes):,} probes per hash (> {_MAX_PROBES}); use more bands"
+            )
+        return layout, flip_radius
+    n_rows = con.execute(f"SELECT count(*) FROM {table} {where}").fetchone()[0]
+    return search_plan(radius, int(n_rows))
+
+
+def candidate_pairs(
+    con: duckdb.DuckDBPyConnection,
+    hashes_table: str,
+    radius: int,
+    new_only: bool = True,
+    crop_radius: int | None = CROP_RADIUS,
+    crop_phash_radius: int = CROP_PHASH_RADIUS,
+    bands: int | None = None,
+) -> pd.DataFrame:
+    """Pairs of images whose pHashes differ in at most ``radius`` bits, found by banded equi-joins.
+
+    ``hashes_table`` has columns ``image_id VARCHAR, phash BIGINT|UBIGINT, is_new BOOLEAN`` and optionally
+    ``phash2`` (same type, from :func:`synthdata.dedup.phash.crop_robust_hashes`; 0 = none). Returns columns
+    ``a, b, distance`` (pHash distance) with ``a < b`` (string order), one row per pair, sorted. With
+    ``new_only`` only pairs with at least one new image are returned: old-vs-old pairs were settled when
+    those images arrived. Exactly the pairs an all-pairs scan would find (pigeonhole), at the cost of the
+    band collisions. ``bands`` fixes the number of bands (default: :func:`search_plan` picks it from the
+    number of hashes); any choice gives the same pairs.
+
+    When ``phash2`` is present (and ``crop_radius`` is not None) the pairs within ``crop_radius`` bits of
+    ``phash2`` and within ``crop_phash_radius`` bits of pHash are added, from a second banded join: crops
+    move pHash beyond the radius but the phase-free average hash much less.
+    """
+    channels = _channels(con, hashes_table, radius, crop_radius)
+    # The joins run on dense integer keys numbered in image_id order (so least/greatest and the sort agree
+    # with the ids'): the DISTINCT and the sort hold every candidate, and keyed by 64-character ids they
+    # outgrow the warehouse's memory limit on drops of many near-identical images; integer keys take a
+    # fraction of that (tests/test_near_dup.py runs the search under a small limit).
+    extra = ", phash2" if any(column == "phash2" for column, *_ in channels) else ""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _candidate_keys AS
+            SELECT (row_number() OVER (ORDER BY image_id) - 1)::INTEGER AS image_id, image_id AS id, phash{extra}, is_new
+            FROM {hashes_table}"""
+    )
+    try:
+        parts = []
+        for column, r, dtype, where in channels:
+            plan = _plan_for(con, "_candidate_keys", r, where, bands)
+            join = _banded_join("_candidate_keys", column, dtype, r, new_only, where, plan)
+            # The crop channel's pairs must also be within crop_phash_radius of each other's pHash.
+            parts.append(join if column == "phash" else f"SELECT * FROM ({join}) WHERE distance <= {int(crop_phash_radius)}")
+        union = " UNION ALL ".join(f"SELECT a, b, distance FROM ({part})" for part in parts)
+        found = con.execute(f"SELECT DISTINCT a, b, distance::INTEGER AS distance FROM ({union}) ORDER BY a, b").fetchnumpy()
+        ids = con.execute("SELECT id FROM _candidate_keys ORDER BY image_id").fetchnumpy()["id"]
+    finally:
+        con.execute("DROP TABLE IF EXISTS _candidate_keys")
+    ids = np.asarray(ids, dtype=object)  # one string object per image, shared by all of its pairs
+    frame = pd.DataFrame(
+        {"a": ids[found["a"]], "b": ids[found["b"]], "distance": np.asarray(found["distance"], dtype=np.int32)}
+    )
+    if len(parts) > 1:
+        frame["crop_only"] = frame["distance"] > radius  # found by the crop-robust channel alone
+    return frame
