@@ -1,24 +1,33 @@
 """Stage 2, curate: `images`, one row per unique image across all drops, and `duplicate_groups`."""
 
 
+import json
+
 import dagster as dg
 import numpy as np
 
 from assets._util import md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
-from synthdata.curation.curate import curate
+from synthdata.curation.curate import class_retention, curate
 from synthdata.curation.gallery import duplicate_gallery, gallery_rows
+from synthdata.dedup.calibrate import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FALSE_RATE
 from synthdata.dedup.candidates import DEFAULT_RADIUS
-from synthdata.dedup.confirm import DEFAULT_SIMILARITY
 from synthdata.io.imageio import decode_image
 
 
 class CurateConfig(dg.Config):
     near_duplicates: bool = True
-    # pHash Hamming radius for candidates (synthdata.dedup.candidates) and the pixel similarity that confirms
-    # one (synthdata.dedup.confirm).
+    # pHash Hamming radius for candidates (synthdata.dedup.candidates).
     hamming_radius: int = DEFAULT_RADIUS
-    similarity_threshold: float = DEFAULT_SIMILARITY
+    # The near-duplicate rule is calibrated on the data (synthdata.dedup.calibrate) for this share of distinct
+    # images wrongly folded, from planted copies of `calibration_images` images drawn with `calibration_seed`.
+    target_false_rate: float = DEFAULT_TARGET_FALSE_RATE
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    calibration_seed: int = 0
+    # Calibrate again even though a rule is stored (every image is then compared again).
+    recalibrate: bool = False
+    # A fixed copy-distance threshold instead of the calibrated one (None: calibrate).
+    copy_distance_threshold: float | None = None
 
 
 @dg.asset(
@@ -46,7 +55,12 @@ def images(
         return np.asarray(decode_image(store.read(blob_key)).image)
 
     with warehouse.connect() as con:
-        stats = curate(con, load_pixels, config.near_duplicates, config.hamming_radius, config.similarity_threshold)
+        stats = curate(
+            con, load_pixels, config.near_duplicates, config.hamming_radius, config.copy_distance_threshold,
+            target_false_rate=config.target_false_rate, calibration_images=config.calibration_images,
+            seed=config.calibration_seed, recalibrate=config.recalibrate,
+        )  # fmt: skip
+        retention = class_retention(con)
         per_label = con.execute(
             "SELECT coalesce(label, '(none)') AS label, count(*) AS images FROM images GROUP BY 1 ORDER BY 1"
         ).df()
@@ -73,6 +87,10 @@ def images(
         f"{stats.near_duplicates} near duplicates; {stats.new_compared} new images compared, "
         f"{stats.candidates} candidates, {stats.confirmed} confirmed"
     )
+    if stats.rule_change:
+        context.log.warning(stats.rule_change)
+    for warning in stats.rule.warnings if stats.rule else ():
+        context.log.warning(warning)
     metadata: dict[str, object] = {
         "dagster/row_count": stats.images,
         "raw_files": stats.raw_files,
@@ -81,16 +99,71 @@ def images(
         "near_duplicates": stats.near_duplicates,
         "new_images_compared": stats.new_compared,
         "near_candidates": stats.candidates,
+        "near_scored": stats.screened,
         "near_confirmed": stats.confirmed,
+        "largest_group": stats.largest_group,
+        "group_sizes": dg.MetadataValue.json({str(k): v for k, v in stats.group_sizes.items()}),
+        "min_class_retained_fraction": float(retention["retained_fraction"].min()) if len(retention) else 1.0,
+        "class_retention": dg.MetadataValue.md(md_table(retention.round(4), max_rows=500)),
         "label_conflicts": int(conflicts),
         "seconds": dg.MetadataValue.json({k: round(v, 3) for k, v in stats.seconds.items()}),
         "per_label": dg.MetadataValue.md(md_table(per_label, max_rows=500)),
         "per_drop": dg.MetadataValue.md(md_table(per_drop, max_rows=500)),
     }
+    if stats.rule is not None:
+        metadata |= _rule_metadata(stats)
     gallery = duplicate_gallery(shown, keys, store)
     if gallery:
         metadata["duplicate_gallery"] = dg.MetadataValue.md(gallery)
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _rule_metadata(stats) -> dict[str, object]:
+    """The near-duplicate rule in force (a fixed rule has no estimates: NaN fields are left out)."""
+    rule = stats.rule
+    as_dict = {k: v for k, v in json.loads(rule.to_json()).items() if not (isinstance(v, float) and np.isnan(v))}
+    out: dict[str, object] = {
+        "near_rule_id": rule.rule_id,
+        "near_rule_threshold": float(rule.threshold),
+        "near_rule_recall": dg.MetadataValue.json({k: round(v, 4) for k, v in rule.recall.items()}),
+        "near_rule": dg.MetadataValue.json(as_dict),
+        "near_rule_changed": stats.rule_change or "no",
+    }
+    for name in ("target_false_rate", "est_false_rate"):
+        if name in as_dict:
+            out[f"near_rule_{name}"] = float(as_dict[name])
+    if stats.observed_false_rate is not None:
+        out["near_observed_false_rate"] = float(stats.observed_false_rate)
+    return out
+
+
+@dg.asset_check(
+    asset=images,
+    blocking=True,
+    description="Blocking. Dedup must not thin one class: WARN when it removes more than "
+    "`QualityResource.class_removed_warn` of any class's distinct images, ERROR above `class_removed_error`.",
+)
+def images_class_balance(warehouse: WarehouseResource, quality: QualityResource) -> dg.AssetCheckResult:
+    with warehouse.connect() as con:
+        retention = class_retention(con)
+    removed = 1.0 - retention["retained_fraction"]
+    worst = retention.loc[removed.idxmax()] if len(retention) else None
+    severity = dg.AssetCheckSeverity.WARN
+    if len(retention) and removed.max() > quality.class_removed_error:
+        severity = dg.AssetCheckSeverity.ERROR
+    passed = not len(retention) or removed.max() <= quality.class_removed_warn
+    return dg.AssetCheckResult(
+        passed=bool(passed),
+        severity=severity,
+        metadata={
+            "classes": len(retention),
+            "max_removed_fraction": float(removed.max()) if len(retention) else 0.0,
+            "worst_class": str(worst["label"]) if worst is not None else "",
+            "warn_above": quality.class_removed_warn,
+            "error_above": quality.class_removed_error,
+            "class_retention": dg.MetadataValue.md(md_table(retention.round(4), max_rows=500)),
+        },
+    )
 
 
 @dg.asset_check(asset=images, description="Great Expectations: unique ids, labels present, every image stored.")

@@ -2,6 +2,7 @@
 
     python benchmarks/ingest_speed.py                 # throughput at --n images (default 20000)
     python benchmarks/ingest_speed.py --memory        # peak RSS at 10k and 100k images (bounded memory)
+    python benchmarks/ingest_speed.py --large         # decode time and peak RSS of one 168 MP image per format
 
 Baseline (same files, same run): a plain single-process loop of Pillow decode + hashlib SHA-256 of the pixels
 + imagehash.phash (the hashes exact and near dedup need). Ours: `ingest_partition` (parallel decode, pixel
@@ -224,10 +225,47 @@ def subprocess_run(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+LARGE_SIZE = (10524, 16000)  # the issue's largest-sided real clip art
+
+
+def make_large(folder: Path) -> list[Path]:
+    """One 168 MP image as a palette PNG (clip art), an RGB PNG and a JPEG (upscaled real pictures)."""
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    art = Image.fromarray(data.logo()).resize(LARGE_SIZE, Image.Resampling.NEAREST).quantize(64)
+    art.save(folder / "clip_art_palette.png", compress_level=1)
+    del art
+    photo = Image.fromarray(data.astronaut()).resize(LARGE_SIZE, Image.Resampling.BILINEAR)
+    photo.save(folder / "photo_rgb.png", compress_level=1)
+    photo.save(folder / "photo.jpg", quality=90)
+    return [folder / n for n in ("clip_art_palette.png", "photo_rgb.png", "photo.jpg")]
+
+
+def decode_one(path: Path) -> dict:
+    """`decode_image` of one file at the default limits, in this (fresh) process: seconds and peak RSS."""
+    from synthdata.io.imageio import decode_image
+
+    def status_mb(field: str) -> float:  # /proc, not getrusage: ru_maxrss is inherited from the parent's exec
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
+
+    data = path.read_bytes()
+    before = status_mb("VmHWM:")
+    start = time.perf_counter()
+    dec = decode_image(data)
+    seconds = time.perf_counter() - start
+    peak = status_mb("VmHWM:")
+    return {"file": path.name, "bytes": len(data), "decoded": list(dec.image.size), "scale": dec.scale,
+            "seconds": round(seconds, 2), "peak_over_start_mb": round(peak - before), "start_mb": round(before)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--memory", action="store_true", help="peak RSS of our ingest at 10k and 100k images")
+    ap.add_argument("--large", action="store_true", help="decode time and peak RSS of one 168 MP image per format")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--workdir", default=str(ROOT / ".synthdata" / "bench"), help="scratch folder (a fast local disk)")
     ap.add_argument("--_side", choices=["baseline", "ours", "no_warehouse"], help=argparse.SUPPRESS)
@@ -235,7 +273,19 @@ def main() -> None:
     ap.add_argument("--_home", help=argparse.SUPPRESS)
     ap.add_argument("--_ingest_only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_no_store", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--_decode", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args._decode:
+        print(json.dumps(decode_one(Path(args._decode))))
+        return
+    if args.large:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            for path in make_large(Path(tmp)):
+                r = subprocess_run(["--_decode", str(path)])
+                print(f"{r['file']:22s} {r['bytes'] / 2**20:6.1f} MB {LARGE_SIZE[0]}x{LARGE_SIZE[1]} -> {r['decoded'][0]}x{r['decoded'][1]} "
+                      f"(1/{r['scale']}) in {r['seconds']}s, peak RSS +{r['peak_over_start_mb']} MB over {r['start_mb']} MB")  # fmt: skip
+        return
     global _WORKERS
     if args._side in ("ours", "no_warehouse") and sys.platform.startswith("linux"):
         _WORKERS = WorkerMemory()

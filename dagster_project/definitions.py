@@ -9,6 +9,7 @@ import assets.augment
 import assets.curate
 import assets.evaluate
 import assets.export
+import assets.flags
 import assets.generator
 import assets.ingest
 import assets.splits
@@ -20,7 +21,7 @@ from resources import AlertingResource, ImageStoreResource, QualityResource, Tor
 from synthdata.io.paths import SynthdataPaths
 
 ASSET_MODULES = [
-    assets.ingest, assets.curate, assets.splits, assets.augment,
+    assets.ingest, assets.curate, assets.flags, assets.splits, assets.augment,
     assets.generator, assets.synthesize, assets.evaluate, assets.export,
 ]  # fmt: skip
 ALL_ASSETS = dg.load_assets_from_modules(ASSET_MODULES)

@@ -5,7 +5,9 @@ from assets.partitions import daily_drops, model_families
 # A drop's day: ingest it, then re-curate, re-split and re-augment everything downstream of it.
 daily_ingest_job = dg.define_asset_job(
     "daily_ingest_job",
-    selection=dg.AssetSelection.assets("raw_images", "images", "splits", "augmented_images"),
+    selection=dg.AssetSelection.assets(
+        "raw_images", "images", "label_issues", "image_issues", "splits", "augmented_images"
+    ),
     partitions_def=daily_drops,
     description="Ingest one day's landing drop and refresh the curated tables (images, splits, augmented_images).",
 )

@@ -15,3 +15,50 @@ def load_digits_uint8() -> tuple[np.ndarray, np.ndarray, list[str]]:
     d = load_digits()
     images = np.rint(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     return images, d.target.astype(np.int64), [str(i) for i in range(10)]
+
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+
+def _read_idx(path) -> np.ndarray:
+    """An IDX file (gzip-compressed): big-endian magic (0, 0, dtype 0x08 = uint8, ndim), then ndim sizes."""
+    import gzip
+
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path}: not an uint8 IDX file (magic {data[:4].hex()})")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist(
+    path: str | None = None, split: str = "all"
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Zalando's Fashion-MNIST (70,000 real 28x28 grayscale photos of clothing, 10 classes) as uint8 images
+    (N, 28, 28), int64 labels and class names, read from the Debian package ``dataset-fashion-mnist``.
+
+    ``split`` is ``train`` (60,000), ``test`` (10,000) or ``all`` (train then test).
+    """
+    from pathlib import Path
+
+    root = Path(path or FASHION_MNIST_DIR)
+    parts = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}
+    if split not in parts:
+        raise ValueError(f"split must be one of {sorted(parts)}, got {split!r}")
+    images, labels = [], []
+    for prefix in parts[split]:
+        files = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"Fashion-MNIST not found ({', '.join(missing)}): install it with "
+                f"`apt-get install dataset-fashion-mnist`, or pass path= to a folder holding the IDX .gz files"
+            )
+        images.append(_read_idx(files[0]))
+        labels.append(_read_idx(files[1]).astype(np.int64))
+    return np.concatenate(images), np.concatenate(labels), list(FASHION_MNIST_CLASSES)

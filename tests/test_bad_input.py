@@ -19,6 +19,12 @@ def write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def flat_1bit_png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (width, height)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def collect(batches) -> IngestBatch:
     out = IngestBatch()
     for b in batches:
@@ -40,16 +46,19 @@ def test_every_bad_file_is_rejected_with_its_reason_and_good_ones_survive(landin
         "truncated.jpg": (jpeg.getvalue()[: len(jpeg.getvalue()) // 2], "truncated or corrupt JPEG"),
         "zero.png": (b"", "empty file (0 bytes)"),
         "text.jpg": (b"<html>not an image</html>" * 20, "not an image"),
-        "bomb.png": (png(np.zeros((3000, 3000), dtype=np.uint8)), "decompression bomb"),
+        "bomb.png": (flat_1bit_png(2500, 2500), "decompression bomb"),
+        "huge.png": (png(np.zeros((3000, 3000), dtype=np.uint8)), "too many pixels"),
         "strip.png": (png(np.zeros((2, 400), dtype=np.uint8)), "absurd aspect ratio"),
     }
     for name, (data, _) in bad.items():
         write(drop / "bad" / name, data)
+    # Small limits, so small files play the large ones: 6 MP claimed by a 1 KB file is a bomb above 1 MP.
+    limits = DecodeLimits(max_pixels=8_000_000, decode_pixels=1_000_000)
     outside = tmp_path / "outside.png"
     write(outside, good)
     os.symlink(outside, drop / "bad" / "link.png")
 
-    result = collect(ingest_items(iter_drop(drop, landing), None, DecodeLimits(max_pixels=4_000_000), workers=0))
+    result = collect(ingest_items(iter_drop(drop, landing), None, limits, workers=0))
     reasons = {Path(r["source_path"]).name: r["reason"] for r in result.rejected}
     for name, (_, reason) in bad.items():
         assert reasons[name].startswith(reason), (name, reasons[name])
@@ -125,3 +134,31 @@ def test_stored_originals_are_untouched_and_stored_once(tmp_path, landing, digit
     assert out.accepted[0]["blob_key"] == out.accepted[1]["blob_key"]
     assert len(list((tmp_path / "store").rglob("*.png"))) == 1
     assert store.read(out.accepted[0]["blob_key"]) == png(images[0])
+
+
+def test_an_image_that_cannot_be_hashed_is_rejected_and_its_batch_mates_keep_their_hashes(digits):
+    from synthdata.curation.ingest import _add_hashes
+    from synthdata.io.imageio import decode_image
+
+    images, _, _ = digits
+    decoded = [decode_image(png(images[i])).image for i in range(3)]
+    decoded[1].close()  # a real image in a state no hash can read: the batch call fails on it
+    rows = [{"source_path": f"{i}.png", "label": "a"} for i in range(3)]
+    out = IngestBatch()
+    _add_hashes(rows, decoded, out)
+    assert [r["source_path"] for r in out.accepted] == ["0.png", "2.png"]
+    assert all(isinstance(r["phash"], int) for r in out.accepted)
+    assert out.rejected[0]["source_path"] == "1.png" and out.rejected[0]["reason"].startswith("perceptual hash failed")
+
+
+def test_a_file_name_that_is_not_utf8_is_ingested_under_an_escaped_name(tmp_path, landing, digits):
+    images, _, _ = digits
+    drop = landing / "2024-06-04"
+    write(drop / "a" / "ok.png", png(images[0]))
+    with open(os.path.join(os.fsencode(drop / "a"), b"caf\xe9.png"), "wb") as f:  # Latin-1 bytes from an old system
+        f.write(png(images[1]))
+    con = connect(tmp_path / "w.duckdb")
+    stats = ingest_partition(con, "2024-06-04", drop, landing, None, workers=0)
+    assert (stats.accepted, stats.rejected) == (2, 0)
+    names = sorted(r[0] for r in con.execute("SELECT source_path FROM raw_images").fetchall())
+    assert names == ["2024-06-04/a/caf\\xe9.png", "2024-06-04/a/ok.png"]

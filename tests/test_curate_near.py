@@ -1,13 +1,16 @@
 """Near-duplicate curation in DuckDB: found across drops, incremental, first seen wins."""
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
+from resources import QualityResource
 from synthdata.curation.curate import curate
+from synthdata.dedup.calibrate import TRANSFORMS
 from synthdata.curation.ingest import ingest_partition
 from synthdata.io.imageio import decode_image
 from synthdata.io.store import BlobStore
@@ -94,3 +97,87 @@ def test_near_duplicates_can_be_switched_off(warehouse):
         ingest_partition(con, day, landing / day, landing, store, workers=0)
     stats = curate(con, None, near_duplicates=False)
     assert stats.near_duplicates == 0 and stats.images == 34
+
+
+def test_the_calibrated_rule_is_stored_reused_and_a_change_is_reported(warehouse):
+    con, landing, store = warehouse
+    ingest_partition(con, "2024-01-01", landing / "2024-01-01", landing, store, workers=0)
+    first = curate(con, loader(store))
+    assert first.rule is not None and first.rule_change is None
+    rules = con.execute("SELECT rule_id, active, threshold, est_false_rate, recall FROM near_duplicate_rules").fetchall()
+    assert [(r[0], r[1]) for r in rules] == [(first.rule.rule_id, True)]
+    assert set(json.loads(rules[0][4])) == set(TRANSFORMS)
+
+    ingest_partition(con, "2024-01-02", landing / "2024-01-02", landing, store, workers=0)
+    second = curate(con, loader(store))  # the next drop is judged by the same rule, not a new calibration
+    assert second.rule.rule_id == first.rule.rule_id and second.rule_change is None and second.new_compared == 10
+    assert con.execute("SELECT DISTINCT rule_id FROM near_duplicate_index").fetchall() == [(first.rule.rule_id,)]
+
+    fixed = curate(con, loader(store), threshold=0.05)  # a different rule: visible, and everything recompared
+    assert fixed.rule_change and first.rule.rule_id in fixed.rule_change and fixed.new_compared == 34
+    assert con.execute("SELECT count(*), count(*) FILTER (WHERE active) FROM near_duplicate_rules").fetchone() == (2, 1)
+
+
+def test_a_member_joins_only_when_confirmed_against_the_representative(tmp_path):
+    """Planted chain A ~ B ~ C on a real photo tile: B is a brightened copy of A, C a brightened copy of B, and
+    the rule (fixed here) accepts one brightening step but not two. Union-find would fold C into A."""
+    landing, store, con = tmp_path / "landing", BlobStore(tmp_path / "store"), connect(tmp_path / "w.duckdb")
+    a = tiles(1, seed=5)[0]
+    b = np.asarray(ImageEnhance.Contrast(Image.fromarray(a)).enhance(0.55))
+    c = np.asarray(ImageEnhance.Contrast(Image.fromarray(b)).enhance(0.55))
+    from synthdata.dedup.evidence import copy_distance
+
+    ab, bc, ac = copy_distance(a, b), copy_distance(b, c), copy_distance(a, c)
+    threshold = (max(ab, bc) + ac) / 2
+    assert max(ab, bc) < threshold < ac
+    for name, image, day in (("a", a, "2024-01-01"), ("b", b, "2024-01-02"), ("c", c, "2024-01-03")):
+        save(landing / day / "x" / f"{name}.png", Image.fromarray(image))
+        ingest_partition(con, day, landing / day, landing, store, workers=0)
+    stats = curate(con, loader(store), threshold=threshold, radius=20)
+    assert stats.confirmed >= 2  # A~B and B~C were both confirmed ...
+    kept = sorted(Path(p).name for (p,) in con.execute("SELECT source_path FROM images").fetchall())
+    assert kept == ["a.png", "c.png"]  # ... yet C, confirmed only against the member B, keeps its own group
+    assert stats.largest_group == 2 and stats.group_sizes == {2: 1}
+
+
+def test_class_balance_check_fails_when_dedup_thins_one_class(tmp_path):
+    """A real materialization: class "c1" arrives with a third of its files being near copies (re-encoded JPEG)
+    of its other images. Dedup folds them, removing 33% of the class's distinct images: the blocking check
+    fails with ERROR. A class with one copy in twelve (8%) only warns."""
+    import dagster as dg
+
+    from assets.curate import images, images_class_balance
+    from assets.ingest import raw_images
+    from dagster_project.definitions import build_resources
+    from synthdata.io.paths import SynthdataPaths
+
+    paths = SynthdataPaths(home=tmp_path, landing=tmp_path / "landing").ensure()
+    day = paths.landing / "2024-01-01"
+    originals = tiles(30, seed=3)
+    for i, t in enumerate(originals[:10]):
+        save(day / "c1" / f"o{i}.png", Image.fromarray(t))
+    for i in range(5):
+        save(day / "c1" / f"copy{i}.jpg", Image.fromarray(originals[i]), "JPEG", quality=90)
+    for i, t in enumerate(originals[10:21]):
+        save(day / "c2" / f"o{i}.png", Image.fromarray(t))
+    save(day / "c2" / "copy.jpg", Image.fromarray(originals[10]), "JPEG", quality=90)
+    for i, t in enumerate(originals[21:]):
+        save(day / "c3" / f"o{i}.png", Image.fromarray(t))
+    resources = build_resources(paths)
+    assert dg.materialize([raw_images], partition_key="2024-01-01", resources=resources).success
+    result = dg.materialize([images, images_class_balance], resources=resources, raise_on_error=False)
+    evaluation = next(e.event_specific_data for e in result.all_events
+                      if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION)  # fmt: skip
+    assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    meta = evaluation.metadata
+    assert meta["worst_class"].value == "c1" and abs(meta["max_removed_fraction"].value - 5 / 15) < 1e-9
+    mat = result.asset_materializations_for_node("images")[0].metadata
+    assert mat["near_duplicates"].value == 6 and mat["largest_group"].value == 2
+    assert abs(mat["min_class_retained_fraction"].value - 10 / 15) < 1e-9
+    assert mat["near_rule_threshold"].value > 0 and "near_rule_recall" in mat
+
+    quality = dg.materialize([images, images_class_balance], raise_on_error=False,
+                             resources={**resources, "quality": QualityResource(class_removed_error=0.5)})  # fmt: skip
+    relaxed = next(e.event_specific_data for e in quality.all_events
+                   if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION)  # fmt: skip
+    assert relaxed.passed is False and relaxed.severity == dg.AssetCheckSeverity.WARN

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from synthdata.curation.ingest import IngestBatch, ingest_drop
 from synthdata.io.sources import iter_drop
@@ -171,3 +172,51 @@ def test_a_warehouse_from_before_versioned_ingests_is_adopted_without_losing_row
     counts = dict(con.execute("SELECT partition_date::VARCHAR, count(*) FROM raw_images GROUP BY 1").fetchall())
     assert counts == {"2024-01-01": 3, "2024-01-02": 4}
     assert con.execute("SELECT count(*) FROM rejected_images").fetchone()[0] == 0
+
+
+def clip_art(width: int, height: int) -> bytes:
+    """A real drawing (skimage's logo) upscaled to a large palette PNG, the way large clip art is stored."""
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.logo()).resize((width, height), Image.Resampling.NEAREST).quantize(64).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_large_images_are_ingested_reduced_with_their_originals_kept_as_they_are(landing, tmp_path, digits):
+    from synthdata.curation.ingest import ingest_partition
+    from synthdata.io.imageio import DecodeLimits
+    from synthdata.io.warehouse import connect
+
+    images, _, _ = digits
+    drop = landing / "2024-07-01"
+    big = clip_art(1600, 1000)
+    write(drop / "art" / "poster.png", big)
+    write(drop / "art" / "poster_copy.png", big)
+    write(drop / "art" / "small.png", png(images[0]))
+    store = BlobStore(tmp_path / "store")
+    con = connect(tmp_path / "w.duckdb")
+    # decode_pixels scaled down, so a 1.6 MP drawing plays a several-hundred-megapixel one.
+    stats = ingest_partition(con, "2024-07-01", drop, landing, store, DecodeLimits(decode_pixels=200_000), workers=0)
+    assert (stats.accepted, stats.rejected, stats.reduced) == (3, 0, 2)
+    rows = con.execute("SELECT source_path, image_id, width, height, blob_key FROM raw_images ORDER BY 1").fetchall()
+    (_, id1, w, h, key), (_, id2, *_), _ = rows
+    assert id1 == id2 and (w, h) == (1600, 1000)  # sizes are the original's; copies share one id
+    assert store.read(key) == big  # the original, byte for byte
+
+
+@pytest.mark.slow
+def test_a_168_megapixel_drawing_is_accepted_at_the_default_limits(landing):
+    """The size of the issue's largest-sided clip art (10524x16000, a few MB), at the shipped defaults."""
+    from synthdata.curation.ingest import ingest_items
+
+    drop = landing / "2024-07-02"
+    write(drop / "art" / "huge.png", clip_art(10524, 16000))
+    out = IngestBatch()
+    for batch in ingest_items(iter_drop(drop, landing), None, workers=0):
+        out.extend(batch)
+    assert not out.rejected and out.reduced == 1
+    assert (out.accepted[0]["width"], out.accepted[0]["height"]) == (10524, 16000)

@@ -21,7 +21,7 @@ from synthdata.dedup.confirm import (
     reproduction_similarity,
     similarity,
 )
-from synthdata.dedup.groups import group_duplicates
+from synthdata.dedup.groups import group_duplicates, group_sizes
 from synthdata.dedup.phash import hamming, to_signed
 
 
@@ -262,22 +262,37 @@ def test_flat_images_match_only_flat_images() -> None:
 # ---- grouping --------------------------------------------------------------------------------------
 
 
-def test_grouping_is_transitive_and_first_seen_wins() -> None:
+def test_grouping_never_chains_and_first_seen_wins() -> None:
+    """Exact pairs merge transitively (one image); near pairs join a class to a representative only when
+    they link to that representative itself. The chain x ~ d ~ e(= d exactly) ~ a(= b exactly) ~ c used to
+    fold all of them into x."""
     order = ["x", "c", "b", "a", "d", "e", "lonely"]
     exact = pd.DataFrame({"a": ["a", "e"], "b": ["b", "d"], "distance": [0, 0]})
     near = pd.DataFrame({"a": ["b", "a", "d"], "b": ["c", "e", "x"], "distance": [3, 5, 7]})
     groups = group_duplicates(order, exact, near)
-    assert set(groups["representative"]) == {"x"}  # everything chains to x, which was seen first
-    rows = {m: (k, d) for m, k, d in zip(groups["member"], groups["kind"], groups["distance"])}
-    # chain x -near7- d -exact- e -near5- a -exact- b -near3- c: each member keeps the edge it was reached by
-    assert rows == {"d": ("near", 7), "e": ("exact", 0), "a": ("near", 5), "b": ("exact", 0), "c": ("near", 3)}
-    assert "lonely" not in rows and "x" not in rows
-    assert list(groups["member"]) == ["c", "b", "a", "d", "e"]  # in first-seen order
+    rows = {m: (r, k, d) for r, m, k, d in zip(groups["representative"], groups["member"], groups["kind"], groups["distance"])}
+    # Classes in first-seen order: x, c, {b, a}, {d, e}. c has no link to x: its own group. {b, a} (root b)
+    # links to c (b~c): joins c. {d, e} (root d) links to x (d~x) and to the member a (a~e): joins x only.
+    assert rows == {"b": ("c", "near", 3), "a": ("c", "exact", 0), "d": ("x", "near", 7), "e": ("x", "exact", 0)}
+    assert list(groups["member"]) == ["b", "a", "d", "e"]  # in first-seen order
+
+
+def test_a_chain_of_near_pairs_stops_at_the_representative() -> None:
+    """A ~ B and B ~ C confirmed, A and C not: C is not A's duplicate, so it keeps its own place; the
+    strongest link to a representative wins when there are several."""
+    groups = group_duplicates(["A", "B", "C"], None, [("A", "B", 4), ("B", "C", 3)])
+    assert dict(zip(groups["member"], groups["representative"])) == {"B": "A"}
+    evidence = pd.DataFrame({"a": ["P", "Q"], "b": ["R", "R"], "distance": [2, 9], "evidence": [0.09, 0.01]})
+    best = group_duplicates(["P", "Q", "R"], None, evidence)
+    assert dict(zip(best["member"], best["representative"])) == {"R": "Q"}
+    assert group_sizes(best) == ({2: 1}, 2)
 
 
 def test_grouping_prefers_the_direct_exact_link_and_rejects_unknown_ids() -> None:
     groups = group_duplicates(["r", "m"], [("r", "m")], [("r", "m", 4)])
-    assert groups.to_dict("records") == [{"representative": "r", "member": "m", "kind": "exact", "distance": 0}]
+    assert groups.to_dict("records") == [
+        {"representative": "r", "member": "m", "kind": "exact", "distance": 0, "evidence": 0.0}
+    ]
     two = group_duplicates(["p", "q", "s", "t"], None, [("q", "p", 2), ("t", "s", 1)])
     assert dict(zip(two["member"], two["representative"])) == {"q": "p", "t": "s"}
     with pytest.raises(ValueError):

@@ -92,7 +92,7 @@ def test_webserver_shows_what_the_pipeline_materialized(tmp_path, digits, monkey
         assert [(m["partition"], m["runId"]) for m in mats] == [("2024-01-01", run.run_id)]
         checks = {c["name"]: c["executionForLatestMaterialization"]["status"]
                   for c in data["checks"]["assetChecksOrError"]["checks"]}  # fmt: skip
-        assert checks == {"splits_no_leak": "SUCCEEDED"}
+        assert checks == {"splits_no_leak": "SUCCEEDED", "splits_leakage_audit": "SUCCEEDED"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -1,17 +1,23 @@
 """Curation: collapse the raw files of all drops into one row per unique image.
 
 Exact duplicates share an `image_id` (same decoded pixels, whatever the encoding); near-duplicates
-(re-encoded, resized, cropped, brightness-shifted copies) are found by `synthdata.dedup.candidates` and
-confirmed on pixels by `synthdata.dedup.confirm`. The first file seen wins: earliest drop, then source path
-order. Both kinds land in one `duplicate_groups` table, and `images` holds one representative per group.
+(re-encoded, resized, cropped, shifted, brightness-changed copies) are found by `synthdata.dedup.candidates`
+and decided by a rule calibrated on the data set itself (`synthdata.dedup.calibrate`: copy evidence beyond
+what its distinct look-alikes reach). The first file seen wins: earliest drop, then source path order. A
+near-duplicate joins a group only when confirmed against the group's representative (no chaining,
+`synthdata.dedup.groups`). Both kinds land in one `duplicate_groups` table, and `images` holds one
+representative per group.
 
 Near-duplicate search is incremental: images already compared (`near_duplicate_index`) are never rehashed or
 compared again with each other; only new images are compared against everything, and confirmed pairs are
-kept (`near_duplicate_pairs`). Changing the radius or threshold starts the index afresh.
+kept (`near_duplicate_pairs`). The rule is calibrated once and stored (`near_duplicate_rules`, one active):
+later drops use the same rule. A new rule (other target, seed or radius, a fixed threshold, or
+``recalibrate``) is reported in the stats and starts the index afresh.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -21,12 +27,20 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from synthdata.dedup.calibrate import (
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_TARGET_FALSE_RATE,
+    NearDuplicateRule,
+    choose_rule,
+    measure_positives,
+    nearest_distinct,
+)
 from synthdata.dedup.candidates import DEFAULT_RADIUS, candidate_pairs
-from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs
-from synthdata.dedup.groups import group_duplicates
+from synthdata.dedup.evidence import copy_evidence
+from synthdata.dedup.groups import group_duplicates, group_sizes
 from synthdata.io.warehouse import insert_df, transaction
 
-_NO_GROUPS = pd.DataFrame(columns=["representative", "member", "kind", "distance"])  # never modified
+_NO_GROUPS = pd.DataFrame(columns=["representative", "member", "kind", "distance", "evidence"])  # never modified
 
 
 @dataclass
@@ -37,8 +51,36 @@ class CurationStats:
     near_duplicates: int = 0
     new_compared: int = 0
     candidates: int = 0
+    screened: int = 0  # candidates scored in full (the rest fell below the rule's correlation screen)
     confirmed: int = 0
+    rule: NearDuplicateRule | None = None
+    rule_change: str | None = None  # set when this run replaced the active rule
+    observed_false_rate: float | None = None  # new images with a different-label near-duplicate
+    group_sizes: dict[int, int] = field(default_factory=dict)
+    largest_group: int = 1
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleRequest:
+    """What the caller asks of the near-duplicate rule: calibrated for a target false-duplicate rate on a
+    seeded sample, or a fixed copy-distance ``threshold``."""
+
+    radius: int = DEFAULT_RADIUS
+    threshold: float | None = None
+    target_false_rate: float = DEFAULT_TARGET_FALSE_RATE
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    seed: int = 0
+    recalibrate: bool = False
+
+    def accepts(self, rule: NearDuplicateRule, radius: int) -> bool:
+        """Whether a stored rule answers this request (else a new rule replaces it)."""
+        if self.recalibrate or radius != self.radius:
+            return False
+        if self.threshold is not None:
+            return rule.rule_id == NearDuplicateRule.fixed(self.threshold).rule_id
+        return (rule.null_source != "fixed" and rule.seed == self.seed
+                and bool(np.isclose(rule.target_false_rate, self.target_false_rate)))  # fmt: skip
 
 
 def curate(
@@ -47,13 +89,21 @@ def curate(
     near_duplicates: bool = True,
     radius: int | None = None,
     threshold: float | None = None,
+    *,
+    target_false_rate: float = DEFAULT_TARGET_FALSE_RATE,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    seed: int = 0,
+    recalibrate: bool = False,
 ) -> CurationStats:
     """Rebuild `images` and `duplicate_groups` from `raw_images` in one transaction.
 
-    `load_gray(blob_key)` returns an image's pixels (used only for near-duplicate candidates).
+    `load_gray(blob_key)` returns an image's pixels (grey or colour; used only for near-duplicates).
+    ``threshold`` fixes the copy-distance threshold instead of calibrating one; the calibration targets
+    ``target_false_rate`` with ``calibration_images`` seeded images (see synthdata.dedup.calibrate).
     """
-    radius = DEFAULT_RADIUS if radius is None else radius
-    threshold = DEFAULT_SIMILARITY if threshold is None else threshold
+    request = RuleRequest(
+        DEFAULT_RADIUS if radius is None else radius, threshold, target_false_rate, calibration_images, seed, recalibrate
+    )
     stats = CurationStats()
     t0 = time.perf_counter()
     # Exact: the first file seen for every image_id, plus how many files and labels it came with.
@@ -74,16 +124,14 @@ def curate(
     stats.seconds["exact"] = time.perf_counter() - t0
 
     near = _NO_GROUPS
-    pair_scores = pd.DataFrame(columns=["a", "b", "hamming", "similarity"])
     try:
         with transaction(con):
             if near_duplicates:
                 t1 = time.perf_counter()
-                near, pair_scores = _near_duplicates(con, load_gray, radius, threshold, stats)
+                near = _near_duplicates(con, load_gray, request, stats)
                 stats.seconds["near"] = time.perf_counter() - t1
             t2 = time.perf_counter()
             con.register("_near", near)
-            con.register("_scores", pair_scores)
             con.execute("DELETE FROM images")
             con.execute("DELETE FROM duplicate_groups")
             con.execute(
@@ -103,77 +151,158 @@ def curate(
                    WHERE k._rn > 1 ORDER BY k.partition_date, k.source_path"""
             )
             con.execute(
-                """WITH best AS (
-                       SELECT id, max(similarity) AS similarity
-                       FROM (SELECT a AS id, similarity FROM _scores UNION ALL SELECT b, similarity FROM _scores)
-                       GROUP BY id)
-                   INSERT INTO duplicate_groups
-                   SELECT n.representative, n.member, r.source_path, 'near', n.distance, best.similarity
-                   FROM _near n JOIN _reps r ON r.image_id = n.member LEFT JOIN best ON best.id = n.member
+                """INSERT INTO duplicate_groups
+                   SELECT n.representative, n.member, r.source_path, 'near', n.distance, 1 - n.evidence
+                   FROM _near n JOIN _reps r ON r.image_id = n.member
                    ORDER BY r.first_seen"""
             )
     finally:
-        for view in ("_near", "_scores"):
-            with suppress(Exception):  # not registered if the near-duplicate step failed
-                con.unregister(view)
+        with suppress(Exception):  # not registered if the near-duplicate step failed
+            con.unregister("_near")
 
     stats.images = con.execute("SELECT count(*) FROM images").fetchone()[0]
     counts = dict(con.execute("SELECT kind, count(*) FROM duplicate_groups GROUP BY 1").fetchall())
     stats.exact_duplicates, stats.near_duplicates = counts.get("exact", 0), counts.get("near", 0)
     stats.seconds["write"] = time.perf_counter() - t2
+    stats.group_sizes, stats.largest_group = group_sizes(near)
     return stats
 
 
 def _near_duplicates(
     con: duckdb.DuckDBPyConnection,
-    load_gray: Callable[[str], np.ndarray] | None,
-    radius: int,
-    threshold: float,
+    load: Callable[[str], np.ndarray] | None,
+    request: RuleRequest,
     stats: CurationStats,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> pd.DataFrame:
+    active = _active_rule(con)
+    rule = active[0] if active is not None and request.accepts(*active) else None
+    if rule is None and request.threshold is not None:
+        rule = NearDuplicateRule.fixed(request.threshold)
     stale = con.execute(
-        "SELECT count(*) FROM near_duplicate_index WHERE radius <> ? OR threshold <> ?", [radius, threshold]
+        "SELECT count(*) FROM near_duplicate_index WHERE rule_id IS DISTINCT FROM ? OR radius <> ?",
+        [rule.rule_id if rule else None, request.radius],
     ).fetchone()[0]
-    if stale:
+    if rule is None or stale:
         con.execute("DELETE FROM near_duplicate_index")
         con.execute("DELETE FROM near_duplicate_pairs")
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _hashes AS
-           SELECT r.image_id, r.phash, r.phash2, x.image_id IS NULL AS is_new
+           SELECT r.image_id, r.phash, r.phash2, r.label, r.blob_key, x.image_id IS NULL AS is_new
            FROM _reps r LEFT JOIN near_duplicate_index x USING (image_id) WHERE r.phash IS NOT NULL"""
     )
     stats.new_compared = con.execute("SELECT count(*) FROM _hashes WHERE is_new").fetchone()[0]
+    keys = dict(con.execute("SELECT image_id, blob_key FROM _hashes").fetchall())
+
+    def load_id(image_id: str) -> np.ndarray:
+        if load is None:
+            raise ValueError("near-duplicate candidates need a pixel loader to be confirmed")
+        return load(keys[image_id])
+
     if stats.new_compared:
-        pairs = candidate_pairs(con, "_hashes", radius, new_only=True)
+        t = time.perf_counter()
+        positives = None
+        if rule is None:  # calibrate: planted copies of a seeded sample of the data set's own images
+            ids = sorted(keys)
+            sample = np.random.default_rng(request.seed).choice(len(ids), min(request.calibration_images, len(ids)), replace=False)
+            positives = measure_positives([load_id(ids[i]) for i in sorted(sample)], request.seed)
+        stats.seconds["calibrate"] = time.perf_counter() - t
+        pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True)
         stats.candidates = len(pairs)
-        if len(pairs):
-            if load_gray is None:
-                raise ValueError("near-duplicate candidates need a pixel loader to be confirmed")
-            ids = pd.unique(pd.concat([pairs["a"], pairs["b"]]))
-            keys = dict(
-                con.execute("SELECT image_id, blob_key FROM _reps WHERE image_id IN (SELECT unnest(?))", [list(ids)]).fetchall()
-            )
-            confirmed = confirm_pairs(pairs, lambda i: load_gray(keys[i]), threshold)
-            stats.confirmed = len(confirmed)
-            insert_df(
-                con,
-                "near_duplicate_pairs",
-                confirmed.rename(columns={"distance": "hamming"})[["a", "b", "hamming", "similarity"]],
-            )
-        con.execute(
-            "INSERT INTO near_duplicate_index SELECT image_id, ?, ? FROM _hashes WHERE is_new", [radius, threshold]
+        t = time.perf_counter()
+        screen = rule.screen if rule is not None else positives.screen
+        distance, _ = copy_evidence(list(zip(pairs["a"], pairs["b"])), load_id, screen)
+        stats.seconds["confirm"] = time.perf_counter() - t
+        stats.screened = int(np.isfinite(distance).sum())
+        rule = _finish(con, request, rule, positives, pairs, distance, stats)
+        keep = distance <= rule.threshold
+        stats.confirmed = int(keep.sum())
+        confirmed = pairs[keep]
+        insert_df(
+            con,
+            "near_duplicate_pairs",
+            pd.DataFrame({"a": confirmed["a"], "b": confirmed["b"], "hamming": confirmed["distance"],
+                          "similarity": 1.0 - distance[keep], "copy_distance": distance[keep],
+                          "rule_id": rule.rule_id}),  # fmt: skip
         )
+        con.execute(
+            "INSERT INTO near_duplicate_index SELECT image_id, ?, ?, ? FROM _hashes WHERE is_new",
+            [request.radius, rule.threshold, rule.rule_id],
+        )
+    if rule is not None and (active is None or (active[0].rule_id, active[1]) != (rule.rule_id, request.radius)):
+        _store_rule(con, rule, request.radius)
+        if active is not None:
+            stats.rule_change = (
+                f"near-duplicate rule changed: {active[0].rule_id} (copy distance <= {active[0].threshold:.4g}, "
+                f"radius {active[1]}) -> {rule.rule_id} (<= {rule.threshold:.4g}, radius {request.radius}); "
+                "every image was compared again"
+            )
+    stats.rule = rule or (active[0] if active else None)
     scores = con.execute(
-        """SELECT p.* FROM near_duplicate_pairs p
+        """SELECT p.a, p.b, p.hamming AS distance, coalesce(p.copy_distance, 1 - p.similarity) AS evidence
+           FROM near_duplicate_pairs p
            WHERE p.a IN (SELECT image_id FROM _reps) AND p.b IN (SELECT image_id FROM _reps)"""
     ).df()
     if scores.empty:
-        return _NO_GROUPS, scores
-    linked = con.execute(
-        """SELECT image_id FROM _reps
-           WHERE image_id IN (SELECT a FROM near_duplicate_pairs UNION SELECT b FROM near_duplicate_pairs)
-           ORDER BY first_seen"""
-    ).fetchall()
-    order = [i for (i,) in linked]
-    groups = group_duplicates(order, None, scores.rename(columns={"hamming": "distance"}))
-    return groups, scores
+        return _NO_GROUPS
+    order = [i for (i,) in con.execute("SELECT image_id FROM _reps ORDER BY first_seen").fetchall()]
+    return group_duplicates(order, None, scores)
+
+
+def _finish(
+    con: duckdb.DuckDBPyConnection,
+    request: RuleRequest,
+    rule: NearDuplicateRule | None,
+    positives,
+    pairs: pd.DataFrame,
+    distance: np.ndarray,
+    stats: CurationStats,
+) -> NearDuplicateRule:
+    """The rule (calibrated here from the scored candidates when there is none yet) and, on a labelled set,
+    the share of this run's new images that have a different-label look-alike within it."""
+    labels = dict(con.execute("SELECT image_id, label FROM _hashes WHERE label IS NOT NULL").fetchall())
+    labelled = len(set(labels.values())) >= 2
+    new_ids = [i for (i,) in con.execute("SELECT image_id FROM _hashes WHERE is_new ORDER BY image_id").fetchall()]
+    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    la, lb = pairs["a"].map(labels).to_numpy(), pairs["b"].map(labels).to_numpy()
+    distinct = pd.notna(la) & pd.notna(lb) & (la != lb)
+    scope = [i for i in new_ids if i in labels]
+    if rule is None:
+        null = nearest_distinct(a, b, distance, positives.null_pairs(distinct, distance), new_ids)
+        rule = choose_rule(positives, null, request.target_false_rate, labelled, request.seed)
+    if labelled and scope:
+        stats.observed_false_rate = float(np.mean(nearest_distinct(a, b, distance, distinct, scope) <= rule.threshold))
+    return rule
+
+
+def _active_rule(con: duckdb.DuckDBPyConnection) -> tuple[NearDuplicateRule, int] | None:
+    row = con.execute(
+        "SELECT rule_json, radius FROM near_duplicate_rules WHERE active ORDER BY created_at DESC LIMIT 1"
+    ).fetchone()
+    return (NearDuplicateRule.from_json(row[0]), int(row[1])) if row else None
+
+
+def _store_rule(con: duckdb.DuckDBPyConnection, rule: NearDuplicateRule, radius: int) -> None:
+    """The new active rule; earlier ones stay as history (inactive)."""
+    con.execute("UPDATE near_duplicate_rules SET active = false WHERE active")
+    con.execute(
+        """INSERT INTO near_duplicate_rules (rule_id, active, statistic, threshold, screen, target_false_rate,
+               est_false_rate, recall, null_source, null_images, positives, seed, radius, rule_json)
+           VALUES (?, true, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [rule.rule_id, rule.statistic, rule.threshold, rule.screen, rule.target_false_rate, rule.est_false_rate,
+         json.dumps(rule.recall), rule.null_source, rule.null_images, rule.positives, rule.seed, radius,
+         rule.to_json()],
+    )  # fmt: skip
+
+
+def class_retention(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Per label: distinct images that arrived (label of the first file seen), images kept in `images`, and
+    the retained fraction. Dedup that removes a class's distinct images unevenly shows here."""
+    return con.execute(
+        """WITH firsts AS (
+               SELECT image_id, min_by(label, partition_date::VARCHAR || '/' || source_path) AS label
+               FROM raw_images GROUP BY image_id)
+           SELECT coalesce(f.label, '(none)') AS label, count(*) AS distinct_images,
+                  count(i.image_id) AS kept, count(i.image_id) / count(*) AS retained_fraction
+           FROM firsts f LEFT JOIN images i USING (image_id)
+           GROUP BY 1 ORDER BY 1"""
+    ).df()

@@ -2,6 +2,12 @@
 
 Streaming: items flow through a bounded window of worker batches, so peak memory depends on the batch size,
 not on the number of files in the drop. Decoding and hashing run in worker processes (one per core).
+
+No file can stop a drop: whatever reading, decoding or hashing one file raises becomes a rejection row with
+its reason, and a worker process that dies (a decoder crash, the kernel's out-of-memory killer) costs only the
+file it was on: the chunks it took down with it are re-run one file at a time in a fresh worker, and the file
+that kills that one too is rejected. Only our own infrastructure failing (the store, the warehouse) fails the
+run, leaving the previous partition in place.
 """
 
 from __future__ import annotations
@@ -9,53 +15,79 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 
+from PIL import Image
+
 from synthdata.io.imageio import (
     FORMAT_EXTENSION,
     DecodeLimits,
     ImageRejected,
     decode_image,
+    describe_error,
     file_sha256,
-    image_id,
+    file_too_large,
 )
 from synthdata.io.sources import SourceItem, iter_drop
 from synthdata.io.store import BlobStore
+
+# Decoded pixels a worker holds while it waits to hash them in one batch: a chunk of small images is hashed in
+# one call, while large ones (decoded reduced, up to DecodeLimits.decode_pixels each) are hashed a few at a time.
+_HASH_BATCH_PIXELS = 16_000_000
+
+WORKER_DIED = "the worker process died while decoding this file (a decoder crash, or killed for memory)"
 
 
 @dataclass
 class IngestBatch:
     accepted: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    reduced: int = 0  # accepted images decoded reduced (larger than DecodeLimits.decode_pixels)
+
+    def extend(self, other: IngestBatch) -> None:
+        self.accepted.extend(other.accepted)
+        self.rejected.extend(other.rejected)
+        self.reduced += other.reduced
 
 
 @dataclass
 class IngestStats:
     accepted: int = 0
     rejected: int = 0
+    reduced: int = 0
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def add(self, batch: IngestBatch) -> None:
         self.accepted += len(batch.accepted)
         self.rejected += len(batch.rejected)
+        self.reduced += batch.reduced
         for r in batch.rejected:
             kind = r["reason"].split(":")[0].split(" (")[0]
             self.reasons[kind] = self.reasons.get(kind, 0) + 1
 
 
-def _read(item: SourceItem) -> bytes:
+def _rejection(item: SourceItem, reason: str) -> dict:
+    return {"source_path": item.source_path, "label": item.label, "reason": reason}
+
+
+def _read(item: SourceItem, limits: DecodeLimits) -> bytes:
     if item.data is not None:
         return item.data
     assert item.path is not None
     try:
         with open(item.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limits.max_file_bytes:  # judged before reading: holding the bytes is the cost to avoid
+                raise ImageRejected(file_too_large(size, limits))
             return f.read()
     except FileNotFoundError:
         raise ImageRejected("file vanished during scan") from None
@@ -71,31 +103,65 @@ def _store(root: str) -> BlobStore:
     return BlobStore(root)
 
 
-def process_items(items: list[SourceItem], limits: DecodeLimits, store_root: str | None) -> IngestBatch:
-    """Decode, hash, (p)hash and store a batch of items. Runs in a worker process; returns plain rows."""
+def _add_hashes(rows: list[dict], images: list[Image.Image], out: IngestBatch) -> None:
+    """Give each row its pHash pair, batched; a batch that fails is redone image by image, and an image whose
+    hash still fails is rejected (its stored original stays: content-addressed, harmless)."""
     from synthdata.dedup.phash import phash_and_crop_hashes
 
+    if not rows:
+        return
+    try:
+        pairs = list(zip(*phash_and_crop_hashes(images)))
+    except Exception:  # one odd image must not take the chunk's hashes with it
+        pairs = []
+        for img in images:
+            try:
+                (h,), (h2,) = phash_and_crop_hashes([img])
+                pairs.append((h, h2))
+            except Exception as e:
+                pairs.append(describe_error(e))
+    for row, pair in zip(rows, pairs):
+        if isinstance(pair, str):
+            reason = f"perceptual hash failed: {pair}"
+            out.rejected.append({"source_path": row["source_path"], "label": row["label"], "reason": reason})
+            continue
+        row["phash"], row["phash2"] = int(pair[0]), int(pair[1])
+        out.accepted.append(row)
+
+
+def process_items(items: list[SourceItem], limits: DecodeLimits, store_root: str | None) -> IngestBatch:
+    """Decode, hash, (p)hash and store a batch of items. Runs in a worker process; returns plain rows.
+
+    Reading, decoding and hashing errors of any type become rejections; a store error propagates (it is ours,
+    not the file's). Rows keep source order within accepted and within rejected.
+    """
     store = _store(store_root) if store_root else None
     out = IngestBatch()
-    decoded = []
+    rows: list[dict] = []
+    images: list[Image.Image] = []
+    pending_pixels = 0
     for item in items:
         if item.rejection is not None:
-            out.rejected.append({"source_path": item.source_path, "label": item.label, "reason": item.rejection})
+            out.rejected.append(_rejection(item, item.rejection))
             continue
         try:
-            data = _read(item)
+            data = _read(item, limits)
             img = decode_image(data, limits)
         except ImageRejected as e:
-            out.rejected.append({"source_path": item.source_path, "label": item.label, "reason": e.reason})
+            out.rejected.append(_rejection(item, e.reason))
             continue
-        iid = image_id(img.image)
-        key = BlobStore.key_for(iid, FORMAT_EXTENSION.get(img.format, "bin"))
+        except Exception as e:  # decode_image catches its own; this is anything else on the way
+            out.rejected.append(_rejection(item, f"unexpected error reading the file: {describe_error(e)}"))
+            continue
+        key = BlobStore.key_for(img.image_id, FORMAT_EXTENSION.get(img.format, "bin"))
         if store is not None:
             store.put(key, data)  # the original bytes, untouched
-        decoded.append(img.image)
-        out.accepted.append(
+        out.reduced += img.scale > 1
+        images.append(img.image)
+        pending_pixels += img.image.width * img.image.height
+        rows.append(
             {
-                "image_id": iid,
+                "image_id": img.image_id,
                 "file_sha256": file_sha256(data),
                 "source_path": item.source_path,
                 "label": item.label,
@@ -108,10 +174,11 @@ def process_items(items: list[SourceItem], limits: DecodeLimits, store_root: str
                 "blob_key": key,
             }
         )
-    if decoded:
-        phash, crop_hash = phash_and_crop_hashes(decoded)
-        for row, h, h2 in zip(out.accepted, phash, crop_hash):
-            row["phash"], row["phash2"] = int(h), int(h2)
+        del data, img
+        if pending_pixels > _HASH_BATCH_PIXELS:
+            _add_hashes(rows, images, out)
+            rows, images, pending_pixels = [], [], 0
+    _add_hashes(rows, images, out)
     return out
 
 
@@ -126,6 +193,78 @@ def _prepend(head: list[list[SourceItem]], rest: Iterator[list[SourceItem]]) -> 
     yield from rest
 
 
+Worker = Callable[[list[SourceItem], DecodeLimits, str | None], IngestBatch]
+
+
+class _Pool:
+    """A spawned process pool that survives the death of a worker (see the module docstring)."""
+
+    def __init__(self, workers: int, worker: Worker, limits: DecodeLimits, store_root: str | None) -> None:
+        self.workers, self.worker, self.args = workers, worker, (limits, store_root)
+        self.pool = self._start(workers)
+        self.solo: ProcessPoolExecutor | None = None  # one worker, for re-running suspects file by file
+
+    @staticmethod
+    def _start(workers: int) -> ProcessPoolExecutor:
+        # spawn, not fork: the caller may be a threaded Dagster process, and fork copies held locks.
+        return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+    def submit(self, chunk: list[SourceItem]) -> Future[IngestBatch]:
+        return self.pool.submit(self.worker, chunk, *self.args)
+
+    def results(self, window: deque[tuple[list[SourceItem], Future[IngestBatch]]], keep: int) -> Iterator[IngestBatch]:
+        """Yield the oldest results until `keep` chunks remain in flight, in submission order."""
+        while len(window) > keep:
+            chunk, future = window[0]
+            try:
+                batch = future.result()
+            except BrokenProcessPool:
+                yield from self._recover(window)
+                continue
+            window.popleft()
+            yield batch
+
+    def _recover(self, window: deque[tuple[list[SourceItem], Future[IngestBatch]]]) -> Iterator[IngestBatch]:
+        """A worker died: keep what finished, re-run every chunk it took down file by file, then go on."""
+        lost = list(window)
+        window.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = self._start(self.workers)
+        for chunk, future in lost:
+            finished = future.done() and not future.cancelled() and future.exception() is None
+            yield future.result() if finished else self._one_by_one(chunk)
+
+    def _one_by_one(self, chunk: list[SourceItem]) -> IngestBatch:
+        out = IngestBatch()
+        for item in chunk:
+            if self.solo is None:
+                self.solo = self._start(1)
+            try:
+                out.extend(self.solo.submit(self.worker, [item], *self.args).result())
+            except BrokenProcessPool:
+                self.solo.shutdown(wait=True)
+                self.solo = None
+                self._check_workers_start()
+                out.rejected.append(_rejection(item, WORKER_DIED))
+        return out
+
+    def _check_workers_start(self) -> None:
+        """Blame the file only if a fresh worker survives an empty chunk; otherwise the fault is ours (the
+        workers cannot start at all) and rejecting every file for it would hide it."""
+        probe = self._start(1)
+        try:
+            probe.submit(self.worker, [], *self.args).result()
+        except BrokenProcessPool:
+            raise RuntimeError("ingest worker processes die before doing any work: see their stderr") from None
+        finally:
+            probe.shutdown(wait=True)
+
+    def close(self) -> None:
+        for pool in (self.pool, self.solo):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
 def ingest_items(
     items: Iterable[SourceItem],
     store: BlobStore | None,
@@ -133,31 +272,36 @@ def ingest_items(
     workers: int | None = None,
     chunk_size: int = 256,
     in_flight_per_worker: int = 2,
+    worker: Worker = process_items,
 ) -> Iterator[IngestBatch]:
-    """Yield processed batches in source order. `workers=0` processes in this process (no pool)."""
+    """Yield processed batches in source order. `workers=0` processes in this process (no pool).
+
+    `worker` is what a worker process runs on a chunk (module-level, so spawned processes can import it);
+    tests pass one that crashes its process on a chosen file, the way a decoder segfault would.
+    A drop of one chunk is processed here (starting a pool costs more than the chunk), where a decoder crash
+    would take the step down with it; every failure that raises is still a rejection.
+    """
     store_root = str(store.root) if store is not None else None
     workers = (os.cpu_count() or 1) if workers is None else workers
     chunks = _chunks(items, chunk_size)
     first = next(chunks, None)
     second = next(chunks, None) if first is not None else None
     if workers <= 0 or second is None:
-        # Starting a process pool costs more than processing one chunk here.
         for chunk in (c for c in (first, second) if c is not None):
-            yield process_items(chunk, limits, store_root)
+            yield worker(chunk, limits, store_root)
         for chunk in chunks:
-            yield process_items(chunk, limits, store_root)
+            yield worker(chunk, limits, store_root)
         return
-    chunks = _prepend([first, second], chunks)
-    # spawn, not fork: the caller may be a threaded Dagster process, and fork copies held locks.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        window: list[Future[IngestBatch]] = []
+    pool = _Pool(workers, worker, limits, store_root)
+    try:
+        window: deque[tuple[list[SourceItem], Future[IngestBatch]]] = deque()
         limit = max(1, workers * in_flight_per_worker)
-        for chunk in chunks:
-            window.append(pool.submit(process_items, chunk, limits, store_root))
-            if len(window) >= limit:
-                yield window.pop(0).result()
-        for fut in window:
-            yield fut.result()
+        for chunk in _prepend([first, second], chunks):
+            window.append((chunk, pool.submit(chunk)))
+            yield from pool.results(window, keep=limit - 1)
+        yield from pool.results(window, keep=0)
+    finally:
+        pool.close()
 
 
 @lru_cache(maxsize=1)

@@ -1,24 +1,32 @@
-"""Duplicate groups: union-find over exact and confirmed near pairs; the image seen first keeps its place as
-the group's representative, so re-ingesting a drop never changes which copy is kept."""
+"""Duplicate groups without chaining: a near-duplicate joins a group only when it was confirmed against the
+group's representative itself. Union-find would let one weak pair fold a whole neighbourhood (A~B and B~C
+put A and C together though nobody compared them, or they were compared and found distinct).
+
+Exact duplicates are the same image, so they are merged first (transitively); near pairs then link the
+exact classes. The image seen first keeps its place as representative, so re-ingesting a drop never
+changes which copy is kept.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 
-def _edges(pairs: pd.DataFrame | Iterable | None, kind: str) -> list[tuple[str, str, str, int]]:
-    """(a, b, kind, distance) from a DataFrame with a, b[, distance] or an iterable of (a, b[, distance])."""
+def _edges(pairs: pd.DataFrame | Iterable | None) -> list[tuple[str, str, int, float]]:
+    """(a, b, distance, evidence) from a DataFrame with a, b[, distance][, evidence] or an iterable of
+    (a, b[, distance]). ``evidence`` (lower = stronger, e.g. a copy distance) defaults to the distance."""
     if pairs is None:
         return []
     if isinstance(pairs, pd.DataFrame):
         dist = pairs["distance"] if "distance" in pairs else [0] * len(pairs)
-        rows = zip(pairs["a"], pairs["b"], dist)
+        evidence = pairs["evidence"] if "evidence" in pairs else dist
+        rows = zip(pairs["a"], pairs["b"], dist, evidence)
     else:
-        rows = ((p[0], p[1], p[2] if len(p) > 2 else 0) for p in pairs)
-    return [(str(a), str(b), kind, int(d)) for a, b, d in rows]
+        rows = ((p[0], p[1], p[2] if len(p) > 2 else 0, p[2] if len(p) > 2 else 0) for p in pairs)
+    return [(str(a), str(b), int(d), float(e)) for a, b, d, e in rows]
 
 
 def group_duplicates(
@@ -26,51 +34,65 @@ def group_duplicates(
     exact_pairs: pd.DataFrame | Iterable | None,
     near_pairs: pd.DataFrame | Iterable | None,
 ) -> pd.DataFrame:
-    """Transitive duplicate groups: one row per non-representative member.
+    """Duplicate groups as one row per non-representative member, in first-seen order.
 
-    Columns ``representative, member, kind ('exact'|'near'), distance``. The representative is the group
-    member that comes first in ``order`` (first seen wins, so re-ingesting a drop never changes which copy
-    is kept). Each member carries the edge that links it on a shortest path from the representative,
-    exact edges preferred: a direct link to the representative when there is one.
+    Columns ``representative, member, kind ('exact'|'near'), distance, evidence``. Exact pairs merge
+    transitively (they are one image); the class's first-seen member stands for it. Then classes are
+    visited in first-seen order: a class with a near pair to an existing representative joins it (the
+    strongest such pair: lowest evidence, then the earliest representative), otherwise it becomes a
+    representative. A class linked only to members of a group starts its own group. Exact members of a
+    class that joins a group point at that group's representative with kind 'exact'.
     """
     rank = {image_id: i for i, image_id in enumerate(order)}
-    edges = _edges(exact_pairs, "exact") + _edges(near_pairs, "near")
-    unknown = {x for a, b, _, _ in edges for x in (a, b)} - rank.keys()
+    exact, near = _edges(exact_pairs), _edges(near_pairs)
+    unknown = {x for a, b, *_ in exact + near for x in (a, b)} - rank.keys()
     if unknown:
         raise ValueError(f"pairs mention images missing from order: {sorted(unknown)[:5]}")
 
-    parent = {x: x for a, b, _, _ in edges for x in (a, b)}
+    parent = {x: x for a, b, *_ in exact for x in (a, b)}
 
     def find(x: str) -> str:
+        parent.setdefault(x, x)
         while parent[x] != x:
             parent[x] = parent[parent[x]]  # path halving keeps the trees shallow
             x = parent[x]
         return x
 
-    adjacency: dict[str, list[tuple[int, int, str, str]]] = defaultdict(list)
-    for a, b, kind, dist in edges:
+    for a, b, *_ in exact:
         ra, rb = find(a), find(b)
-        if ra != rb:
-            # Union toward the earlier-seen root so each root is its component's first-seen member.
-            if rank[ra] < rank[rb]:
-                parent[rb] = ra
-            else:
-                parent[ra] = rb
-        key = (0 if kind == "exact" else 1, dist)
-        adjacency[a].append((*key, b, kind))
-        adjacency[b].append((*key, a, kind))
+        if ra != rb:  # union toward the earlier-seen root: each root is its class's first-seen member
+            parent[max(ra, rb, key=rank.__getitem__)] = min(ra, rb, key=rank.__getitem__)
 
+    links: dict[str, list[tuple[float, int, str, int]]] = {}
+    for a, b, dist, evidence in near:
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            continue
+        early, late = sorted((ra, rb), key=rank.__getitem__)
+        links.setdefault(late, []).append((evidence, rank[early], early, dist))
+
+    head: dict[str, str] = {}  # class root -> representative
     rows = []
-    for rep in sorted({find(x) for x in parent}, key=rank.__getitem__):
-        # BFS from the representative; neighbours sorted so exact / closer edges claim members first.
-        seen, queue = {rep}, deque([rep])
-        while queue:
-            node = queue.popleft()
-            for _, dist, other, kind in sorted(adjacency[node]):
-                if other not in seen:
-                    seen.add(other)
-                    queue.append(other)
-                    rows.append((rep, other, kind, dist, rank[other]))
-    frame = pd.DataFrame(rows, columns=["representative", "member", "kind", "distance", "_rank"])
+    for root in sorted({find(x) for x in parent} | links.keys(), key=rank.__getitem__):
+        joined = sorted(link for link in links.get(root, []) if head.get(link[2]) == link[2])
+        if joined:
+            evidence, _, rep, dist = joined[0]
+            head[root] = rep
+            rows.append((rep, root, "near", dist, evidence, rank[root]))
+        else:
+            head[root] = root
+    for x in parent:
+        if find(x) != x:
+            rows.append((head[find(x)], x, "exact", 0, 0.0, rank[x]))
+    frame = pd.DataFrame(rows, columns=["representative", "member", "kind", "distance", "evidence", "_rank"])
     frame = frame.sort_values(["_rank"]).drop(columns="_rank").reset_index(drop=True)
-    return frame.astype({"distance": "int64"})
+    return frame.astype({"distance": "int64", "evidence": "float64"})
+
+
+def group_sizes(groups: pd.DataFrame) -> tuple[dict[int, int], int]:
+    """How many groups have each size (representative included) and the largest size (1 when none)."""
+    if groups.empty:
+        return {}, 1
+    sizes = groups.groupby("representative").size().to_numpy() + 1
+    values, counts = np.unique(sizes, return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist())), int(sizes.max())

@@ -58,6 +58,16 @@ def _bilinear(x: float) -> float:
     return 1.0 - x if x < 1.0 else 0.0
 
 
+def _bicubic(x: float) -> float:
+    """Pillow's ``bicubic_filter`` (Keys cubic, a = -0.5)."""
+    a, x = -0.5, abs(x)
+    if x < 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    if x < 2.0:
+        return (((x - 5) * x + 8) * x - 4) * a
+    return 0.0
+
+
 def _sinc(x: float) -> float:
     """Pillow's ``sinc_filter``."""
     if x == 0.0:
@@ -77,6 +87,7 @@ def _lanczos(x: float) -> float:
 _FILTERS: dict[Image.Resampling, tuple[float, Callable[[float], float]]] = {
     Image.Resampling.BOX: (0.5, _box),
     Image.Resampling.BILINEAR: (1.0, _bilinear),
+    Image.Resampling.BICUBIC: (2.0, _bicubic),
     Image.Resampling.LANCZOS: (3.0, _lanczos),
 }
 

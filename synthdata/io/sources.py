@@ -42,6 +42,14 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _printable(name: str) -> str:
+    """A file name as text the warehouse can store: bytes that are not UTF-8 (kept by Python as surrogates)
+    are shown as escapes instead of failing the whole drop's insert."""
+    if name.isascii():
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _within(path: Path, root: Path) -> bool:
     resolved = path.resolve()
     return resolved == root or root in resolved.parents
@@ -62,11 +70,19 @@ def _walk(folder: str, root: Path, prefix: str, label: str | None, top: bool) ->
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except FileNotFoundError:
-        return  # the folder vanished between listing and reading: its files are reported by nobody, so say so
+        return  # the folder vanished between listing and reading: there is nothing left to report
+    except OSError as e:
+        yield SourceItem(_printable(folder.removeprefix(prefix)), label, rejection=f"unreadable folder: {e.strerror or e}")
+        return
     for entry in entries:
         full = entry.path
-        rel = full.removeprefix(prefix)
-        if entry.is_symlink() and not _within(Path(full), root):
+        rel = _printable(full.removeprefix(prefix))
+        try:
+            escapes = entry.is_symlink() and not _within(Path(full), root)
+        except (OSError, RuntimeError) as e:  # a link loop, or a folder we may not stat
+            yield SourceItem(rel, label, rejection=f"unreadable entry: {e}")
+            continue
+        if escapes:
             yield SourceItem(rel, label, rejection=f"symlink escapes the landing root (points to {os.path.realpath(full)})")
             continue
         try:
@@ -101,7 +117,8 @@ def parquet_label_names(path: Path) -> list[str] | None:
     """Class names for a Parquet drop: `labels.txt` beside it wins, then the HF schema metadata."""
     labels_txt = path.parent / LABELS_FILE
     if labels_txt.is_file():
-        return [line.strip() for line in labels_txt.read_text().splitlines() if line.strip()]
+        text = labels_txt.read_text(errors="backslashreplace")
+        return [line.strip() for line in text.splitlines() if line.strip()]
     import pyarrow.parquet as pq
 
     meta = pq.read_schema(path).metadata or {}
@@ -117,38 +134,57 @@ def parquet_label_names(path: Path) -> list[str] | None:
 
 
 def iter_parquet(path: Path, root: Path, batch_rows: int = 256) -> Iterator[SourceItem]:
+    """One item per row, streamed row group by row group. A row group that breaks part way yields a rejection
+    for each row it still owed (from the footer's counts) and the next group is read, so the rows in always
+    equal the rows accepted plus rejected."""
     import pyarrow.parquet as pq
 
-    rel = _relative(path, root)
+    rel = _printable(_relative(path, root))
     try:
         pf = pq.ParquetFile(path)
+        columns = pf.schema_arrow.names
+        names = parquet_label_names(path)
+        group_rows = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
     except Exception as e:  # pyarrow raises several unrelated types for a broken file
         yield SourceItem(rel, None, rejection=f"unreadable Parquet file: {e}")
         return
-    columns = pf.schema_arrow.names
     if "image" not in columns:
         yield SourceItem(rel, None, rejection=f"Parquet file has no 'image' column (columns: {columns})")
         return
-    names = parquet_label_names(path)
     wanted = ["image"] + (["label"] if "label" in columns else [])
-    row = 0
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
-        images = batch.column("image").to_pylist()
-        labels = batch.column("label").to_pylist() if "label" in wanted else [None] * len(images)
-        for image, raw_label in zip(images, labels):
-            label = _label_name(raw_label, names)
-            src = f"{rel}#row={row}"
-            row += 1
-            if isinstance(image, dict) and image.get("bytes"):
-                yield SourceItem(src, label, data=image["bytes"])
-            elif isinstance(image, dict) and image.get("path"):
-                target = path.parent / image["path"]
-                if not _within(target, root):
-                    yield SourceItem(src, label, rejection=f"image path escapes the landing root ({image['path']})")
-                else:
-                    yield SourceItem(src, label, path=str(target))
-            else:
-                yield SourceItem(src, label, rejection="Parquet row has neither image bytes nor an image path")
+    start = 0
+    for group, n_rows in enumerate(group_rows):
+        row = start
+        try:
+            for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[group], columns=wanted):
+                images = batch.column("image").to_pylist()
+                labels = batch.column("label").to_pylist() if "label" in wanted else [None] * len(images)
+                for image, raw_label in zip(images, labels):
+                    yield _parquet_row(path, root, f"{rel}#row={row}", image, _label_name(raw_label, names))
+                    row += 1
+        except Exception as e:  # a damaged page surfaces only when it is read
+            reason = f"unreadable Parquet file: row group {group} broken from row {row}: {e}"
+            for missing in range(row, max(row + 1, start + n_rows)):
+                yield SourceItem(f"{rel}#row={missing}", None, rejection=reason)
+            row = max(row + 1, start + n_rows)
+        start = row
+
+
+def _parquet_row(path: Path, root: Path, src: str, image: object, label: str | None) -> SourceItem:
+    if isinstance(image, bytes | bytearray) and image:  # a plain binary column
+        return SourceItem(src, label, data=bytes(image))
+    if isinstance(image, dict) and image.get("bytes"):
+        return SourceItem(src, label, data=image["bytes"])
+    if isinstance(image, dict) and isinstance(image.get("path"), str) and image["path"]:
+        target = path.parent / image["path"]
+        try:
+            inside = _within(target, root)
+        except (OSError, RuntimeError, ValueError) as e:  # a link loop, a NUL in the path
+            return SourceItem(src, label, rejection=f"unusable image path {image['path']!r}: {e}")
+        if not inside:
+            return SourceItem(src, label, rejection=f"image path escapes the landing root ({image['path']})")
+        return SourceItem(src, label, path=str(target))
+    return SourceItem(src, label, rejection="Parquet row has neither image bytes nor an image path")
 
 
 def _label_name(raw: object, names: list[str] | None) -> str | None:

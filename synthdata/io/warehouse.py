@@ -78,17 +78,51 @@ SCHEMA: dict[str, str] = {
     """,
     "near_duplicate_index": """
         image_id VARCHAR PRIMARY KEY,         -- already compared against everything before it
-        radius INTEGER, threshold DOUBLE      -- the settings it was compared under
+        radius INTEGER, threshold DOUBLE,     -- the settings it was compared under
+        rule_id VARCHAR                       -- the near_duplicate_rules row it was compared under
     """,
     "near_duplicate_pairs": """
         a VARCHAR NOT NULL, b VARCHAR NOT NULL,   -- confirmed near-duplicate pair (a < b)
-        hamming INTEGER, similarity DOUBLE
+        hamming INTEGER, similarity DOUBLE,       -- similarity = 1 - copy_distance
+        copy_distance DOUBLE,                     -- synthdata.dedup.evidence (0 = exact transform)
+        rule_id VARCHAR
+    """,
+    "near_duplicate_rules": """
+        rule_id VARCHAR NOT NULL,             -- statistic + threshold + screen (synthdata.dedup.calibrate)
+        created_at TIMESTAMP DEFAULT current_timestamp,
+        active BOOLEAN NOT NULL,              -- the rule later drops are compared under
+        statistic VARCHAR, threshold DOUBLE, screen DOUBLE,
+        target_false_rate DOUBLE, est_false_rate DOUBLE,
+        recall VARCHAR,                       -- JSON: share of planted copies kept, per transform
+        null_source VARCHAR, null_images INTEGER, positives INTEGER, seed INTEGER, radius INTEGER,
+        rule_json VARCHAR                     -- the whole rule, as synthdata.dedup.calibrate writes it
     """,
     "splits": """
         image_id VARCHAR PRIMARY KEY,
         label VARCHAR,
         split VARCHAR NOT NULL,               -- train | val | test
-        group_id VARCHAR NOT NULL             -- duplicate group: a whole group shares a split
+        group_id VARCHAR NOT NULL             -- the duplicate group (its representative, i.e. this image)
+    """,
+    # Every split ever given to an image (representatives and folded members alike), never updated or
+    # deleted: `splits` is rebuilt from it, so a later drop or a backfill can never move an image.
+    "split_assignments": """
+        image_id VARCHAR PRIMARY KEY,
+        split VARCHAR NOT NULL,               -- train | val | test, for good
+        group_id VARCHAR NOT NULL,            -- its group's representative when it was assigned
+        rule VARCHAR NOT NULL,                -- hash (a new group) | group (joined an assigned group) | imported
+        seq BIGINT NOT NULL,                  -- assignment order: the earliest decides a merged group
+        seed BIGINT,
+        run_id VARCHAR,
+        assigned_at TIMESTAMP DEFAULT current_timestamp
+    """,
+    "split_conflicts": """
+        group_id VARCHAR NOT NULL,            -- the merged group's representative
+        image_id VARCHAR NOT NULL,            -- one image of it
+        split VARCHAR NOT NULL,               -- where that image stays (assigned splits never change)
+        group_split VARCHAR NOT NULL,         -- where the group's later members go (its earliest assignment)
+        resolution VARCHAR NOT NULL,
+        run_id VARCHAR,
+        detected_at TIMESTAMP DEFAULT current_timestamp
     """,
     "augmented_images": """
         aug_id VARCHAR PRIMARY KEY,
@@ -129,6 +163,26 @@ SCHEMA: dict[str, str] = {
         checkpoint_id VARCHAR,
         metric VARCHAR NOT NULL,
         value DOUBLE,
+        run_id VARCHAR,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    """,
+    "label_issues": """
+        image_id VARCHAR NOT NULL,            -- a flag for review: nothing is deleted or relabelled
+        label VARCHAR,                        -- the label the image has
+        suggested_label VARCHAR,              -- what the evidence prefers (NULL: no suggestion)
+        kind VARCHAR NOT NULL,                -- mislabel | conflict | class_imbalance
+        score DOUBLE,                         -- mislabel: p(given label) out of fold; conflict: share of copies
+                                              -- agreeing; class_imbalance: class size / mean class size
+        detail VARCHAR,
+        run_id VARCHAR,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    """,
+    "image_issues": """
+        image_id VARCHAR NOT NULL,            -- a flag for review: nothing is deleted
+        issue VARCHAR NOT NULL,               -- dark | light | blurry | low_information | near_constant |
+                                              -- odd_aspect_ratio | odd_size | grayscale
+        score DOUBLE,
+        threshold DOUBLE,                     -- the bound the score crossed, taken from this set's distribution
         run_id VARCHAR,
         created_at TIMESTAMP DEFAULT current_timestamp
     """,

@@ -1,0 +1,148 @@
+"""Cross-split leakage audit: near-copies of held-out (val, test) images in train, searched more loosely than
+dedup and independently of its threshold, so a copy that dedup missed still shows.
+
+For every held-out image, its ``max_partners`` closest train images by pHash (within ``radius`` bits, plus the
+crop-robust channel, :func:`synthdata.dedup.candidates.candidate_pairs`) are scored with
+:func:`synthdata.dedup.confirm.similarity`. A similarity alone cannot tell a copy on homogeneous data: distinct
+same-class 28x28 photos reach 0.99 (docs/curation.md). So a held-out image is flagged when its best train
+partner is both similar (>= ``min_similarity``) and much closer than its second best (a ratio test, Lowe
+2004): ``(1 - best) / (1 - second) <= max_ratio``, with ``1 - second`` capped at ``1 - min_similarity`` (and
+taken as that when there is no second). A copy stands alone; a look-alike has look-alike neighbours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from synthdata.dedup.candidates import candidate_pairs
+from synthdata.dedup.confirm import similarity
+
+HELD_OUT = ("val", "test")
+
+
+@dataclass(frozen=True)
+class LeakageSettings:
+    # Looser than dedup's search (synthdata.dedup.candidates.DEFAULT_RADIUS): a copy dedup's radius missed is
+    # still a candidate here.
+    radius: int = 16
+    # Looser than any dedup confirmation: the ratio test, not this floor, separates copies from look-alikes.
+    min_similarity: float = 0.90
+    # Tiny images carry little evidence: distinct 8x8 digits with few train neighbours reach 0.987 and a ratio
+    # of 0.13, while planted JPEG / brightness / resize copies of them score >= 0.997. Pairs where either
+    # image has a side below small_side need small_min_similarity.
+    small_side: int = 16
+    small_min_similarity: float = 0.99
+    # Planted JPEG / brightness / resize copies of Fashion-MNIST and digits scored <= 0.12, 1 px shifts of
+    # 28x28 photos 0.03-0.99; distinct held-out images: 1% below 0.25 on Fashion-MNIST (docs/curation.md).
+    max_ratio: float = 0.2
+    # Train partners scored per held-out image, closest pHash first: the cost is bounded by the held-out
+    # images, not by the number of look-alike pairs (which grows like n^2 on homogeneous data).
+    max_partners: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.radius < 64:
+            raise ValueError(f"radius must be in 0..63, got {self.radius}")
+        if not -1.0 <= self.min_similarity < 1.0:
+            raise ValueError(f"min_similarity must be in [-1, 1), got {self.min_similarity}")
+        if not 0 < self.max_ratio <= 1:
+            raise ValueError(f"max_ratio must be in (0, 1], got {self.max_ratio}")
+        if not self.min_similarity <= self.small_min_similarity < 1.0:
+            raise ValueError(f"small_min_similarity must be in [min_similarity, 1), got {self.small_min_similarity}")
+        if self.max_partners < 1:
+            raise ValueError(f"max_partners must be >= 1, got {self.max_partners}")
+
+
+@dataclass
+class LeakageReport:
+    closest: pd.DataFrame  # per held-out image with a candidate: kept_id (train), other_id, other_split, hamming, similarity, second, ratio, flagged
+    searched: dict[str, int]  # held-out images per split
+    candidates: int  # cross-split candidate pairs found
+    compared: int  # pairs scored
+
+    @property
+    def flagged(self) -> pd.DataFrame:
+        return self.closest[self.closest["flagged"]]
+
+    def rates(self) -> dict[str, float]:
+        """Per held-out split: the fraction of its images with a flagged train copy."""
+        counts = self.flagged["other_split"].value_counts()
+        return {s: (int(counts.get(s, 0)) / n if n else 0.0) for s, n in self.searched.items()}
+
+
+def audit_leakage(
+    images: pd.DataFrame, load: Callable[[str], np.ndarray], settings: LeakageSettings = LeakageSettings()
+) -> LeakageReport:
+    """images: image_id, split, phash and optionally phash2 (BIGINT/UBIGINT bits); load(image_id) -> pixels.
+
+    Searches train x val and train x test; the result is sorted most suspicious first (flagged, then by
+    similarity).
+    """
+    searched = {s: int((images["split"] == s).sum()) for s in HELD_OUT}
+    hashed = images[images["phash"].notna()]
+    table = hashed[["image_id", "phash", *(["phash2"] if "phash2" in hashed else [])]].assign(
+        is_new=hashed["split"].isin(HELD_OUT).to_numpy()
+    )
+    with duckdb.connect() as con:  # in memory: the audit never takes the warehouse's write lock
+        con.register("_audit_input", table)
+        con.execute("CREATE TABLE audit_hashes AS SELECT * FROM _audit_input")
+        pairs = candidate_pairs(con, "audit_hashes", settings.radius, new_only=True)
+    split = images.set_index("image_id")["split"]
+    sa, sb = pairs["a"].map(split).to_numpy(), pairs["b"].map(split).to_numpy()
+    cross = (sa == "train") != (sb == "train")  # new_only: the other side is held out
+    a_train = sa[cross] == "train"
+    a, b = pairs["a"].to_numpy()[cross], pairs["b"].to_numpy()[cross]
+    found = pd.DataFrame({
+        "kept_id": np.where(a_train, a, b), "other_id": np.where(a_train, b, a),
+        "hamming": pairs["distance"].to_numpy()[cross],
+    })  # fmt: skip
+    shortlist = found.sort_values(["other_id", "hamming", "kept_id"]).groupby("other_id").head(settings.max_partners)
+    scores = [_score(load(k), load(o)) for k, o in zip(shortlist["kept_id"], shortlist["other_id"])]
+    shortlist = shortlist.assign(similarity=[s for s, _ in scores], min_side=[m for _, m in scores])
+    return LeakageReport(_best_partners(shortlist, split, settings), searched, len(found), len(shortlist))
+
+
+def _score(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    return similarity(a, b), min(*a.shape[:2], *b.shape[:2])
+
+
+def _best_partners(scored: pd.DataFrame, split: pd.Series, settings: LeakageSettings) -> pd.DataFrame:
+    """One row per held-out image: its most similar train partner, the second best's similarity, the ratio and
+    whether it is flagged."""
+    columns = ["kept_id", "other_id", "other_split", "hamming", "similarity", "second", "ratio", "flagged"]
+    if scored.empty:
+        return pd.DataFrame(columns=columns).astype({"flagged": bool, "similarity": float})
+    ranked = scored.sort_values(["other_id", "similarity", "kept_id"], ascending=[True, False, True])
+    best = ranked.groupby("other_id").head(1).set_index("other_id")
+    second = ranked.groupby("other_id")["similarity"].nth(1)
+    best["second"] = pd.Series(second.to_numpy(), index=ranked.loc[second.index, "other_id"]).reindex(best.index)
+    floor = 1.0 - settings.min_similarity
+    gap = np.minimum(1.0 - best["second"].fillna(settings.min_similarity), floor)
+    best["ratio"] = (1.0 - best["similarity"]) / np.maximum(gap, 1e-12)
+    floor_of_pair = np.where(best["min_side"] < settings.small_side, settings.small_min_similarity, settings.min_similarity)
+    best["flagged"] = (best["similarity"] >= floor_of_pair) & (best["ratio"] <= settings.max_ratio)
+    best["other_split"] = best.index.map(split)
+    out = best.reset_index().sort_values(["flagged", "similarity", "other_id"], ascending=[False, False, True])
+    return out[columns].reset_index(drop=True)
+
+
+def leakage_gallery(closest: pd.DataFrame, read: Callable[[str], bytes], n: int = 12) -> str:
+    """Markdown: the ``n`` most suspicious pairs, the train image (left) beside the held-out one (right), with a
+    caption line each; "" when there is nothing to show. ``read(image_id)`` returns the encoded image."""
+    from synthdata.render import image_grid, markdown_image, thumbnail
+
+    shown = closest.head(n)
+    if shown.empty:
+        return ""
+    tiles = [thumbnail(read(i), 48) for row in shown.itertuples() for i in (row.kept_id, row.other_id)]
+    lines = [
+        f"- {'**flagged**' if row.flagged else 'not flagged'}: train `{row.kept_id[:12]}` / {row.other_split} "
+        f"`{row.other_id[:12]}`, similarity {row.similarity:.4f}, ratio {row.ratio:.3f}, hamming {row.hamming}"
+        for row in shown.itertuples()
+    ]
+    grid = image_grid(np.stack(tiles), ncol=2, scale=2)
+    return "Train (left) and held-out (right), most suspicious first:\n\n" + markdown_image(grid) + "\n\n" + "\n".join(lines)

@@ -1,0 +1,280 @@
+"""A near-duplicate rule calibrated on the data set itself.
+
+"Copy" must mean more evidence than distinct images of *this* data set reach: distinct T-shirts photographed
+the same way correlate at 0.95-0.99, distinct handwritten digits nearly as much, while a photo collection's
+distinct images rarely come close. So the operating point of :func:`synthdata.dedup.evidence.copy_distance`
+is measured, not assumed:
+
+- **positives**: the supported transforms (:data:`TRANSFORMS`: JPEG/WebP re-encode, brightness/contrast
+  +-15%, 0.5x-2x resize, 1-2 px crops and shifts) applied to a seeded sample of the data set's own images;
+- **null**: for every compared image, its closest look-alike that is known to be distinct: a pHash candidate
+  under a different label (copies arrive under their original's label; a copy under another label is a
+  label conflict, flagged elsewhere), or any candidate farther than most copies (``NULL_QUANTILE`` of the
+  positives: what is nearer might be a real copy, and a null holding real copies would squeeze the
+  threshold onto them). Without labels only the second kind exists, so look-alikes inside the copies' range
+  are not seen; the rule says so (``null_source``).
+
+The threshold is the largest distance whose estimated false-duplicate rate (share of images with a known
+distinct look-alike within it) stays at or under the target, and never looser than ``POSITIVE_MARGIN``
+times the copies' range (a different-label null lies farther than same-label look-alikes, so headroom
+beyond the copies is not given away). The rule records threshold, estimated false rate and recall per
+transform; :mod:`synthdata.curation.curate` stores it (`near_duplicate_rules`) so later drops use the same
+rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from synthdata.dedup.evidence import copy_evidence
+
+STATISTIC = "copy_distance/v1"  # bump when evidence.py changes what the number means
+DEFAULT_TARGET_FALSE_RATE = 0.001
+DEFAULT_CALIBRATION_IMAGES = 256
+# The copies' range: this quantile of the planted copies' distances; the threshold may reach POSITIVE_MARGIN
+# times it (headroom for encoders and resizers the sample did not use), never more.
+COPY_QUANTILE = 0.99
+POSITIVE_MARGIN = 1.25
+# Same-label look-alikes count as known distinct beyond this quantile of the copies' distances: nearer ones
+# might be real copies (a null holding real copies would squeeze the threshold onto them).
+NULL_QUANTILE = 0.95
+# The correlation screen sits SCREEN_MARGIN below this quantile of the planted copies' best correlations
+# (see evidence.copy_evidence); copies it screens out count as missed in the recall.
+SCREEN_QUANTILE = 0.002
+SCREEN_MARGIN = 0.03
+SCREEN_CAP = 0.95
+
+
+def _reencode(image: np.ndarray, fmt: str, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    pil = Image.fromarray(image)
+    pil.save(buf, format=fmt, quality=quality)
+    return np.asarray(Image.open(buf).convert(pil.mode))
+
+
+def _jpeg(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return _reencode(image, "JPEG", int(rng.integers(80, 96)))
+
+
+def _webp(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return _reencode(image, "WEBP", int(rng.integers(80, 96)))
+
+
+def _brightness_contrast(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    gain = 1.0 + float(rng.uniform(-0.15, 0.15))
+    offset = float(rng.uniform(-0.15, 0.15)) * 127.5
+    return np.clip(image.astype(np.float64) * gain + offset, 0, 255).round().astype(np.uint8)
+
+
+def _resize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    factor = float(rng.uniform(0.5, 2.0))
+    pil = Image.fromarray(image)
+    size = (max(1, round(pil.width * factor)), max(1, round(pil.height * factor)))
+    method = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)[int(rng.integers(3))]
+    return np.asarray(pil.resize(size, method))
+
+
+def _crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """0-2 px off each side, at least one pixel in all."""
+    h, w = image.shape[:2]
+    cut = rng.integers(0, 3, size=4)
+    while not cut.any():
+        cut = rng.integers(0, 3, size=4)
+    top, bottom, left, right = (int(c) for c in cut)
+    return np.ascontiguousarray(image[top : h - bottom, left : w - right])
+
+
+def _shift(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Content moved by 1-2 px in x and/or y; the uncovered border repeats the edge pixels."""
+    h, w = image.shape[:2]
+    dy, dx = (int(v) for v in rng.integers(-2, 3, size=2))
+    while not (dy or dx):
+        dy, dx = (int(v) for v in rng.integers(-2, 3, size=2))
+    rows, cols = np.clip(np.arange(h) - dy, 0, h - 1), np.clip(np.arange(w) - dx, 0, w - 1)
+    return np.ascontiguousarray(image[rows][:, cols])
+
+
+# The supported transforms: what a near-duplicate is. Lossless re-encodes (PNG, BMP) decode to the same
+# pixels and are exact duplicates, found by image_id before any of this.
+TRANSFORMS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "jpeg": _jpeg,
+    "webp": _webp,
+    "brightness_contrast": _brightness_contrast,
+    "resize": _resize,
+    "crop": _crop,
+    "shift": _shift,
+}
+
+
+# Pixel crops and shifts are supported on images at least this large: 2 px of an 8 px digit is a quarter of
+# it, another image rather than a copy.
+PIXEL_SHIFT_MIN_SIDE = 20
+
+
+def applies(image: np.ndarray, kind: str) -> bool:
+    """Whether ``kind`` is a supported transform of this image (crops and shifts need PIXEL_SHIFT_MIN_SIDE)."""
+    return kind not in ("crop", "shift") or min(image.shape[:2]) >= PIXEL_SHIFT_MIN_SIDE
+
+
+def plant_copy(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A copy of a uint8 image under one of :data:`TRANSFORMS`."""
+    if kind not in TRANSFORMS:
+        raise ValueError(f"unknown transform {kind!r}; known: {sorted(TRANSFORMS)}")
+    return TRANSFORMS[kind](image, rng)
+
+
+@dataclass(frozen=True)
+class NearDuplicateRule:
+    """Pairs with ``copy_distance <= threshold`` are near-duplicates; pairs whose best luma correlation is
+    below ``screen`` are not scored in full. The rest says how the rule was chosen and what it promises."""
+
+    threshold: float
+    screen: float
+    target_false_rate: float
+    est_false_rate: float
+    recall: dict[str, float] = field(default_factory=dict)
+    null_source: str = "none"
+    null_images: int = 0
+    positives: int = 0
+    seed: int = 0
+    statistic: str = STATISTIC
+    limited_by: str = ""  # "copies" (POSITIVE_MARGIN times their range) or "null" (the target false rate)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def rule_id(self) -> str:
+        """Identity of the decision (what is folded), not of how it was estimated."""
+        key = f"{self.statistic}|{self.threshold:.6g}|{self.screen:.6g}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self) | {"rule_id": self.rule_id}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> NearDuplicateRule:
+        data = json.loads(text)
+        data.pop("rule_id", None)
+        data["warnings"] = tuple(data.get("warnings", ()))
+        return cls(**data)
+
+    @classmethod
+    def fixed(cls, threshold: float, screen: float = -1.0) -> NearDuplicateRule:
+        """A rule given by hand: nothing estimated."""
+        return cls(threshold=threshold, screen=screen, target_false_rate=float("nan"), est_false_rate=float("nan"),
+                   null_source="fixed")  # fmt: skip
+
+
+@dataclass
+class Positives:
+    """Planted copies of the calibration sample: distance and best correlation per copy, by transform."""
+
+    kinds: np.ndarray
+    distance: np.ndarray
+    correlation: np.ndarray
+
+    @property
+    def screen(self) -> float:
+        if not len(self.correlation):
+            return -1.0
+        return float(min(SCREEN_CAP, np.quantile(self.correlation, SCREEN_QUANTILE) - SCREEN_MARGIN))
+
+    @property
+    def screened_distance(self) -> np.ndarray:
+        """Distances as the rule sees them: inf where the screen drops the copy."""
+        return np.where(self.correlation >= self.screen, self.distance, np.inf)
+
+    @property
+    def copy_range(self) -> float:
+        return float(np.quantile(self.screened_distance, COPY_QUANTILE))
+
+    def recall(self, threshold: float) -> dict[str, float]:
+        kept = self.screened_distance <= threshold
+        return {str(k): float(np.mean(kept[self.kinds == k])) for k in dict.fromkeys(self.kinds)}
+
+    def null_pairs(self, different_label: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        """Which scored candidate pairs are known distinct: different labels, or beyond the copies' range."""
+        beyond = float(np.quantile(self.screened_distance, NULL_QUANTILE))
+        return np.asarray(different_label, bool) | (np.asarray(distance) > beyond)
+
+
+def measure_positives(images: Sequence[np.ndarray], seed: int) -> Positives:
+    """Every transform of :data:`TRANSFORMS` that :func:`applies` to each image (seeded), scored against its
+    original."""
+    rng = np.random.default_rng(seed)
+    originals, copies, kinds = [], [], []
+    for kind in TRANSFORMS:
+        for image in (i for i in images if applies(i, kind)):
+            originals.append(image)
+            copies.append(plant_copy(image, kind, rng))
+            kinds.append(kind)
+    n = len(originals)
+    distance, correlation = copy_evidence([(i, n + i) for i in range(n)], (originals + copies).__getitem__)
+    return Positives(np.array(kinds), distance, correlation.astype(np.float64))
+
+
+def nearest_distinct(
+    a: np.ndarray, b: np.ndarray, distance: np.ndarray, distinct: np.ndarray, ids: Sequence
+) -> np.ndarray:
+    """For each of ``ids``, the smallest distance over the scored pairs (a, b) marked ``distinct`` that
+    involve it (inf where none): the null sample, one value per image."""
+    best = {i: np.inf for i in ids}
+    for x, y, d in zip(a[distinct], b[distinct], distance[distinct]):
+        if x in best and d < best[x]:
+            best[x] = d
+        if y in best and d < best[y]:
+            best[y] = d
+    return np.fromiter(best.values(), float, len(best))
+
+
+def choose_rule(
+    positives: Positives,
+    null: np.ndarray,
+    target_false_rate: float = DEFAULT_TARGET_FALSE_RATE,
+    labelled: bool = True,
+    seed: int = 0,
+) -> NearDuplicateRule:
+    """The operating point: the loosest threshold whose estimated false-duplicate rate over ``null`` (one
+    nearest-distinct distance per image, from :meth:`Positives.null_pairs`) is at most
+    ``target_false_rate``, and at most ``POSITIVE_MARGIN`` times the copies' range."""
+    if not len(positives.distance):
+        raise ValueError("calibration needs at least one image to plant copies of")
+    needed = positives.copy_range * POSITIVE_MARGIN
+    null = np.sort(np.asarray(null, float))
+    allowed = int(np.floor(target_false_rate * len(null)))
+    threshold, limited_by = needed, "copies"
+    if allowed < len(null) and null[allowed] <= needed:
+        # Strictly below the (allowed+1)-th closest look-alike: at most `allowed` images have one within it.
+        threshold, limited_by = float(np.nextafter(null[allowed], 0)), "null"
+    est = float(np.mean(null <= threshold)) if len(null) else float("nan")
+    recall = positives.recall(threshold)
+    warnings = []
+    low = {k: r for k, r in recall.items() if r < 0.99}
+    if low:
+        warnings.append(
+            f"distinct look-alikes of this data set are as close as some copies: at the target false rate "
+            f"{target_false_rate:g} the rule keeps {', '.join(f'{k} {r:.1%}' for k, r in low.items())} of planted copies"
+        )
+    if len(null) and allowed == 0:
+        warnings.append(f"only {len(null)} images in the null sample: a false rate of {target_false_rate:g} "
+                        "cannot be resolved, the closest known-distinct look-alike bounds the threshold")  # fmt: skip
+    return NearDuplicateRule(
+        threshold=threshold,
+        screen=positives.screen,
+        target_false_rate=target_false_rate,
+        est_false_rate=est,
+        recall=recall,
+        null_source=("different-label look-alikes, and look-alikes beyond the copies' range" if labelled
+                     else "look-alikes beyond the copies' range (unlabelled: closer look-alikes are not seen)"),
+        null_images=len(null),
+        positives=len(positives.distance),
+        seed=seed,
+        limited_by=limited_by,
+        warnings=tuple(warnings),
+    )
