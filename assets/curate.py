@@ -37,8 +37,10 @@ class CurateConfig(dg.Config):
     kinds={"duckdb", "python"},
     description=(
         "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) and "
-        "near-duplicates (pHash within `hamming_radius`, confirmed by an alignment-tolerant pixel similarity) "
-        "collapse onto the first file seen (earliest drop, then path); every other copy is recorded in "
+        "near-duplicates (pHash candidates within `hamming_radius`, confirmed by a copy distance after alignment "
+        "and a brightness/contrast fit, under a rule calibrated on this data set for `target_false_rate` and "
+        "stored in `near_duplicate_rules`) collapse onto the first file seen (earliest drop, then path); a member "
+        "joins only the group whose representative confirmed it (no chaining); every other copy is recorded in "
         "`duplicate_groups` with its kind. New drops are compared against everything already accepted "
         "without rehashing old images."
     ),

@@ -5,10 +5,10 @@
 
 Hashes: uniform random 64-bit values (distinct images) plus 10% planted copies, each a random earlier hash
 with 1..10 bits flipped, all new (the first drop). Both layouts must return the same pairs (checked); the
-printed figures are the row pairs each join examines (:func:`band_collisions`, which ``near_dup_recall.py``
-and the tests use too) and the seconds of ``candidate_pairs``, best of --repeats. Real pHashes cluster more
-than uniform ones, so real collisions are higher for both layouts (see docs/curation.md for the figures on
-the ingest benchmark's photo crops).
+printed figures are the row pairs each join examines (:func:`band_collisions`, which the tests use
+too) and the seconds of ``candidate_pairs``, best of --repeats. Real pHashes cluster more than uniform ones,
+so real collisions are higher for both layouts (see docs/curation.md for the figures on the ingest
+benchmark's photo crops).
 """
 
 from __future__ import annotations

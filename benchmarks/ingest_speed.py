@@ -247,16 +247,13 @@ def decode_one(path: Path) -> dict:
     """`decode_image` of one file at the default limits, in this (fresh) process: seconds and peak RSS."""
     from synthdata.io.imageio import decode_image
 
-    def status_mb(field: str) -> float:  # /proc, not getrusage: ru_maxrss is inherited from the parent's exec
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
-
+    # /proc, not getrusage: ru_maxrss is inherited from the parent's exec
     data = path.read_bytes()
-    before = status_mb("VmHWM:")
+    before = _status_mb("self", "VmHWM")
     start = time.perf_counter()
     dec = decode_image(data)
     seconds = time.perf_counter() - start
-    peak = status_mb("VmHWM:")
+    peak = _status_mb("self", "VmHWM")
     return {"file": path.name, "bytes": len(data), "decoded": list(dec.image.size), "scale": dec.scale,
             "seconds": round(seconds, 2), "peak_over_start_mb": round(peak - before), "start_mb": round(before)}  # fmt: skip
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,24 +18,35 @@ def gallery_rows(groups: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     return pd.concat([near, exact])
 
 
+def pair_gallery(heading: str, pairs: Sequence[tuple[str, str]], captions: Sequence[str], read: Callable[[str], bytes]) -> str:
+    """Markdown: `heading`, one grid row per pair (left beside right, 48 px thumbnails), then one caption line per pair.
+
+    `pairs` name images by the keys `read` takes; each image is decoded once however often it appears.
+    "" when there are no pairs.
+    """
+    if not pairs:
+        return ""
+    thumbs: dict[str, np.ndarray] = {}
+    tiles = []
+    for pair in pairs:
+        for key in pair:
+            if key not in thumbs:
+                thumbs[key] = thumbnail(read(key), 48)
+            tiles.append(thumbs[key])
+    grid = image_grid(np.stack(tiles), ncol=2, scale=2)
+    return f"{heading}\n\n" + markdown_image(grid) + "\n\n" + "\n".join(captions)
+
+
 def duplicate_gallery(shown: pd.DataFrame, key_of: Mapping[str, str], store: BlobStore) -> str:
     """Markdown: one row per group, the kept original (left) beside its duplicate (right), and a caption line.
 
     `key_of` maps image ids to blob keys; a pair whose image is not in it is left out. "" when nothing to show.
     """
-    if shown.empty:
-        return ""
-    tiles, lines, thumbs = [], [], {}
+    pairs, captions = [], []
     for row in shown.itertuples():
-        pair = [key_of.get(row.representative_id), key_of.get(row.member_id)]
+        pair = (key_of.get(row.representative_id), key_of.get(row.member_id))
         if None in pair:
             continue
-        for key in pair:  # an exact duplicate's pair is one image: decode it once
-            if key not in thumbs:
-                thumbs[key] = thumbnail(store.read(key), 48)
-            tiles.append(thumbs[key])
-        lines.append(f"- {row.kind} (hamming {row.hamming}, similarity {row.similarity:.3f}): `{row.member_source}`")
-    if not tiles:
-        return ""
-    grid = image_grid(np.stack(tiles), ncol=2, scale=2)
-    return "Kept (left) and duplicate (right):\n\n" + markdown_image(grid) + "\n\n" + "\n".join(lines)
+        pairs.append(pair)
+        captions.append(f"- {row.kind} (hamming {row.hamming}, similarity {row.similarity:.3f}): `{row.member_source}`")
+    return pair_gallery("Kept (left) and duplicate (right):", pairs, captions, store.read)

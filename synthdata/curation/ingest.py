@@ -215,9 +215,8 @@ class _Pool:
     def results(self, window: deque[tuple[list[SourceItem], Future[IngestBatch]]], keep: int) -> Iterator[IngestBatch]:
         """Yield the oldest results until `keep` chunks remain in flight, in submission order."""
         while len(window) > keep:
-            chunk, future = window[0]
             try:
-                batch = future.result()
+                batch = window[0][1].result()
             except BrokenProcessPool:
                 yield from self._recover(window)
                 continue
@@ -243,21 +242,21 @@ class _Pool:
                 out.extend(self.solo.submit(self.worker, [item], *self.args).result())
             except BrokenProcessPool:
                 self.solo.shutdown(wait=True)
-                self.solo = None
-                self._check_workers_start()
+                self.solo = self._proven_worker()
                 out.rejected.append(_rejection(item, WORKER_DIED))
         return out
 
-    def _check_workers_start(self) -> None:
-        """Blame the file only if a fresh worker survives an empty chunk; otherwise the fault is ours (the
-        workers cannot start at all) and rejecting every file for it would hide it."""
-        probe = self._start(1)
+    def _proven_worker(self) -> ProcessPoolExecutor:
+        """A fresh single worker that has survived an empty chunk, to go on with. Blame the file only if one
+        does; otherwise the fault is ours (the workers cannot start at all) and rejecting every file for it
+        would hide it."""
+        solo = self._start(1)
         try:
-            probe.submit(self.worker, [], *self.args).result()
+            solo.submit(self.worker, [], *self.args).result()
         except BrokenProcessPool:
+            solo.shutdown(wait=True)
             raise RuntimeError("ingest worker processes die before doing any work: see their stderr") from None
-        finally:
-            probe.shutdown(wait=True)
+        return solo
 
     def close(self) -> None:
         for pool in (self.pool, self.solo):
@@ -286,17 +285,16 @@ def ingest_items(
     chunks = _chunks(items, chunk_size)
     first = next(chunks, None)
     second = next(chunks, None) if first is not None else None
+    head = [c for c in (first, second) if c is not None]
     if workers <= 0 or second is None:
-        for chunk in (c for c in (first, second) if c is not None):
-            yield worker(chunk, limits, store_root)
-        for chunk in chunks:
+        for chunk in _prepend(head, chunks):
             yield worker(chunk, limits, store_root)
         return
     pool = _Pool(workers, worker, limits, store_root)
     try:
         window: deque[tuple[list[SourceItem], Future[IngestBatch]]] = deque()
         limit = max(1, workers * in_flight_per_worker)
-        for chunk in _prepend([first, second], chunks):
+        for chunk in _prepend(head, chunks):
             window.append((chunk, pool.submit(chunk)))
             yield from pool.results(window, keep=limit - 1)
         yield from pool.results(window, keep=0)

@@ -3,7 +3,8 @@ dedup and independently of its threshold, so a copy that dedup missed still show
 
 For every held-out image, its ``max_partners`` closest train images by pHash (within ``radius`` bits, plus the
 crop-robust channel, :func:`synthdata.dedup.candidates.candidate_pairs`) are scored with
-:func:`synthdata.dedup.confirm.similarity`. A similarity alone cannot tell a copy on homogeneous data: distinct
+:func:`synthdata.dedup.confirm.similarity` (batched by :func:`~synthdata.dedup.confirm.confirm_pairs`, which
+loads each image once). A similarity alone cannot tell a copy on homogeneous data: distinct
 same-class 28x28 photos reach 0.99 (docs/curation.md). So a held-out image is flagged when its best train
 partner is both similar (>= ``min_similarity``) and much closer than its second best (a ratio test, Lowe
 2004): ``(1 - best) / (1 - second) <= max_ratio``, with ``1 - second`` capped at ``1 - min_similarity`` (and
@@ -19,8 +20,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from synthdata.curation.gallery import pair_gallery
 from synthdata.dedup.candidates import candidate_pairs
-from synthdata.dedup.confirm import similarity
+from synthdata.dedup.confirm import confirm_pairs
 
 HELD_OUT = ("val", "test")
 
@@ -101,13 +103,19 @@ def audit_leakage(
         "hamming": pairs["distance"].to_numpy()[cross],
     })  # fmt: skip
     shortlist = found.sort_values(["other_id", "hamming", "kept_id"]).groupby("other_id").head(settings.max_partners)
-    scores = [_score(load(k), load(o)) for k, o in zip(shortlist["kept_id"], shortlist["other_id"])]
-    shortlist = shortlist.assign(similarity=[s for s, _ in scores], min_side=[m for _, m in scores])
-    return LeakageReport(_best_partners(shortlist, split, settings), searched, len(found), len(shortlist))
+    side: dict[str, int] = {}  # shortest side per loaded image, for the small-image floor
 
+    def load_id(image_id: str) -> np.ndarray:
+        pixels = load(image_id)
+        side[image_id] = min(pixels.shape[:2])
+        return pixels
 
-def _score(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
-    return similarity(a, b), min(*a.shape[:2], *b.shape[:2])
+    # Thresholds below any similarity: every pair comes back scored, none is dropped.
+    everything = {"threshold": -2.0, "small_threshold": -2.0, "crop_threshold": -2.0}
+    pairs = shortlist.rename(columns={"kept_id": "a", "other_id": "b"})
+    scored = confirm_pairs(pairs, load_id, **everything).rename(columns={"a": "kept_id", "b": "other_id"})
+    scored["min_side"] = np.minimum(scored["kept_id"].map(side), scored["other_id"].map(side))
+    return LeakageReport(_best_partners(scored, split, settings), searched, len(found), len(shortlist))
 
 
 def _best_partners(scored: pd.DataFrame, split: pd.Series, settings: LeakageSettings) -> pd.DataFrame:
@@ -133,16 +141,11 @@ def _best_partners(scored: pd.DataFrame, split: pd.Series, settings: LeakageSett
 def leakage_gallery(closest: pd.DataFrame, read: Callable[[str], bytes], n: int = 12) -> str:
     """Markdown: the ``n`` most suspicious pairs, the train image (left) beside the held-out one (right), with a
     caption line each; "" when there is nothing to show. ``read(image_id)`` returns the encoded image."""
-    from synthdata.render import image_grid, markdown_image, thumbnail
-
     shown = closest.head(n)
-    if shown.empty:
-        return ""
-    tiles = [thumbnail(read(i), 48) for row in shown.itertuples() for i in (row.kept_id, row.other_id)]
-    lines = [
+    captions = [
         f"- {'**flagged**' if row.flagged else 'not flagged'}: train `{row.kept_id[:12]}` / {row.other_split} "
         f"`{row.other_id[:12]}`, similarity {row.similarity:.4f}, ratio {row.ratio:.3f}, hamming {row.hamming}"
         for row in shown.itertuples()
     ]
-    grid = image_grid(np.stack(tiles), ncol=2, scale=2)
-    return "Train (left) and held-out (right), most suspicious first:\n\n" + markdown_image(grid) + "\n\n" + "\n".join(lines)
+    pairs = list(zip(shown["kept_id"], shown["other_id"]))
+    return pair_gallery("Train (left) and held-out (right), most suspicious first:", pairs, captions, read)

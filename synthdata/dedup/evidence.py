@@ -183,20 +183,23 @@ def _best_offsets(small: np.ndarray, large: np.ndarray, offsets: list) -> tuple[
     return pick, best
 
 
-def _pixel_scale_distance(small: np.ndarray, large: np.ndarray, subpixel: bool = False) -> np.ndarray:
+def _pixel_scale_distance(
+    small: np.ndarray, large: np.ndarray, subpixel: bool = False, screen: float = -np.inf
+) -> tuple[np.ndarray, np.ndarray]:
     """Best alignment of stacks small (P, hs, ws, 3) and large (P, hl, wl, 3) at one pixel scale: chosen by
-    luma correlation over every offset, then scored by :func:`residual` there: (P,)."""
+    luma correlation over every offset, then scored by :func:`residual` there where that correlation reaches
+    ``screen`` (inf elsewhere): the distances and the best correlations, (P,) each."""
     p = len(small)
     offsets = _offsets(small.shape[1:3], large.shape[1:3])
     out = np.full(p, np.inf)
     if not offsets:
-        return out
-    pick, _ = _best_offsets(small.mean(axis=3), large.mean(axis=3), offsets)
-    for k in np.unique(pick):
-        rows = np.flatnonzero(pick == k)
+        return out, np.full(p, -np.inf, np.float32)
+    pick, corr = _best_offsets(small.mean(axis=3), large.mean(axis=3), offsets)
+    for k in np.unique(pick[corr >= screen]):
+        rows = np.flatnonzero((pick == k) & (corr >= screen))
         _, _, sy, sx, ly, lx = offsets[k]
         out[rows] = _aligned_residual(large[rows], small[rows], ly, lx, sy, sx, subpixel)
-    return out
+    return out, corr
 
 
 def _same_shape_distance(
@@ -212,12 +215,11 @@ def _same_shape_distance(
     m = _max_shift((h, w))
     out = np.full(len(a), np.inf)
     if h <= 2 * m or w <= 2 * m:  # too small to leave a central window: every pair is scored in full
-        return _pixel_scale_distance(frames[a], frames[b], subpixel), np.ones(len(a), np.float32)
+        return _pixel_scale_distance(frames[a], frames[b], subpixel)[0], np.ones(len(a), np.float32)
     luma = frames.mean(axis=3)
     centre = _unit(luma[:, m : h - m, m : w - m].reshape(len(luma), -1))
     chosen = _offsets((h, w), (h, w))  # the shifts that leave enough overlap
-    index = {(ty, tx): k for k, (ty, tx, *_) in enumerate(chosen)}
-    shifts = [(ty, tx) for ty in range(-m, m + 1) for tx in range(-m, m + 1) if (ty, tx) in index]
+    shifts = [(ty, tx) for ty, tx, *_ in chosen]
     order = np.argsort(a, kind="stable")
     starts = np.flatnonzero(np.r_[True, a[order][1:] != a[order][:-1]])
     pick, corr = np.zeros(len(a), np.intp), np.zeros(len(a), np.float32)
@@ -233,8 +235,7 @@ def _same_shape_distance(
     # Full residual at the chosen shift, on the whole overlap (the window search left out an m-pixel border).
     for s in np.unique(pick[corr >= screen]):
         rows = np.flatnonzero((pick == s) & (corr >= screen))
-        ty, tx = shifts[s]
-        _, _, sy, sx, ly, lx = chosen[index[(ty, tx)]]
+        _, _, sy, sx, ly, lx = chosen[s]
         out[rows] = _aligned_residual(frames[a[rows]], frames[b[rows]], ly, lx, sy, sx, subpixel)
     return out, corr
 
@@ -279,16 +280,10 @@ def _different_shape_distance(
     keep = np.flatnonzero(corr >= screen)
     if len(keep):
         out[keep] = np.min([residual(_to_grid(x[keep]), _to_grid(y[keep])) for x, y in views], axis=0)
-    large, small = large_rgb, small_rgb
-    m = _max_shift(small.shape[1:3])
-    if all(abs(hl - hs) <= 2 * m for hl, hs in zip(large.shape[1:3], small.shape[1:3])):
-        offsets = _offsets(small.shape[1:3], large.shape[1:3])
-        pick, pixel_corr = _best_offsets(small.mean(axis=3), large.mean(axis=3), offsets)
-        corr = np.maximum(corr, pixel_corr)
-        for k in np.unique(pick[pixel_corr >= screen]):
-            rows = np.flatnonzero((pick == k) & (pixel_corr >= screen))
-            _, _, sy, sx, ly, lx = offsets[k]
-            out[rows] = np.minimum(out[rows], residual(large[rows][:, ly, lx], small[rows][:, sy, sx]))
+    m = _max_shift(small_rgb.shape[1:3])
+    if all(abs(hl - hs) <= 2 * m for hl, hs in zip(large_rgb.shape[1:3], small_rgb.shape[1:3])):
+        pixel, pixel_corr = _pixel_scale_distance(small_rgb, large_rgb, screen=screen)
+        out, corr = np.minimum(out, pixel), np.maximum(corr, pixel_corr)
     return out, corr
 
 
@@ -296,6 +291,12 @@ def _to_grid(stack: np.ndarray) -> np.ndarray:
     """A stack of views (P, h, w, 3) reduced to the frame grid when larger than it (as :func:`_frame`)."""
     shape = _grid_shape(stack.shape[1:3], _factor(stack.shape[1:3]))
     return stack if shape == stack.shape[1:3] else np.stack([_resize(v, shape) for v in stack])
+
+
+def _nbytes(item: tuple[np.ndarray, np.ndarray]) -> int:
+    """Memory of one cache entry (original, frame): the frame once when it stands for the original too."""
+    original, frame = item
+    return frame.nbytes + (0 if original is frame else original.nbytes)
 
 
 def copy_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -331,10 +332,9 @@ def copy_evidence(
         frame = _frame(image)
         original = image if max(image.shape[:2]) <= _NATIVE_RESIZE_SIDE else frame
         cache[image_id] = item = (original, frame)
-        held[0] += original.nbytes + frame.nbytes
+        held[0] += _nbytes(item)
         while held[0] > _CACHE_BYTES and len(cache) > 1:
-            _, (o, f) = cache.popitem(last=False)
-            held[0] -= o.nbytes + f.nbytes
+            held[0] -= _nbytes(cache.popitem(last=False)[1])
         return item
 
     # Pairs grouped by the shapes of their images (so each group is compared as stacks), the larger first.

@@ -113,16 +113,14 @@ def _walk(folder: str, root: Path, prefix: str, label: str | None, top: bool) ->
             yield SourceItem(rel, label, rejection="not a regular file (device, socket or fifo)")
 
 
-def parquet_label_names(path: Path) -> list[str] | None:
-    """Class names for a Parquet drop: `labels.txt` beside it wins, then the HF schema metadata."""
+def parquet_label_names(path: Path, metadata: dict[bytes, bytes] | None) -> list[str] | None:
+    """Class names for a Parquet drop: `labels.txt` beside it wins, then the HF schema metadata (`metadata`,
+    the file's Arrow schema metadata)."""
     labels_txt = path.parent / LABELS_FILE
     if labels_txt.is_file():
         text = labels_txt.read_text(errors="backslashreplace")
         return [line.strip() for line in text.splitlines() if line.strip()]
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(path).metadata or {}
-    raw = meta.get(b"huggingface")
+    raw = (metadata or {}).get(b"huggingface")
     if not raw:
         return None
     try:
@@ -143,7 +141,7 @@ def iter_parquet(path: Path, root: Path, batch_rows: int = 256) -> Iterator[Sour
     try:
         pf = pq.ParquetFile(path)
         columns = pf.schema_arrow.names
-        names = parquet_label_names(path)
+        names = parquet_label_names(path, pf.schema_arrow.metadata)
         group_rows = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
     except Exception as e:  # pyarrow raises several unrelated types for a broken file
         yield SourceItem(rel, None, rejection=f"unreadable Parquet file: {e}")
