@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(SYNTHDATA_HOME)/dagster
 export GX_ANALYTICS_ENABLED := false
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test ui bench clean
+.PHONY: install demo test ui materialize bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,15 @@ demo: install
 test: install
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# The UI and the daemon (schedules, sensors, automation, backfills) over $(SYNTHDATA_HOME)'s instance.
 ui: install
-	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -c "from pathlib import Path; from dagster_project.instance import ensure_instance; ensure_instance(Path('$(DAGSTER_HOME)'))"
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+	$(BIN)/python -m dagster_project.cli dev -h 127.0.0.1 -p 3000
+
+# One asset (and partition) from the command line, on the same instance: the run shows in `make ui`.
+# make materialize SELECT=raw_images PARTITION=2024-01-01
+SELECT ?= raw_images
+materialize: install
+	$(BIN)/python -m dagster_project.cli materialize --select $(SELECT) $(if $(PARTITION),--partition $(PARTITION))
 
 bench: install
 	$(BIN)/python -m benchmarks

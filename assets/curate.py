@@ -12,7 +12,6 @@ from synthdata.curation.curate import class_retention, curate
 from synthdata.curation.gallery import duplicate_gallery, gallery_rows
 from synthdata.dedup.calibrate import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FALSE_RATE
 from synthdata.dedup.candidates import DEFAULT_RADIUS
-from synthdata.io.imageio import decode_image
 
 
 class CurateConfig(dg.Config):
@@ -54,7 +53,7 @@ def images(
     store = image_store.store()
 
     def load_pixels(blob_key: str) -> np.ndarray:
-        return np.asarray(decode_image(store.read(blob_key)).image)
+        return np.asarray(store.decode(blob_key).image)  # under the image_store's limits, as at ingest
 
     with warehouse.connect() as con:
         stats = curate(
@@ -146,7 +145,7 @@ def _rule_metadata(stats) -> dict[str, object]:
     "`QualityResource.class_removed_warn` of any class's distinct images, ERROR above `class_removed_error`.",
 )
 def images_class_balance(warehouse: WarehouseResource, quality: QualityResource) -> dg.AssetCheckResult:
-    with warehouse.connect() as con:
+    with warehouse.read() as con:
         retention = class_retention(con)
     removed = 1.0 - retention["retained_fraction"]
     worst = retention.loc[removed.idxmax()] if len(retention) else None
@@ -172,7 +171,7 @@ def images_class_balance(warehouse: WarehouseResource, quality: QualityResource)
 def images_expectations(warehouse: WarehouseResource, quality: QualityResource) -> dg.AssetCheckResult:
     from synthdata.expectations import validate
 
-    with warehouse.connect() as con:
+    with warehouse.read() as con:
         df = con.execute("SELECT image_id, label, width, height, blob_key, n_files FROM images").df()
     summary = validate(
         df,

@@ -1,10 +1,45 @@
-"""Stage 8, export: `training_set`, the published real + synthetic training data (behind the quality gate)."""
+"""Stage 8, export: `training_set`, the published real + synthetic training data (behind the quality gate).
+
+The gate is enforced here, in the asset body, from the verdict stored in `evaluations`: the blocking
+`quality_gate` check only stops the run that evaluated, while this holds however `training_set` is started
+(same run, alone from the UI or CLI, a backfill, a schedule or sensor).
+
+A blocked export writes nothing: the previous export stays where it is, because it is the last data set that
+did pass, and its `manifest.json` names the checkpoint and evaluation it was published from, so it never
+passes for the current checkpoint. The failed materialization is the signal that it is not current.
+"""
+
+import math
 
 import dagster as dg
 
+from assets.evaluate import latest_evaluation, synthetic_set
 from assets.partitions import model_families
 from resources import ImageStoreResource, WarehouseResource
-from synthdata.export import write_training_set
+
+
+def publishable(con, family: str) -> dict:
+    """The evaluation that allows publishing `family`'s synthetic_images now; dg.Failure naming why not."""
+    checkpoint_id, fingerprint = synthetic_set(con, family)
+    if checkpoint_id is None:
+        raise dg.Failure(f"no synthetic images for {family}: materialize synthetic_images[{family}] first")
+    latest = latest_evaluation(con, family)
+    if latest is None or latest["checkpoint_id"] != checkpoint_id:
+        raise dg.Failure(
+            f"no evaluation of checkpoint {checkpoint_id} yet: materialize quality_report[{family}] "
+            f"(latest evaluation: {latest['evaluation_id'] + ' of ' + latest['checkpoint_id'] if latest else 'none'})"
+        )
+    if latest["synthetic_fingerprint"] != fingerprint:
+        raise dg.Failure(
+            f"synthetic_images[{family}] changed since evaluation {latest['evaluation_id']}: materialize quality_report[{family}]"
+        )
+    if not latest["passed"]:
+        raise dg.Failure(
+            f"quality gate failed for checkpoint {checkpoint_id} (evaluation {latest['evaluation_id']}): "
+            + "; ".join(latest["failures"]),
+            metadata={"failures": dg.MetadataValue.json(latest["failures"]), "evaluation_id": latest["evaluation_id"]},
+        )
+    return latest
 
 
 @dg.asset(
@@ -12,12 +47,18 @@ from synthdata.export import write_training_set
     deps=["quality_report"],
     group_name="evaluation",
     kinds={"parquet"},
-    description="Real train split plus the family's synthetic images as one Parquet file in the Hugging Face "
-    "image layout (`image` {bytes, path}, `label`, `source`). Only written when the quality gate passes.",
+    description="Real train split (unlabeled rows with a null label) plus the family's synthetic images as one "
+    "Parquet file in the Hugging Face image layout (`image` {bytes, path}, `label`, `label_name`, `source`), with "
+    "labels.txt and a manifest naming the checkpoint and evaluation. Published only when the family's latest "
+    "evaluation is of the current checkpoint and passed; otherwise fails naming the failed floors.",
 )
 def training_set(context: dg.AssetExecutionContext, warehouse: WarehouseResource, image_store: ImageStoreResource) -> dg.MaterializeResult:
+    from synthdata.export import write_training_set
+
     family = context.partition_key
-    with warehouse.connect() as con:
+    # A read-only connection opens only while no process writes: the verdict and the rows are one snapshot.
+    with warehouse.read() as con:
+        evaluation = publishable(con, family)
         rows = con.execute(
             """SELECT i.blob_key, s.label, 'real' AS source, s.image_id AS row_id FROM splits s JOIN images i USING (image_id)
                WHERE s.split = 'train'
@@ -26,12 +67,28 @@ def training_set(context: dg.AssetExecutionContext, warehouse: WarehouseResource
                ORDER BY source, row_id""",
             [family],
         ).df()
-    exported = write_training_set(rows, image_store.store().read, image_store.subdir("exports", family))
+        metrics = con.execute(
+            "SELECT metric, value FROM quality_metrics WHERE evaluation_id = ? AND class_label IS NULL",
+            [evaluation["evaluation_id"]],
+        ).fetchall()
+    provenance = {
+        "family": family,
+        "checkpoint_id": evaluation["checkpoint_id"],
+        "evaluation_id": evaluation["evaluation_id"],
+        "evaluated_at": str(evaluation["created_at"]),
+        "metrics": {m: (v if v is not None and math.isfinite(v) else None) for m, v in metrics},
+        "run_id": context.run.run_id,
+    }
+    exported = write_training_set(rows, image_store.store().read, image_store.subdir("exports", family), provenance)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(rows),
             "real_rows": exported.rows_by_source.get("real", 0),
             "synthetic_rows": exported.rows_by_source.get("synthetic", 0),
+            "unlabeled_rows": exported.unlabeled,
+            "checkpoint_id": evaluation["checkpoint_id"],
+            "evaluation_id": evaluation["evaluation_id"],
             "path": dg.MetadataValue.path(str(exported.path)),
+            "manifest": dg.MetadataValue.path(str(exported.manifest_path)),
         }
     )

@@ -40,8 +40,8 @@ def _blob_keys(con, ids) -> dict[str, str]:
 @flag_asset(
     description=(
         "Label flags for review, never deletions: likely mislabels (confident learning on out-of-fold "
-        "probabilities of a PCA + logistic-regression classifier, cutoff calibrated on the set for a target "
-        "precision), labels that disagree among an image's duplicates, and images of rare classes."
+        "probabilities of two linear views, pixels and oriented-gradient histograms, cutoff calibrated on the "
+        "set for a target precision), labels that disagree among an image's duplicates, and images of rare classes."
     ),
 )
 def label_issues(

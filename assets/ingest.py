@@ -9,51 +9,49 @@ from assets._util import md_table
 from assets.partitions import daily_drops
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from synthdata.curation.ingest import IngestBatch, ingest_partition
-from synthdata.io.imageio import DecodeLimits
 from synthdata.render import image_grid, markdown_image, thumbnail
 
 
+# The decode limits moved to the image_store resource (ImageStoreResource), so that one setting governs every
+# stage that decodes an image. A run config that still sets one here fails, naming the new place, rather than
+# loosening ingest alone (later stages would then reject what ingest accepted).
+MOVED_TO_IMAGE_STORE = ("max_pixels", "max_pixels_per_byte", "decode_pixels", "max_aspect", "min_side", "max_file_mb")
+_MOVED = "Moved: set `{}` on the image_store resource (ImageStoreResource); setting it here fails the run."
+
+
 class IngestConfig(dg.Config):
-    """Limits on what a file may be; every rejection for size or shape names the field to raise here."""
+    """How the drop is processed. What a file may be (the decode limits) is set on the image_store resource."""
 
-    max_pixels: int = Field(
-        default=DecodeLimits.max_pixels,
-        description="Hard ceiling on an image's declared pixels (the largest real drawing seen is 623 MP). "
-        "A format that cannot be decoded reduced (all but JPEG) is decoded once in full, ~4 bytes per pixel.",
+    workers: int = Field(
+        default=0,
+        description="Decoding processes; 0 = one per core. Every file is decoded in a worker process (a decoder "
+        "crash costs only its file), small drops in one.",
     )
-    max_pixels_per_byte: float = Field(
-        default=DecodeLimits.max_pixels_per_byte,
-        description="Decompression bomb: images above decode_pixels with more pixels per compressed byte than "
-        "this are rejected. Real images reach ~2,100 at most, flat bombs 5,300-23,600 (docs/curation.md).",
-    )
-    decode_pixels: int = Field(
-        default=DecodeLimits.decode_pixels,
-        description="Images with more pixels are decoded reduced by an integer factor to at most this many, for "
-        "hashing and training (JPEG in DCT draft mode); the stored original is untouched.",
-    )
-    max_aspect: float = Field(
-        default=DecodeLimits.max_aspect,
-        description="Longer side / shorter side. Real banners reach ~25:1; beyond this an image is a line.",
-    )
-    min_side: int = Field(default=DecodeLimits.min_side, description="Smallest side accepted, in pixels.")
-    max_file_mb: int = Field(
-        default=DecodeLimits.max_file_bytes // 2**20,
-        description="Largest file accepted, judged before it is read (an uncompressed 48 MP TIFF is 144 MB).",
-    )
-    workers: int = Field(default=0, description="Decoding processes; 0 = one per core.")
     chunk_size: int = Field(default=256, description="Files per worker task.")
+    max_pixels: int | None = Field(default=None, description=_MOVED.format("max_pixels"))
+    max_pixels_per_byte: float | None = Field(default=None, description=_MOVED.format("max_pixels_per_byte"))
+    decode_pixels: int | None = Field(default=None, description=_MOVED.format("decode_pixels"))
+    max_aspect: float | None = Field(default=None, description=_MOVED.format("max_aspect"))
+    min_side: int | None = Field(default=None, description=_MOVED.format("min_side"))
+    max_file_mb: int | None = Field(default=None, description=_MOVED.format("max_file_mb"))
 
-    def limits(self) -> DecodeLimits:
-        return DecodeLimits(
-            max_file_bytes=self.max_file_mb * 2**20, max_pixels=self.max_pixels,
-            max_pixels_per_byte=self.max_pixels_per_byte, max_aspect=self.max_aspect, min_side=self.min_side,
-            decode_pixels=self.decode_pixels,
-        )  # fmt: skip
+    def moved_settings_error(self) -> str:
+        """Why this config cannot run ("" when it can): it sets limits that now live on the image_store resource."""
+        moved = {name: getattr(self, name) for name in MOVED_TO_IMAGE_STORE if getattr(self, name) is not None}
+        if not moved:
+            return ""
+        return (
+            f"raw_images config sets {moved}: the decode limits moved to the image_store resource so that every "
+            f"stage decodes under the same ones. Set them there instead: run config `resources: image_store: "
+            f"config: {moved}` (with home and landing), or ImageStoreResource(...) in build_resources."
+        )
 
 
 @dg.asset(
     partitions_def=daily_drops,
     pool="duckdb",
+    # Safe to retry: a re-run writes under a new ingest id and switches the partition in one transaction.
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL),
     group_name="curation",
     kinds={"duckdb", "python"},
     description=(
@@ -74,7 +72,9 @@ def raw_images(
     drop = image_store.drop_dir(day)
     if not drop.is_dir():
         context.log.warning(f"No drop folder at {drop}: partition {day} is recorded as empty.")
-    limits = config.limits()
+    if moved := config.moved_settings_error():
+        raise dg.Failure(description=moved, allow_retries=False)  # a config error: retrying cannot help
+    store = image_store.store()
     run_id = context.run.run_id
     preview: list[str] = []
 
@@ -84,7 +84,7 @@ def raw_images(
             preview.extend(r["blob_key"] for r in batch.accepted[: max(0, 40 - len(preview))])
 
         stats = ingest_partition(
-            con, day, drop, image_store.landing_root, image_store.store(), limits,
+            con, day, drop, image_store.landing_root, store,  # decodes under the store's (the resource's) limits
             workers=config.workers or None, chunk_size=config.chunk_size, run_id=run_id, on_batch=keep_preview,
         )  # fmt: skip
         per_label = con.execute(
@@ -111,8 +111,7 @@ def raw_images(
         "decoded_reduced": stats.reduced,
     }
     if preview:
-        store = image_store.store()
-        thumbs = [thumbnail(store.read(k), 32) for k in preview]
+        thumbs = [thumbnail(store.decode(k).image, 32) for k in preview]
         metadata["sample"] = dg.MetadataValue.md(markdown_image(image_grid(np.stack(thumbs), ncol=10, scale=2), "sample"))
     return dg.MaterializeResult(metadata=metadata)
 
@@ -127,7 +126,7 @@ def raw_images_expectations(
 ) -> dg.AssetCheckResult:
     from synthdata.expectations import validate
 
-    with warehouse.connect() as con:
+    with warehouse.read() as con:
         df = con.execute("SELECT image_id, partition_date, source_path, label, width, height FROM raw_images").df()
     side = {"min_value": quality.min_side, "max_value": quality.max_side}
     errors = [

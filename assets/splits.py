@@ -8,7 +8,6 @@ from assets._util import md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from synthdata.curation.leakage import LeakageSettings, audit_leakage, leakage_gallery
 from synthdata.curation.split import SPLITS, refresh_splits
-from synthdata.io.imageio import decode_image
 
 _LEAK_DEFAULTS = LeakageSettings()
 
@@ -96,7 +95,7 @@ _UNRECORDED_SPREAD = """
 def splits_no_leak(warehouse: WarehouseResource, quality: QualityResource) -> dg.AssetCheckResult:
     from synthdata.expectations import validate
 
-    with warehouse.connect() as con:
+    with warehouse.read() as con:
         df = con.execute("SELECT image_id, split, group_id FROM splits").df()
         unassigned = con.execute("SELECT count(*) FROM images WHERE image_id NOT IN (SELECT image_id FROM splits)").fetchone()[0]
         # A duplicate (exact or near) must never get its own split row: it lives and dies with its representative.
@@ -148,12 +147,12 @@ def splits_leakage_audit(
 ) -> dg.AssetCheckResult:
     settings = LeakageSettings(**{name: getattr(config, name) for name in LeakageSettings.__dataclass_fields__})
     store = image_store.store()
-    with warehouse.connect() as con:
+    with warehouse.read() as con:
         images = con.execute(
             "SELECT s.image_id, s.split, i.phash, i.phash2, i.blob_key FROM splits s JOIN images i USING (image_id)"
         ).df()
     key_of = dict(zip(images["image_id"], images["blob_key"]))
-    report = audit_leakage(images, lambda i: np.asarray(decode_image(store.read(key_of[i])).image), settings)
+    report = audit_leakage(images, lambda i: np.asarray(store.decode(key_of[i]).image), settings)
     rates = report.rates()
     metadata = {
         "flagged_pairs": len(report.flagged),
@@ -163,7 +162,7 @@ def splits_leakage_audit(
         "compared": report.compared,
         "settings": dg.MetadataValue.json({**settings.__dict__, "warn_rate": config.warn_rate}),
     }
-    gallery = leakage_gallery(report.closest, lambda i: store.read(key_of[i]), config.gallery_pairs)
+    gallery = leakage_gallery(report.closest, lambda i: store.decode(key_of[i]).image, config.gallery_pairs)
     if gallery:
         metadata["closest_pairs"] = dg.MetadataValue.md(gallery)
     return dg.AssetCheckResult(

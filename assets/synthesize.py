@@ -86,9 +86,9 @@ def synthetic_images_complete(context: dg.AssetCheckExecutionContext, warehouse:
     from synthdata.expectations import validate
 
     family = context.partition_key if context.has_partition_key else None
-    with warehouse.connect() as con:
+    with warehouse.read() as con:
         df = con.execute("SELECT * FROM synthetic_images WHERE family = coalesce(?, family)", [family]).df()
-        classes = con.execute("SELECT DISTINCT label FROM splits WHERE split = 'train'").df()["label"].tolist()
+        classes = con.execute("SELECT DISTINCT label FROM splits WHERE split = 'train' AND label IS NOT NULL").df()["label"].tolist()
     per_class = df.groupby("label").size()
     summary = validate(
         df,

@@ -1,4 +1,7 @@
-"""TSTR / TRTR of every family on a 28x28, 10-class set that needs no download.
+"""TSTR / TRTR of every family on a 28x28, 10-class set that needs no download (fixed widths, no planning).
+
+Superseded by `families` (real data sets, planned defaults, 3 seeds); kept for its "digits28" set, which
+`cuda_checks` trains on.
 
     python benchmarks/families_28x28.py                  # 5 min per family
     python benchmarks/families_28x28.py --seconds 60 --families gan vae

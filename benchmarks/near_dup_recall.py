@@ -1,7 +1,7 @@
 """Recall and false-duplicate rate of near-duplicate curation on planted copies of real image sets.
 
-Run: ``python benchmarks/near_dup_recall.py [--set mix|fashion] [--n N [N ...]] [--radius R] [--threshold T]
-[--copies C] [--seed S] [--target-false-rate F] [--phash-only] [--no-baseline]``
+Run: ``python benchmarks/near_dup_recall.py [--set mix|fashion|icons] [--n N [N ...]] [--radius R] [--threshold T]
+[--copies C] [--seed S] [--target-false-rate F] [--max-partners K] [--phash-only | --no-shift] [--no-baseline]``
 
 Sets of distinct real images:
 
@@ -10,7 +10,13 @@ Sets of distinct real images:
   (near-flat tiles dropped: two patches of clear sky are not meaningfully distinct); labels = digit class,
   face/non-face, photo name.
 - ``fashion``: ``--n`` images of Zalando's Fashion-MNIST (28x28 photos of garments, 10 classes; Debian package
-  ``dataset-fashion-mnist``): distinct objects photographed the same way, the homogeneous case.
+  ``dataset-fashion-mnist``): distinct objects photographed the same way, the homogeneous case. Above 70,000
+  the rest comes from ``icons``.
+- ``icons``: real drawings, heterogeneous: the 48 px icons of six Debian icon themes (Adwaita, Moka, MATE,
+  Oxygen, nuoveXT2, Faenza) and Open Clip Art's PNGs thumbnailed to 128 px, composited on white, byte-identical
+  and flat ones once; labels = theme or clip-art category + context. Needs ``apt-get install
+  adwaita-icon-theme moka-icon-theme mate-icon-theme oxygen-icon-theme lxde-icon-theme faenza-icon-theme
+  openclipart-png`` (the benchmark says so and stops when none is there).
 
 Planted copies of random distinct images (``--copies`` per kind, same label as the original): exact, and every
 transform of ``synthdata.dedup.calibrate.TRANSFORMS`` (JPEG / WebP q80-95, brightness/contrast +-15%, resize
@@ -23,7 +29,7 @@ never chain (``synthdata.dedup.groups``). ``--threshold`` fixes the copy-distanc
 
 Reported per set: recall per kind (copy grouped with its original), false duplicates (distinct images that
 share a group with another distinct image), the lowest per-class retained fraction, candidates and
-confirmation time per image for each ``--n``; baseline in the same run: the previous fixed rule (correlation
+confirmation time per image (wall and CPU) for each ``--n``; baseline in the same run: the previous fixed rule (correlation
 >= 0.95, ``confirm_pairs``) on the same candidates.
 """
 
@@ -55,11 +61,18 @@ from synthdata.dedup.calibrate import (  # noqa: E402
     nearest_distinct,
     plant_copy,
 )
-from synthdata.dedup.candidates import CROP_RADIUS, DEFAULT_RADIUS, candidate_pairs  # noqa: E402
+from synthdata.dedup.candidates import (  # noqa: E402
+    CROP_RADIUS,
+    DEFAULT_MAX_PARTNERS,
+    DEFAULT_RADIUS,
+    SHIFT_RADIUS,
+    candidate_pairs,
+)
 from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs  # noqa: E402
 from synthdata.dedup.evidence import copy_evidence  # noqa: E402
 from synthdata.dedup.groups import group_duplicates  # noqa: E402
-from synthdata.dedup.phash import phash_and_crop_hashes, to_signed  # noqa: E402
+from synthdata.dedup.phash import image_hashes, to_signed  # noqa: E402
+from synthdata.dedup.shift_hash import stored  # noqa: E402
 
 PHOTOS = (
     "astronaut", "camera", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "moon", "coins",
@@ -92,9 +105,75 @@ def mix_images(rng: np.random.Generator) -> tuple[list[np.ndarray], list[str]]:
 
 
 def fashion_images(n: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[str]]:
+    """``n`` Fashion-MNIST images; beyond its 70,000, the rest from :func:`icon_images` (printed)."""
     x, y, names = load_fashion_mnist()
     pick = np.sort(rng.choice(len(x), min(n, len(x)), replace=False))
-    return list(x[pick]), [names[i] for i in y[pick]]
+    images, labels = list(x[pick]), [names[i] for i in y[pick]]
+    if n > len(x):
+        more, more_labels = icon_images(rng, n - len(x))
+        print(f"   {len(x):,} Fashion-MNIST images + {len(more):,} icons and clip art (all there are: {n:,} asked)"
+              if len(x) + len(more) < n else f"   {len(x):,} Fashion-MNIST images + {len(more):,} icons and clip art")
+        images += more
+        labels += more_labels
+    return images, labels
+
+
+# Desktop icon themes from Debian, one size each (a theme's other sizes are resized copies of these): theme
+# folder, the folder of that size. Faenza's dark variants and GNOME 2 (forked as MATE) would repeat icons.
+ICON_THEMES = {
+    "Adwaita": "48x48", "Moka": "48x48", "mate": "48x48", "oxygen/base": "48x48", "nuoveXT2": "48x48",
+    "Faenza": "48",
+}  # fmt: skip
+ICON_ROOT, CLIPART_ROOT = Path("/usr/share/icons"), Path("/usr/share/openclipart/png")
+ICON_PACKAGES = ("adwaita-icon-theme moka-icon-theme mate-icon-theme oxygen-icon-theme lxde-icon-theme "
+                 "faenza-icon-theme openclipart-png")  # fmt: skip
+CLIPART_SIDE = 128  # clip-art is drawn at any size up to hundreds of megapixels: thumbnailed to this side
+CLIPART_MAX_PIXELS = 16_000_000  # larger drawings are skipped (decoding one takes seconds)
+
+
+def _on_white(image: Image.Image) -> np.ndarray:
+    """RGB pixels of an icon or drawing composited on white (transparent pixels have arbitrary colours)."""
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+
+
+def icon_images(rng: np.random.Generator, n: int | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """Distinct real drawings: Debian's desktop icon themes (48 px, labels = theme/context) and Open Clip Art
+    (thumbnailed to CLIPART_SIDE, labels = clipart/category); byte-identical ones (theme aliases) and flat
+    ones once. Exits with the packages to install when none are there."""
+    paths = []
+    for theme, size in ICON_THEMES.items():
+        for path in sorted((ICON_ROOT / theme).glob(f"**/{size}/**/*.png")):
+            parts = path.relative_to(ICON_ROOT / theme).parts
+            paths.append((path, f"{theme.split('/')[0]}/{next(p for p in parts[:-1] if p != size)}", False))
+    if CLIPART_ROOT.is_dir():
+        paths += [(p, f"clipart/{p.relative_to(CLIPART_ROOT).parts[0]}", True) for p in sorted(CLIPART_ROOT.rglob("*.png"))]
+    if not paths:
+        sys.exit(f"the icons set needs Debian's icon themes and clip art: apt-get install {ICON_PACKAGES}")
+    order = rng.permutation(len(paths))
+    images, labels, seen = [], [], set()
+    for i in order:
+        path, label, clipart = paths[i]
+        try:
+            with Image.open(path) as im:
+                if im.width * im.height > CLIPART_MAX_PIXELS:
+                    continue
+                if clipart:
+                    im.draft("RGB", (CLIPART_SIDE, CLIPART_SIDE))
+                    im.thumbnail((CLIPART_SIDE, CLIPART_SIDE), Image.Resampling.LANCZOS)
+                pixels = _on_white(im)
+        except (OSError, ValueError, Image.DecompressionBombError):  # damaged or huge files are not this test
+            continue
+        key = content_key(pixels)
+        if key in seen or pixels.mean(axis=2).std() < MIN_TILE_STD:
+            continue
+        seen.add(key)
+        images.append(pixels)
+        labels.append(label)
+        if n is not None and len(images) >= n:
+            break
+    return images, labels
 
 
 def content_key(image: np.ndarray) -> str:
@@ -129,19 +208,29 @@ def plant(distinct_ids: list[str], images: dict, labels: dict, copies: int, rng)
     return truth
 
 
-def find_candidates(drops: list[list[str]], images: dict, radius: int, crop_radius) -> tuple[list[pd.DataFrame], float]:
+def clocks() -> np.ndarray:
+    """Wall and CPU seconds (all threads) so far: on a shared machine the CPU time is the steadier figure."""
+    return np.array([time.perf_counter(), time.process_time()])
+
+
+def find_candidates(
+    drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int
+) -> tuple[list[pd.DataFrame], np.ndarray]:
     """Candidate pairs of each drop's new images against everything so far, as curation searches them."""
     con = duckdb.connect()
-    con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, is_new BOOLEAN)")
-    found, seconds = [], 0.0
+    con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN)")
+    found, seconds = [], np.zeros(2)
     for drop in drops:
-        hashes, crop_hashes = phash_and_crop_hashes([Image.fromarray(images[i]) for i in drop])
-        t = time.perf_counter()
+        hashes, crop_hashes, shifts = image_hashes([Image.fromarray(images[i]) for i in drop])
+        t = clocks()
         con.execute("UPDATE hashes SET is_new = false")
-        frame = pd.DataFrame({"image_id": drop, "phash": to_signed(hashes), "phash2": to_signed(crop_hashes), "is_new": True})
+        shift_lists = [[int(v) for v in to_signed(np.array(row, np.uint64))] for row in stored(shifts)]
+        frame = pd.DataFrame({"image_id": drop, "phash": to_signed(hashes), "phash2": to_signed(crop_hashes),
+                              "shift_hashes": shift_lists, "is_new": True})  # fmt: skip
         con.execute("INSERT INTO hashes SELECT * FROM frame")
-        found.append(candidate_pairs(con, "hashes", radius, new_only=True, crop_radius=crop_radius))
-        seconds += time.perf_counter() - t
+        found.append(candidate_pairs(con, "hashes", radius, new_only=True, crop_radius=crop_radius,
+                                     shift_radius=shift_radius, max_partners=max_partners or None))  # fmt: skip
+        seconds += clocks() - t
     return found, seconds
 
 
@@ -182,16 +271,17 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     order = drops[0] + drops[1]
     n = len(order)
     crop_radius = None if args.phash_only else CROP_RADIUS
+    shift_radius = None if args.phash_only or args.no_shift else SHIFT_RADIUS
 
-    found, t_cand = find_candidates(drops, images, args.radius, crop_radius)
-    t = time.perf_counter()
+    found, t_cand = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners)
+    t = clocks()
     if args.threshold is None:
         rule, first = calibrate_on(drops[0], found[0], images, labels, args)
     else:
         rule = NearDuplicateRule.fixed(args.threshold)
         first, _ = copy_evidence(list(zip(found[0]["a"], found[0]["b"])), images.__getitem__, rule.screen)
     second, _ = copy_evidence(list(zip(found[1]["a"], found[1]["b"])), images.__getitem__, rule.screen)
-    t_confirm = time.perf_counter() - t
+    t_confirm = clocks() - t
     cand = pd.concat(found, ignore_index=True)
     distance = np.concatenate([first, second])
     exact = exact_pairs(order, images)
@@ -201,7 +291,9 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     ours = score_groups(order, images, exact, near, truth, distinct_ids, labels)
 
     print(f"\n{len(distinct_ids):,} distinct images + {len(copy_ids):,} planted copies ({args.copies} per kind); "
-          f"radius {args.radius}{'' if crop_radius is None else f' + crop channel {crop_radius}'}")
+          f"radius {args.radius}{f' (nearest {args.max_partners})' if args.max_partners else ''}"
+          f"{'' if shift_radius is None else f' + shift channel {shift_radius}'}"
+          f"{'' if crop_radius is None else f' + crop channel {crop_radius}'}")
     print(f"rule {rule.rule_id}: copy distance <= {rule.threshold:.4f}, screen {rule.screen:.3f}; target false rate "
           f"{rule.target_false_rate:g}, estimated {rule.est_false_rate:.4%} over {rule.null_images:,} drop-1 images; "
           f"limited by {rule.limited_by or 'hand'}")
@@ -209,8 +301,9 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
         print(f"  warning: {warning}")
     print(f"candidates {len(cand):,} ({len(cand) / n:.1f} per image), scored in full {np.isfinite(distance).sum():,}, "
           f"confirmed {len(near):,}")
-    print(f"per image: candidates {t_cand / n * 1e6:.0f} us, confirmation {t_confirm / n * 1e6:.0f} us "
-          f"(total {t_cand:.1f} s + {t_confirm:.1f} s)")
+    print(f"per image: candidates {t_cand[0] / n * 1e6:.0f} us ({t_cand[1] / n * 1e6:.0f} us CPU), confirmation "
+          f"{t_confirm[0] / n * 1e6:.0f} us ({t_confirm[1] / n * 1e6:.0f} us CPU) (total {t_cand[0]:.1f} s + "
+          f"{t_confirm[0]:.1f} s wall, {t_cand[1]:.1f} s + {t_confirm[1]:.1f} s CPU)")
     print("recall: " + ", ".join(f"{k} {v:.2%}" for k, v in ours["recall"].items()))
     linked = set(zip(cand["a"], cand["b"]))
     found = {k: np.mean([(min(c, o), max(c, o)) in linked for c, (o, kk) in truth.items() if kk == k]) for k in TRANSFORMS}
@@ -235,8 +328,9 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", choices=["mix", "fashion"], default="mix")
-    parser.add_argument("--n", type=int, nargs="+", default=[10000], help="distinct images (fashion), one run each")
+    parser.add_argument("--set", choices=["mix", "fashion", "icons"], default="mix")
+    parser.add_argument("--n", type=int, nargs="+", default=[10000],
+                        help="distinct images (fashion; beyond 70,000 filled up with the icons set), one run each")
     parser.add_argument("--radius", type=int, default=DEFAULT_RADIUS)
     parser.add_argument("--threshold", type=float, default=None, help="fixed copy-distance threshold (default: calibrate)")
     parser.add_argument("--target-false-rate", type=float, default=DEFAULT_TARGET_FALSE_RATE)
@@ -244,12 +338,17 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=300, help="planted copies per kind")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phash-only", action="store_true",
-                        help="no crop-robust second channel (phash2): the previous candidate search")
+                        help="pHash channel alone (no shift or crop channel)")
+    parser.add_argument("--no-shift", action="store_true",
+                        help="no shift channel: pHash + crop channel (phash2) for every image, the previous search")
+    parser.add_argument("--max-partners", type=int, default=DEFAULT_MAX_PARTNERS,
+                        help="nearest pHash partners kept per new image, as curation does (0: every pair within the radius)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the fixed-rule baseline")
     args = parser.parse_args()
     for n in args.n if args.set == "fashion" else [0]:
         rng = np.random.default_rng(args.seed)
-        images, labels = fashion_images(n, rng) if args.set == "fashion" else mix_images(rng)
+        load = {"fashion": lambda: fashion_images(n, rng), "icons": lambda: icon_images(rng), "mix": lambda: mix_images(rng)}
+        images, labels = load[args.set]()
         print(f"== {args.set}: {len(images):,} distinct images")
         run(images, labels, args, rng)
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from synthdata.io.imageio import DecodeLimits
 
 
 def to_png_bytes(image: Image.Image) -> bytes:
@@ -16,11 +20,17 @@ def to_png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def thumbnail(data: bytes, side: int) -> np.ndarray:
-    """uint8 (side, side, 3) preview of encoded image bytes, nearest-neighbour so pixels stay crisp."""
-    from synthdata.io.imageio import decode_image
+def thumbnail(image: Image.Image | bytes, side: int, limits: DecodeLimits | None = None) -> np.ndarray:
+    """uint8 (side, side, 3) preview, nearest-neighbour so pixels stay crisp.
 
-    return np.asarray(decode_image(data).image.convert("RGB").resize((side, side), Image.Resampling.NEAREST))
+    `image` is decoded already (a stored image: `BlobStore.decode(key).image`, under the store's limits) or
+    encoded bytes, decoded under `limits` (default: `DecodeLimits()`).
+    """
+    from synthdata.io.imageio import DecodeLimits, decode_image
+
+    if isinstance(image, bytes):
+        image = decode_image(image, limits or DecodeLimits()).image
+    return np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.NEAREST))
 
 
 def image_grid(images: np.ndarray, ncol: int = 10, scale: int = 4, pad: int = 1) -> bytes:

@@ -77,3 +77,15 @@ def test_checkpoints_without_model_args_load_and_sample_the_same(diffusion_run, 
     y = np.arange(10)
     assert np.array_equal(old.sample(y, seed=5), new.sample(y, seed=5))
 
+
+
+def test_format_1_diffusion_checkpoints_keep_plain_epsilon_prediction(diffusion_run, tmp_path):
+    """Format-1 checkpoints predate `precondition` (and were trained without it): they rebuild as "eps", while
+    current ones say what they were trained with."""
+    ckpt = load_checkpoint(diffusion_run)
+    assert ckpt["format"] == 2 and ckpt["model_args"]["config"]["precondition"] == "edm"
+    old_config = {k: v for k, v in ckpt["model_args"]["config"].items() if k not in ("precondition", "sigma_data")}
+    legacy = tmp_path / "format1.pt"
+    atomic_save({**ckpt, "format": 1, "model_args": {**ckpt["model_args"], "config": old_config}}, legacy)
+    assert checkpoint_model_args(load_checkpoint(legacy))["config"]["precondition"] == "eps"
+    assert load_generator(legacy).config.precondition == "eps"

@@ -22,10 +22,14 @@ def tiles(n: int, seed: int) -> list[np.ndarray]:
 
     photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
     rng = np.random.default_rng(seed)
-    out = []
+    out, taken = [], []
     for i in range(n):
         p = photos[i % len(photos)]
         y, x = int(rng.integers(0, p.shape[0] - 96)), int(rng.integers(0, p.shape[1] - 96))
+        # Two tiles of one photo a pixel or two apart are a shifted copy, not distinct images.
+        while any(j == i % len(photos) and abs(y - ty) <= 8 and abs(x - tx) <= 8 for j, ty, tx in taken):
+            y, x = int(rng.integers(0, p.shape[0] - 96)), int(rng.integers(0, p.shape[1] - 96))
+        taken.append((i % len(photos), y, x))
         out.append(p[y : y + 96, x : x + 96].copy())
     return out
 
@@ -83,6 +87,23 @@ def test_near_duplicates_across_drops_are_folded_into_the_first_seen(warehouse):
     assert third.images == second.images and third.near_duplicates == 4
 
 
+def test_a_warehouse_ingested_before_shift_hashes_still_finds_its_copies(warehouse):
+    """Rows written before the `shift_hashes` column hold NULL: no shift probe for them, the crop channel
+    covers their pairs instead, and the same copies are folded as on a fresh warehouse."""
+    con, landing, store = warehouse
+    ingest_partition(con, "2024-01-01", landing / "2024-01-01", landing, store, workers=0)
+    lengths = {n for (n,) in con.execute("SELECT len(shift_hashes) FROM raw_images").fetchall()}
+    assert lengths == {25}  # stored at ingest: 96 px tiles have every window
+    con.execute("UPDATE raw_image_rows SET shift_hashes = NULL")
+    curate(con, loader(store))
+    ingest_partition(con, "2024-01-02", landing / "2024-01-02", landing, store, workers=0)
+    second = curate(con, loader(store))
+    assert con.execute("SELECT count(*) FROM raw_images WHERE shift_hashes IS NULL").fetchone() == (24,)
+    near = con.execute("SELECT member_source FROM duplicate_groups WHERE kind = 'near' ORDER BY 1").fetchall()
+    assert [Path(m).name for (m,) in near] == ["bright.png", "crop.png", "jpeg.jpg", "small.png"]
+    assert second.new_compared == 10
+
+
 def test_changing_the_radius_recompares_everything(warehouse):
     con, landing, store = warehouse
     ingest_partition(con, "2024-01-01", landing / "2024-01-01", landing, store, workers=0)
@@ -116,6 +137,19 @@ def test_the_calibrated_rule_is_stored_reused_and_a_change_is_reported(warehouse
     fixed = curate(con, loader(store), threshold=0.05)  # a different rule: visible, and everything recompared
     assert fixed.rule_change and first.rule.rule_id in fixed.rule_change and fixed.new_compared == 34
     assert con.execute("SELECT count(*), count(*) FILTER (WHERE active) FROM near_duplicate_rules").fetchone() == (2, 1)
+
+
+def test_a_rule_measured_with_an_older_copy_distance_is_replaced(warehouse):
+    """A stored rule of another ``copy_distance`` version names a threshold on other numbers: curation
+    calibrates anew, says so, and compares everything again."""
+    con, landing, store = warehouse
+    ingest_partition(con, "2024-01-01", landing / "2024-01-01", landing, store, workers=0)
+    first = curate(con, loader(store))
+    old = json.loads(con.execute("SELECT rule_json FROM near_duplicate_rules WHERE active").fetchone()[0])
+    old["statistic"] = "copy_distance/v1"
+    con.execute("UPDATE near_duplicate_rules SET rule_json = ? WHERE active", [json.dumps(old)])
+    again = curate(con, loader(store))
+    assert again.rule_change and again.new_compared == 24 and again.rule.statistic == first.rule.statistic
 
 
 def test_a_member_joins_only_when_confirmed_against_the_representative(tmp_path):

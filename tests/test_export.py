@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -61,4 +62,28 @@ def test_re_export_replaces_the_file_and_leaves_no_temp_files(tmp_path):
     write_training_set(rows, store.read, out_dir)
     out = write_training_set(rows[rows["source"] == "real"], store.read, out_dir)
     assert pq.read_table(out.path).num_rows == 30
-    assert sorted(p.name for p in out_dir.iterdir()) == ["labels.txt", "training_set.parquet"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["labels.txt", "manifest.json", "training_set.parquet"]
+
+
+def test_unlabeled_rows_export_with_a_null_label_and_read_back_unlabeled(tmp_path):
+    """Unlabeled real rows (label NULL upstream) are kept with a null label, never a class index, and counted."""
+    store, rows, _ = _stored_rows(tmp_path)
+    rows.loc[[0, 3, 7], "label"] = None
+    out = write_training_set(rows, store.read, tmp_path / "landing" / "2026-01-01")
+
+    data = pq.read_table(out.path).to_pydict()
+    assert out.unlabeled == 3 and json.loads(out.manifest_path.read_text())["unlabeled_rows"] == 3
+    assert [data["label"][i] for i in (0, 3, 7)] == [None] * 3 and [data["label_name"][i] for i in (0, 3, 7)] == [None] * 3
+    assert None not in out.classes and all(isinstance(data["label"][i], int) for i in (1, 2, 4))
+    items = list(iter_parquet(out.path, tmp_path / "landing"))
+    assert [item.label for item in items] == [None if pd.isna(v) else v for v in rows["label"]]
+
+
+def test_manifest_names_the_provenance_and_the_counts(tmp_path):
+    store, rows, _ = _stored_rows(tmp_path)
+    provenance = {"family": "gan", "checkpoint_id": "c1", "evaluation_id": "e1", "metrics": {"coverage": 0.8}}
+    out = write_training_set(rows, store.read, tmp_path / "exports", provenance)
+    manifest = json.loads(out.manifest_path.read_text())
+    assert {k: manifest[k] for k in provenance} == provenance
+    assert manifest["rows"] == 50 and manifest["rows_by_source"] == {"real": 30, "synthetic": 20}
+    assert manifest["classes"] == out.classes and manifest["file"] == "training_set.parquet"

@@ -164,7 +164,8 @@ def test_a_flat_bomb_is_rejected_but_a_large_real_drawing_of_similar_size_is_not
     with pytest.raises(ImageRejected) as e:
         decode_image(bomb)
     assert e.value.reason.startswith("decompression bomb")
-    assert "max_pixels_per_byte=5000; raise it in the raw_images config (IngestConfig.max_pixels_per_byte)" in e.value.reason
+    where = "raise it in the image_store resource config (ImageStoreResource.max_pixels_per_byte)"
+    assert f"max_pixels_per_byte=5000; {where}" in e.value.reason
     # The same claim at a real drawing's density passes: clip art upscaled past decode_pixels (scaled down here).
     drawing = _save(Image.fromarray(data.logo()).resize((3000, 3000), Image.Resampling.NEAREST).quantize(64), "PNG")
     assert decode_image(drawing, DecodeLimits(decode_pixels=1_000_000)).scale == 3
@@ -181,7 +182,7 @@ def test_a_header_beyond_the_hard_ceiling_is_rejected_before_any_pixel_is_decode
         decode_image(forged)
     assert e.value.reason == (
         "too many pixels: 40000x40000 = 1600000000, larger than max_pixels=1000000000; "
-        "raise it in the raw_images config (IngestConfig.max_pixels)"
+        "raise it in the image_store resource config (ImageStoreResource.max_pixels)"
     )
 
 
@@ -197,4 +198,6 @@ def test_real_banners_pass_and_every_size_or_shape_reason_names_its_setting():
     for setting, (data, limits) in cases.items():
         with pytest.raises(ImageRejected) as e:
             decode_image(data, limits)
-        assert f"; raise it in the raw_images config (IngestConfig.{setting})" in e.value.reason, e.value.reason
+        verb = "lower" if setting == "min_side" else "raise"  # a smaller minimum lets more through
+        where = f"; {verb} it in the image_store resource config (ImageStoreResource.{setting})"
+        assert where in e.value.reason, e.value.reason

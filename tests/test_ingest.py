@@ -197,10 +197,10 @@ def test_large_images_are_ingested_reduced_with_their_originals_kept_as_they_are
     write(drop / "art" / "poster.png", big)
     write(drop / "art" / "poster_copy.png", big)
     write(drop / "art" / "small.png", png(images[0]))
-    store = BlobStore(tmp_path / "store")
-    con = connect(tmp_path / "w.duckdb")
     # decode_pixels scaled down, so a 1.6 MP drawing plays a several-hundred-megapixel one.
-    stats = ingest_partition(con, "2024-07-01", drop, landing, store, DecodeLimits(decode_pixels=200_000), workers=0)
+    store = BlobStore(tmp_path / "store", DecodeLimits(decode_pixels=200_000))
+    con = connect(tmp_path / "w.duckdb")
+    stats = ingest_partition(con, "2024-07-01", drop, landing, store, workers=0)
     assert (stats.accepted, stats.rejected, stats.reduced) == (3, 0, 2)
     rows = con.execute("SELECT source_path, image_id, width, height, blob_key FROM raw_images ORDER BY 1").fetchall()
     (_, id1, w, h, key), (_, id2, *_), _ = rows

@@ -230,6 +230,17 @@ def test_a_worker_that_dies_costs_only_the_file_it_was_on(landing, digits):
     assert [r["source_path"] for r in out.accepted] == survivors  # every other file, in source order
 
 
+def test_a_drop_of_one_chunk_is_decoded_in_a_worker_so_a_crash_costs_only_its_file(landing, digits):
+    """Small drops too: decoded in this (the step's) process, the segfault would end the step and the drop."""
+    drop = landing / "2024-09-05"
+    write_drop(drop, digits, ["00.png", "01_segfault.png", "02.png"])
+    out = IngestBatch()
+    for b in ingest_items(iter_drop(drop, landing), None, workers=2, chunk_size=256, worker=crash_on_marked):
+        out.extend(b)
+    assert [(r["source_path"], r["reason"]) for r in out.rejected] == [("2024-09-05/a/01_segfault.png", WORKER_DIED)]
+    assert [r["source_path"] for r in out.accepted] == ["2024-09-05/a/00.png", "2024-09-05/a/02.png"]
+
+
 def test_without_recovery_the_first_dead_worker_ends_the_drop(landing, digits):
     """What the recovery exists for: a plain process pool loses the whole drop to one crash."""
     from concurrent.futures import ProcessPoolExecutor

@@ -82,3 +82,35 @@ def test_target_precision_outside_0_1_is_refused(digits, target):
     images, labels, _ = digits
     with pytest.raises(ValueError, match="target_precision"):
         find_mislabels(images[:50], labels[:50], 10, target_precision=target)
+
+
+def test_hog_features_describe_shape_not_contrast_and_skip_images_too_small_for_a_block(digits):
+    from synthdata.curation.label_issues import hog_features
+
+    images, _, _ = digits
+    big = np.kron(images[:50], np.ones((4, 4), np.uint8))  # 32x32 real digits: 7x7 blocks of 36 bins
+    feats = hog_features(big)
+    assert feats.shape == (50, 7 * 7 * 36)
+    dimmer = hog_features((big // 2).astype(np.uint8))  # half the contrast, the same strokes
+    assert np.abs(dimmer - feats).max() < 0.02
+    assert np.abs(hog_features(big[::-1]) - feats[::-1]).max() == 0  # per image, independent of the batch
+    assert hog_features(images[:5, :3, :3]).shape == (5, 0)  # 3x3: the pixel view alone speaks for it
+
+
+def test_on_fashion_items_the_hog_view_lifts_flag_precision_that_pixels_alone_miss():
+    """Fashion-MNIST (Debian package dataset-fashion-mnist): shirts, T-shirts, pullovers and coats look alike in
+    pixels, so the pixel view alone flags many clean images; with the HOG view the flags reach 0.7 each way."""
+    from synthdata.curation.label_issues import calibrated_cutoff, features, out_of_fold_probabilities
+    from synthdata.datasets import load_fashion_mnist
+
+    x, y, _ = load_fashion_mnist(split="test")
+    x, y = x[:4000], y[:4000]
+    noisy, flipped = flip_labels(y, 0.03, seed=0)
+    ours = find_mislabels(x, noisy, 10, seed=0)
+    hits = (ours.flagged & flipped).sum()
+    assert hits >= 0.7 * ours.flagged.sum() and hits >= 0.7 * flipped.sum()
+
+    pixel = out_of_fold_probabilities(features(x), noisy, 10, seed=0)
+    cutoff, _, _ = calibrated_cutoff(pixel, noisy, 0.8)
+    alone = (pixel[np.arange(len(noisy)), noisy] <= cutoff) & (pixel.argmax(1) != noisy)
+    assert (alone & flipped).sum() < 0.7 * alone.sum()  # what the HOG view is for

@@ -8,6 +8,10 @@ near-duplicate joins a group only when confirmed against the group's representat
 `synthdata.dedup.groups`). Both kinds land in one `duplicate_groups` table, and `images` holds one
 representative per group.
 
+Candidates come from stored hashes alone (`synthdata.dedup.candidates`): each new image's nearest pHash
+partners (``DEFAULT_MAX_PARTNERS``, so the work per image stays flat as the archive grows), the shift channel
+for 1-2 px crops and shifts, and the crop channel for rows ingested before shift hashes existed.
+
 Near-duplicate search is incremental: images already compared (`near_duplicate_index`) are never rehashed or
 compared again with each other; only new images are compared against everything, and confirmed pairs are
 kept (`near_duplicate_pairs`). The rule is calibrated once and stored (`near_duplicate_rules`, one active):
@@ -30,13 +34,14 @@ import pandas as pd
 from synthdata.dedup.calibrate import (
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_TARGET_FALSE_RATE,
+    STATISTIC,
     NearDuplicateRule,
     Positives,
     choose_rule,
     measure_positives,
     nearest_distinct,
 )
-from synthdata.dedup.candidates import DEFAULT_RADIUS, candidate_pairs
+from synthdata.dedup.candidates import DEFAULT_MAX_PARTNERS, DEFAULT_RADIUS, candidate_pairs
 from synthdata.dedup.evidence import copy_evidence
 from synthdata.dedup.groups import group_duplicates, group_sizes
 from synthdata.io.warehouse import insert_df, transaction
@@ -76,8 +81,8 @@ class RuleRequest:
 
     def accepts(self, rule: NearDuplicateRule, radius: int) -> bool:
         """Whether a stored rule answers this request (else a new rule replaces it)."""
-        if self.recalibrate or radius != self.radius:
-            return False
+        if self.recalibrate or radius != self.radius or rule.statistic != STATISTIC:
+            return False  # a rule measured with another copy_distance does not apply to today's numbers
         if self.threshold is not None:
             return rule.rule_id == NearDuplicateRule.fixed(self.threshold).rule_id
         return (rule.null_source != "fixed" and rule.seed == self.seed
@@ -188,7 +193,7 @@ def _near_duplicates(
         con.execute("DELETE FROM near_duplicate_pairs")
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _hashes AS
-           SELECT r.image_id, r.phash, r.phash2, r.label, r.blob_key, x.image_id IS NULL AS is_new
+           SELECT r.image_id, r.phash, r.phash2, r.shift_hashes, r.label, r.blob_key, x.image_id IS NULL AS is_new
            FROM _reps r LEFT JOIN near_duplicate_index x USING (image_id) WHERE r.phash IS NOT NULL"""
     )
     stats.new_compared = con.execute("SELECT count(*) FROM _hashes WHERE is_new").fetchone()[0]
@@ -207,7 +212,7 @@ def _near_duplicates(
             sample = np.random.default_rng(request.seed).choice(len(ids), min(request.calibration_images, len(ids)), replace=False)
             positives = measure_positives([load_id(ids[i]) for i in sorted(sample)], request.seed)
         stats.seconds["calibrate"] = time.perf_counter() - t
-        pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True)
+        pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True, max_partners=DEFAULT_MAX_PARTNERS)
         stats.candidates = len(pairs)
         t = time.perf_counter()
         screen = rule.screen if rule is not None else positives.screen

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from synthdata.io.store import BlobStore
 from synthdata.render import image_grid, markdown_image, thumbnail
@@ -18,10 +19,14 @@ def gallery_rows(groups: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     return pd.concat([near, exact])
 
 
-def pair_gallery(heading: str, pairs: Sequence[tuple[str, str]], captions: Sequence[str], read: Callable[[str], bytes]) -> str:
+def pair_gallery(
+    heading: str, pairs: Sequence[tuple[str, str]], captions: Sequence[str], read: Callable[[str], Image.Image | bytes]
+) -> str:
     """Markdown: `heading`, one grid row per pair (left beside right, 48 px thumbnails), then one caption line per pair.
 
-    `pairs` name images by the keys `read` takes; each image is decoded once however often it appears.
+    `pairs` name images by the keys `read` takes; `read` returns the decoded image (for stored images:
+    `BlobStore.decode(key).image`, under the store's limits) or encoded bytes (decoded under the default
+    limits). Each image is read once however often it appears.
     "" when there are no pairs.
     """
     if not pairs:
@@ -49,4 +54,4 @@ def duplicate_gallery(shown: pd.DataFrame, key_of: Mapping[str, str], store: Blo
             continue
         pairs.append(pair)
         captions.append(f"- {row.kind} (hamming {row.hamming}, similarity {row.similarity:.3f}): `{row.member_source}`")
-    return pair_gallery("Kept (left) and duplicate (right):", pairs, captions, store.read)
+    return pair_gallery("Kept (left) and duplicate (right):", pairs, captions, lambda key: store.decode(key).image)

@@ -36,7 +36,6 @@ from PIL import Image
 from scipy import ndimage
 
 from synthdata.color import luma_float
-from synthdata.io.imageio import decode_image
 from synthdata.io.store import BlobStore
 from synthdata.render import image_grid, markdown_image, thumbnail
 
@@ -155,7 +154,7 @@ def find_image_issues(
     """`image_issues` rows (image_id, issue, score, threshold) for every image in `images`, and each issue's
     thresholds and count. Originals are decoded one at a time, so memory does not grow with the set."""
     df = con.execute("SELECT image_id, blob_key, width, height FROM images ORDER BY image_id").df()
-    pixels = (np.asarray(decode_image(store.read(key)).image) for key in df["blob_key"])
+    pixels = (np.asarray(store.decode(key).image) for key in df["blob_key"])  # under the store's limits
     flags, summary = flag_images(score_images(pixels, df["width"], df["height"]), z)
     flags.insert(0, "image_id", df["image_id"].to_numpy()[flags["row"].to_numpy(dtype=np.int64)])
     return flags.drop(columns="row"), summary
@@ -171,7 +170,7 @@ def flag_gallery(
         shown = rows[rows["image_id"].isin(list(key_of))].head(per_group)
         if shown.empty:
             continue
-        tiles = np.stack([thumbnail(store.read(key_of[i]), 48) for i in shown["image_id"]])
+        tiles = np.stack([thumbnail(store.decode(key_of[i]).image, 48) for i in shown["image_id"]])
         lines = [f"{n + 1}. {caption(row)}" for n, row in enumerate(shown.itertuples())]
         grid = markdown_image(image_grid(tiles, ncol=per_group, scale=2))
         parts.append(f"**{name}** ({len(rows)} flagged)\n\n{grid}\n\n" + "\n".join(lines))

@@ -104,28 +104,30 @@ def _store(root: str) -> BlobStore:
 
 
 def _add_hashes(rows: list[dict], images: list[Image.Image], out: IngestBatch) -> None:
-    """Give each row its pHash pair, batched; a batch that fails is redone image by image, and an image whose
-    hash still fails is rejected (its stored original stays: content-addressed, harmless)."""
-    from synthdata.dedup.phash import phash_and_crop_hashes
+    """Give each row its pHash pair and shift hashes, batched; a batch that fails is redone image by image, and
+    an image whose hash still fails is rejected (its stored original stays: content-addressed, harmless)."""
+    from synthdata.dedup.phash import image_hashes
+    from synthdata.dedup.shift_hash import stored
 
     if not rows:
         return
     try:
-        pairs = list(zip(*phash_and_crop_hashes(images)))
+        phash, phash2, shifts = image_hashes(images)
+        hashed = list(zip(phash, phash2, stored(shifts)))
     except Exception:  # one odd image must not take the chunk's hashes with it
-        pairs = []
+        hashed = []
         for img in images:
             try:
-                (h,), (h2,) = phash_and_crop_hashes([img])
-                pairs.append((h, h2))
+                (h,), (h2,), shift = image_hashes([img])
+                hashed.append((h, h2, stored(shift)[0]))
             except Exception as e:
-                pairs.append(describe_error(e))
-    for row, pair in zip(rows, pairs):
-        if isinstance(pair, str):
-            reason = f"perceptual hash failed: {pair}"
+                hashed.append(describe_error(e))
+    for row, hashes in zip(rows, hashed):
+        if isinstance(hashes, str):
+            reason = f"perceptual hash failed: {hashes}"
             out.rejected.append({"source_path": row["source_path"], "label": row["label"], "reason": reason})
             continue
-        row["phash"], row["phash2"] = int(pair[0]), int(pair[1])
+        row["phash"], row["phash2"], row["shift_hashes"] = int(hashes[0]), int(hashes[1]), hashes[2]
         out.accepted.append(row)
 
 
@@ -264,33 +266,50 @@ class _Pool:
                 pool.shutdown(wait=True, cancel_futures=True)
 
 
+def decode_limits(store: BlobStore | None, limits: DecodeLimits | None) -> DecodeLimits:
+    """The limits an ingest decodes under: the store's, which every later stage decodes stored images under
+    too. Other limits only without a store (tests, benchmarks); with one, they must be the store's."""
+    if store is None:
+        return limits if limits is not None else DecodeLimits()
+    if limits is not None and limits != store.limits:
+        raise ValueError(
+            f"ingest limits {limits} differ from the store's {store.limits}: later stages decode stored images "
+            "under the store's, so set them there (BlobStore(root, limits); the image_store resource in Dagster)"
+        )
+    return store.limits
+
+
 def ingest_items(
     items: Iterable[SourceItem],
     store: BlobStore | None,
-    limits: DecodeLimits = DecodeLimits(),
+    limits: DecodeLimits | None = None,
     workers: int | None = None,
     chunk_size: int = 256,
     in_flight_per_worker: int = 2,
     worker: Worker = process_items,
 ) -> Iterator[IngestBatch]:
-    """Yield processed batches in source order. `workers=0` processes in this process (no pool).
+    """Yield processed batches in source order, decoded under `decode_limits(store, limits)`. `workers=0`
+    processes in this process (no pool).
 
     `worker` is what a worker process runs on a chunk (module-level, so spawned processes can import it);
     tests pass one that crashes its process on a chosen file, the way a decoder segfault would.
-    A drop of one chunk is processed here (starting a pool costs more than the chunk), where a decoder crash
-    would take the step down with it; every failure that raises is still a rejection.
+    A drop of one chunk is decoded in one worker process too: starting it costs about a second, and a decoder
+    crash in this process would end the step and lose the drop (workers=0 accepts that, for debugging).
     """
+    limits = decode_limits(store, limits)
     store_root = str(store.root) if store is not None else None
     workers = (os.cpu_count() or 1) if workers is None else workers
     chunks = _chunks(items, chunk_size)
-    first = next(chunks, None)
-    second = next(chunks, None) if first is not None else None
-    head = [c for c in (first, second) if c is not None]
-    if workers <= 0 or second is None:
-        for chunk in _prepend(head, chunks):
+    if workers <= 0:
+        for chunk in chunks:
             yield worker(chunk, limits, store_root)
         return
-    pool = _Pool(workers, worker, limits, store_root)
+    first = next(chunks, None)
+    if first is None:
+        return
+    second = next(chunks, None)
+    head = [c for c in (first, second) if c is not None]
+    pool = _Pool(workers if second is not None else 1, worker, limits, store_root)
     try:
         window: deque[tuple[list[SourceItem], Future[IngestBatch]]] = deque()
         limit = max(1, workers * in_flight_per_worker)
@@ -326,7 +345,7 @@ def ingest_drop(
     drop_dir: Path,
     landing_root: Path,
     store: BlobStore | None,
-    limits: DecodeLimits = DecodeLimits(),
+    limits: DecodeLimits | None = None,
     workers: int | None = None,
     chunk_size: int = 256,
     on_batch: Callable[[IngestBatch], None] | None = None,
@@ -387,7 +406,7 @@ def ingest_partition(
     drop_dir: Path,
     landing_root: Path,
     store: BlobStore | None,
-    limits: DecodeLimits = DecodeLimits(),
+    limits: DecodeLimits | None = None,
     workers: int | None = None,
     chunk_size: int = 256,
     run_id: str | None = None,

@@ -1,9 +1,11 @@
 """Label quality: likely mislabeled images, labels that disagree among duplicates, and rare classes. Flags only:
 nothing here deletes or relabels an image.
 
-Mislabels (confident learning). A small classifier (PCA + logistic regression on pixels) gives every image
-out-of-fold class probabilities: the fold that predicts an image never trained on it, so its probability for
-the image's *given* label (self-confidence) does not depend on that label. That makes the cutoff calibratable
+Mislabels (confident learning). A small classifier gives every image out-of-fold class probabilities: two
+linear views, PCA + logistic regression on the pixels and on histograms of oriented gradients (HOG: edge
+directions per cell, robust to small shifts and contrast), combined as the normalised geometric mean of their
+probabilities (each view's vote counts equally). The fold that predicts an image never trained on it, so its
+probability for the image's *given* label (self-confidence) does not depend on that label. That makes the cutoff calibratable
 on the data itself: P[i, j] for every wrong class j is exactly the self-confidence image i would have had had
 it been labelled j, so these values are the distribution of self-confidence under (uniform) label noise.
 Comparing it with the observed self-confidences estimates the noise rate, and the flag cutoff is the largest
@@ -32,6 +34,10 @@ RARE_CLASS_FRACTION = 0.1
 # The classifier's input: images larger than this per side are shrunk to it (what a class looks like is
 # visible at 32 px; pixel features beyond it cost time, not accuracy, for a linear model).
 FEATURE_SIDE = 32
+# PCA components per view: the pixel view loses accuracy on digits when whitened or widened; the HOG view
+# (~1,300 dimensions on 28x28) needs more. Measured on Fashion-MNIST and digits (docs/benchmarks.md).
+PIXEL_COMPONENTS, HOG_COMPONENTS = 64, 128
+HOG_BINS = 9  # unsigned orientations, 20 degrees each (Dalal and Triggs)
 
 
 @dataclass
@@ -52,12 +58,50 @@ def features(pixels: np.ndarray) -> np.ndarray:
     return pixels.reshape(len(pixels), -1).astype(np.float32) / 255.0
 
 
+def hog_features(pixels: np.ndarray) -> np.ndarray:
+    """float32 (N, D) histograms of oriented gradients of uint8 (N, H, W[, C]) images (colour averaged).
+
+    Central-difference gradients; each pixel's magnitude split between its two nearest of `HOG_BINS`
+    unsigned orientations; summed over square cells of ~1/7 of the side (at least 2 px); 2x2-cell blocks
+    L2-normalised, clipped at 0.2 and normalised again (L2-Hys), so a block's shape counts, not its contrast.
+    """
+    x = pixels.astype(np.float32)
+    if x.ndim == 4:
+        x = x.mean(-1)
+    n, h, w = x.shape
+    cell = max(2, min(h, w) // 7)
+    ch, cw = h // cell, w // cell
+    if ch < 2 or cw < 2:  # too small for one block: the pixel view alone speaks for such images
+        return np.zeros((n, 0), np.float32)
+    gx, gy = np.zeros_like(x), np.zeros_like(x)
+    gx[:, :, 1:-1] = x[:, :, 2:] - x[:, :, :-2]
+    gy[:, 1:-1, :] = x[:, 2:, :] - x[:, :-2, :]
+    crop = (slice(None), slice(0, ch * cell), slice(0, cw * cell))
+    magnitude = np.hypot(gx, gy)[crop]
+    position = (np.arctan2(gy, gx)[crop] % np.pi) * (HOG_BINS / np.pi) - 0.5  # bin centres at k + 0.5
+    lower = np.floor(position)
+    upper_share = (position - lower) * magnitude
+    lower_share = magnitude - upper_share
+    lower = (lower.astype(np.int16) % HOG_BINS).astype(np.int8)
+    upper = (lower + 1) % HOG_BINS
+    cells = np.empty((n, ch, cw, HOG_BINS), np.float32)
+    for k in range(HOG_BINS):  # one bin at a time: a full-size temporary per bin would be 9x the images
+        share = np.where(lower == k, lower_share, 0) + np.where(upper == k, upper_share, 0)
+        cells[..., k] = share.reshape(n, ch, cell, cw, cell).sum((2, 4))
+    blocks = np.concatenate([cells[:, :-1, :-1], cells[:, 1:, :-1], cells[:, :-1, 1:], cells[:, 1:, 1:]], axis=-1)
+    for clip in (0.2, None):
+        blocks = blocks / np.sqrt((blocks**2).sum(-1, keepdims=True) + 1e-6)
+        if clip is not None:
+            blocks = np.minimum(blocks, clip)
+    return blocks.reshape(n, -1).astype(np.float32)
+
+
 def out_of_fold_probabilities(
-    x: np.ndarray, y: np.ndarray, n_classes: int, n_folds: int = 5, seed: int = 0
+    x: np.ndarray, y: np.ndarray, n_classes: int, n_folds: int = 5, seed: int = 0, components: int = PIXEL_COMPONENTS
 ) -> np.ndarray:
     """(N, n_classes) probabilities, each row from a model fitted on the other folds (stratified, seeded).
 
-    PCA (at most 64 components, not whitened: whitening lifts the noisy low-variance components to the same
+    PCA (at most `components`, not whitened: whitening lifts the noisy low-variance components to the same
     weight as the shape ones and cost accuracy on digits) then multinomial logistic regression: deterministic
     on CPU, and seconds on a few thousand small images. BLAS runs on one thread: these products are small,
     and a second BLAS thread on shared cores made the fit many times slower (docs/benchmarks.md).
@@ -71,11 +115,30 @@ def out_of_fold_probabilities(
     folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     with single_threaded_blas():
         for train, test in folds.split(x, y):
-            components = int(min(64, x.shape[1], len(train) - 1))
-            model = make_pipeline(PCA(components, svd_solver="full"), LogisticRegression(C=1.0, max_iter=1000))
+            k = int(min(components, x.shape[1], len(train) - 1))
+            # Exact SVD for narrow inputs; a seeded randomized one for the wide HOG view (several times faster).
+            pca = PCA(k, svd_solver="full") if x.shape[1] <= 256 else PCA(k, svd_solver="randomized", random_state=seed)
+            model = make_pipeline(pca, LogisticRegression(C=1.0, max_iter=1000))
             model.fit(x[train], y[train])
             probs[np.ix_(test, model.classes_)] = model.predict_proba(x[test])
     return probs
+
+
+def two_view_probabilities(
+    pixels: np.ndarray, y: np.ndarray, n_classes: int, n_folds: int = 5, seed: int = 0
+) -> np.ndarray:
+    """Out-of-fold probabilities of the pixel view and the HOG view (same folds), combined as their
+    normalised geometric mean. On Fashion-MNIST (10k, 3% flips, 3 seeds) it raised agreement with the true
+    labels from 0.81-0.82 to 0.87, the flags' precision from 0.69-0.74 to 0.79-0.81 and their recall from
+    0.74-0.75 to 0.82-0.84 (docs/benchmarks.md). The arithmetic mean, where one confident view outvotes the
+    other, reached 0.76-0.80 precision there."""
+    views = [out_of_fold_probabilities(features(pixels), y, n_classes, n_folds, seed, PIXEL_COMPONENTS)]
+    hog = hog_features(pixels)
+    if hog.shape[1]:
+        views.append(out_of_fold_probabilities(hog, y, n_classes, n_folds, seed, HOG_COMPONENTS))
+    log_mean = np.mean([np.log(np.clip(v, 1e-12, 1.0)) for v in views], axis=0)
+    combined = np.exp(log_mean - log_mean.max(axis=1, keepdims=True))
+    return combined / combined.sum(axis=1, keepdims=True)
 
 
 def calibrated_cutoff(probs: np.ndarray, y: np.ndarray, target_precision: float) -> tuple[float, float, float]:
@@ -119,7 +182,7 @@ def find_mislabels(
     idx = np.flatnonzero(usable)
     # Classes that remain, renumbered 0..k-1 so the classifier sees no empty columns.
     kept, yk = np.unique(y[idx], return_inverse=True)
-    probs = out_of_fold_probabilities(features(pixels[idx]), yk, len(kept), n_folds, seed)
+    probs = two_view_probabilities(pixels[idx], yk, len(kept), n_folds, seed)
     cutoff, noise_rate, precision = calibrated_cutoff(probs, yk, target_precision)
     conf = probs[np.arange(len(yk)), yk]
     best = probs.argmax(axis=1)

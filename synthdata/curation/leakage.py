@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from synthdata.curation.gallery import pair_gallery
 from synthdata.dedup.candidates import candidate_pairs
@@ -138,9 +139,10 @@ def _best_partners(scored: pd.DataFrame, split: pd.Series, settings: LeakageSett
     return out[columns].reset_index(drop=True)
 
 
-def leakage_gallery(closest: pd.DataFrame, read: Callable[[str], bytes], n: int = 12) -> str:
+def leakage_gallery(closest: pd.DataFrame, read: Callable[[str], Image.Image | bytes], n: int = 12) -> str:
     """Markdown: the ``n`` most suspicious pairs, the train image (left) beside the held-out one (right), with a
-    caption line each; "" when there is nothing to show. ``read(image_id)`` returns the encoded image."""
+    caption line each; "" when there is nothing to show. ``read(image_id)`` returns the image decoded under the
+    store's limits (``BlobStore.decode(key).image``), or its encoded bytes (``pair_gallery``)."""
     shown = closest.head(n)
     captions = [
         f"- {'**flagged**' if row.flagged else 'not flagged'}: train `{row.kept_id[:12]}` / {row.other_split} "

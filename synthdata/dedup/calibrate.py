@@ -35,7 +35,7 @@ from PIL import Image
 
 from synthdata.dedup.evidence import copy_evidence
 
-STATISTIC = "copy_distance/v1"  # bump when evidence.py changes what the number means
+STATISTIC = "copy_distance/v2"  # bump when evidence.py changes what the number means (v2: native-scale shifts)
 DEFAULT_TARGET_FALSE_RATE = 0.001
 DEFAULT_CALIBRATION_IMAGES = 256
 # The copies' range: this quantile of the planted copies' distances; the threshold may reach POSITIVE_MARGIN

@@ -7,9 +7,12 @@ tables, fewer and wider bands probed with their few-bit flips (multi-index hashi
 the same pairs with far fewer collisions. Incremental: only pairs with a new image are produced, old images
 are never recompared.
 
-When the table also has ``phash2`` (:func:`synthdata.dedup.phash.crop_robust_hashes`, an average hash that
-crops move less), a second banded join on it adds pairs within ``CROP_RADIUS`` of ``phash2`` and
-``CROP_PHASH_RADIUS`` of pHash; those are marked ``crop_only`` when pHash alone would have missed them.
+When the table also has ``shift_hashes`` (:mod:`synthdata.dedup.shift_hash`: hashes of a pixel-scale window
+at every shift of up to 2 px), a banded join of the new images' shifted windows against every image's centred
+one adds the 1-2 px crops and shifts that pHash misses on small images. When it has ``phash2``
+(:func:`synthdata.dedup.phash.crop_robust_hashes`, an average hash that crops move less), a banded join on it
+adds pairs within ``CROP_RADIUS`` of ``phash2`` and ``CROP_PHASH_RADIUS`` of pHash, for the images without
+shift hashes. Pairs of these channels are marked ``crop_only`` when pHash alone would have missed them.
 
 Hashes are stored as DuckDB BIGINT (the uint64 bits reinterpreted, see :func:`synthdata.dedup.phash.to_signed`);
 UBIGINT columns work too.
@@ -20,10 +23,13 @@ from __future__ import annotations
 from functools import lru_cache
 from itertools import combinations
 from math import comb
+from typing import NamedTuple
 
 import duckdb
 import numpy as np
 import pandas as pd
+
+from synthdata.dedup.shift_hash import CENTRE, N_SHIFTS
 
 HASH_BITS = 64
 
@@ -38,6 +44,17 @@ DEFAULT_RADIUS = 10
 # 99.7% (pHash radius 10 alone: 88%); distinct images >= 16 px passing both: 0.24% of pairs.
 CROP_RADIUS = 10
 CROP_PHASH_RADIUS = 24
+
+# Third channel (used when the hashes table has ``shift_hashes``, see synthdata.dedup.shift_hash): a new image's
+# window at any shift of up to 2 px within SHIFT_RADIUS bits of another image's centred window. A shifted or
+# cropped copy reproduces the window exactly (0 bits); the radius leaves room for a re-encode on top. Measured
+# on 10k Fashion-MNIST images: 1-2 px crops and shifts 100% within 4 bits, 0.4 distinct partners per image.
+SHIFT_RADIUS = 4
+
+# Nearest pHash partners each new image keeps (candidate_pairs' max_partners, as curation calls it). Within
+# radius 10, distinct look-alikes per image grow with the set (Fashion-MNIST: 29 at 10k, 101 at 35k, 213 at
+# 70k images), while re-encoded, resized and brightness-changed copies rank among their original's 5 nearest.
+DEFAULT_MAX_PARTNERS = 16
 
 # Probe rows per hash that a plan may cost: beyond this, the flip lists dwarf any saving in collisions.
 _MAX_PROBES = 4096
@@ -102,19 +119,56 @@ def _layout_with_flips(radius: int, bands: int) -> tuple[list[tuple[int, int]], 
     return layout, flip_radius, [_n_flips(width, flip_radius) for _, width in layout]
 
 
+class Channel(NamedTuple):
+    """One banded search: pairs whose ``key`` values differ in at most ``radius`` bits. ``keyed`` and
+    ``probes`` are SQL row sources with columns ``image_id, phash, key, is_new``: every probe row of a new image
+    (of any row, in all-pairs mode) is matched with the keyed rows. ``symmetric``: probes are the keyed rows,
+    so each pair is met from both sides and the all-pairs join may keep one side."""
+
+    name: str
+    radius: int
+    dtype: str
+    keyed: str
+    probes: str
+    symmetric: bool = True
+
+
 def _channels(
-    con: duckdb.DuckDBPyConnection, table: str, radius: int, crop_radius: int | None
-) -> list[tuple[str, int, str, str]]:
-    """The banded channels to search, as (column, radius, DuckDB type, row filter): pHash, plus the
-    crop-robust ``phash2`` when the table has it and ``crop_radius`` is not None (0 there means no hash)."""
+    con: duckdb.DuckDBPyConnection, table: str, radius: int, crop_radius: int | None, shift_radius: int | None
+) -> list[Channel]:
+    """The banded channels to search: pHash; the crop-robust ``phash2`` when the table has it and
+    ``crop_radius`` is not None (0 there means no hash); the shift hashes when the table has ``shift_hashes``
+    and ``shift_radius`` is not None. Where both could run, the crop channel only pairs images of which at
+    least one has no centred shift hash (rows written before the column, small or flat-centred images): the
+    shift channel finds the crops of the others with far fewer look-alikes."""
     types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall())
-    wanted = [("phash", radius, "")]
-    if crop_radius is not None and "phash2" in types:
-        wanted.append(("phash2", crop_radius, "WHERE phash2 IS NOT NULL AND phash2 <> 0"))
-    for column, _, _ in wanted:
+    for column in ["phash"] + (["phash2"] if crop_radius is not None and "phash2" in types else []):
         if types.get(column) not in ("BIGINT", "UBIGINT"):
             raise TypeError(f"{table}.{column} must be BIGINT or UBIGINT, got {types.get(column)}")
-    return [(column, r, types[column], where) for column, r, where in wanted]
+    plain = f"SELECT image_id, phash, phash AS key, is_new FROM {table}"
+    found = [Channel("phash", radius, types["phash"], plain, plain)]
+    shifts = shift_radius is not None and "shift_hashes" in types
+    if shifts and types["shift_hashes"] not in ("BIGINT[]", "UBIGINT[]"):
+        raise TypeError(f"{table}.shift_hashes must be BIGINT[] or UBIGINT[], got {types['shift_hashes']}")
+    centred = f"len(shift_hashes) = {N_SHIFTS} AND shift_hashes[{CENTRE + 1}] <> 0"
+    if crop_radius is not None and "phash2" in types:
+        crop = f"SELECT image_id, phash, phash2 AS key, is_new FROM {table} WHERE phash2 IS NOT NULL AND phash2 <> 0"
+        if not shifts:
+            found.append(Channel("phash2", crop_radius, types["phash2"], crop, crop))
+        else:
+            lacking = f"{crop} AND NOT coalesce({centred}, false)"
+            found.append(Channel("phash2", crop_radius, types["phash2"], crop, lacking, symmetric=False))
+            found.append(Channel("phash2", crop_radius, types["phash2"], lacking, f"{crop} AND coalesce({centred}, false)",
+                                 symmetric=False))  # fmt: skip
+    if shifts:
+        found.append(Channel(
+            "shift_hashes", shift_radius, types["shift_hashes"][:-2],
+            keyed=f"SELECT image_id, phash, shift_hashes[{CENTRE + 1}] AS key, is_new FROM {table} WHERE {centred}",
+            probes=f"""SELECT * FROM (SELECT image_id, phash, unnest(shift_hashes) AS key, is_new FROM {table}
+                       WHERE len(shift_hashes) = {N_SHIFTS}) WHERE key <> 0""",
+            symmetric=False,
+        ))  # fmt: skip
+    return found
 
 
 def _sql_bits(bits: int, dtype: str) -> str:
@@ -124,49 +178,61 @@ def _sql_bits(bits: int, dtype: str) -> str:
     return f"({value})::{dtype}"
 
 
-def _keyed_sql(table: str, column: str, dtype: str, layout: list[tuple[int, int]], flip_radius: int, where: str) -> str:
-    """CTEs ``keyed`` (one row per hash and band, with the band's value ``v``) and ``probes`` (the same rows with
-    ``v`` replaced by each of its flips within ``flip_radius`` bits)."""
+def _keyed_sql(channel: Channel, layout: list[tuple[int, int]], flip_radius: int, new_only: bool) -> str:
+    """CTEs ``keyed`` (one row per keyed hash and band, with the band's value ``v``) and ``probes`` (one row per
+    probe hash and band, ``v`` replaced by each of its flips within ``flip_radius`` bits; only new images'
+    probes with ``new_only``)."""
+    dtype = channel.dtype
     bands = [f"({i}, {shift}, {_sql_bits((1 << width) - 1, dtype)})" for i, (shift, width) in enumerate(layout)]
     flips = [f"({i}, {_sql_bits(mask, dtype)})" for i, (_, width) in enumerate(layout) for mask in _flips(width, flip_radius)]
+    probing = "WHERE h.is_new" if new_only else ""
     return f"""
         bands(band, shift, mask) AS (VALUES {", ".join(bands)}),
         flips(band, flip) AS (VALUES {", ".join(flips)}),
         keyed AS (
-            SELECT h.image_id, h.phash, h.{column} AS key, h.is_new, b.band, (h.{column} >> b.shift) & b.mask AS v
-            FROM {table} h CROSS JOIN bands b {where}
+            SELECT h.image_id, h.phash, h.key, h.is_new, b.band, (h.key >> b.shift) & b.mask AS v
+            FROM ({channel.keyed}) h CROSS JOIN bands b
+        ),
+        probe_rows AS (
+            SELECT h.image_id, h.phash, h.key, h.is_new, b.band, (h.key >> b.shift) & b.mask AS v
+            FROM ({channel.probes}) h CROSS JOIN bands b {probing}
         ),
         probes AS (
             SELECT k.image_id, k.phash, k.key, k.is_new, k.band, xor(k.v, f.flip) AS v
-            FROM keyed k JOIN flips f USING (band)
+            FROM probe_rows k JOIN flips f USING (band)
         )"""
 
 
 def _banded_join(
-    table: str, column: str, dtype: str, radius: int, new_only: bool, where: str, plan: tuple[list[tuple[int, int]], int]
+    channel: Channel, new_only: bool, plan: tuple[list[tuple[int, int]], int], max_partners: int | None = None
 ) -> str:
-    """SQL for pairs ``a, b, distance`` (pHash distance) of rows whose ``column`` agrees on a band of ``plan``'s
-    layout up to its flips and lies within ``radius`` bits (pigeonhole: exactly the pairs within radius)."""
-    keyed = _keyed_sql(table, column, dtype, *plan, where)
-    if new_only:
+    """SQL for pairs ``a, b, distance`` (pHash distance) of rows whose keys agree on a band of ``plan``'s
+    layout up to its flips and lie within the channel's radius (pigeonhole: exactly the pairs within it).
+    With ``max_partners``, each probing image keeps only its nearest partners (by key distance, then id)."""
+    keyed = _keyed_sql(channel, *plan, new_only)
+    if new_only or not channel.symmetric or max_partners is not None:
         # Probe with the new images' bands only: cost scales with the drop, not with the archive.
-        join = """
-            SELECT least(x.image_id, y.image_id) AS a, greatest(x.image_id, y.image_id) AS b,
-                   bit_count(xor(x.phash, y.phash)) AS distance, bit_count(xor(x.key, y.key)) AS key_distance
-            FROM probes x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id <> y.image_id
-            WHERE x.is_new"""
-    else:
-        join = """
-            SELECT x.image_id AS a, y.image_id AS b, bit_count(xor(x.phash, y.phash)) AS distance,
+        join = f"""
+            SELECT DISTINCT x.image_id AS owner, y.image_id AS partner, bit_count(xor(x.phash, y.phash)) AS distance,
                    bit_count(xor(x.key, y.key)) AS key_distance
-            FROM probes x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id < y.image_id"""
-    return f"WITH {keyed} SELECT a, b, distance, key_distance FROM ({join}) WHERE key_distance <= {int(radius)}"
+            FROM probes x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id <> y.image_id
+            WHERE bit_count(xor(x.key, y.key)) <= {int(channel.radius)}"""
+        if max_partners is not None:  # ranked after DISTINCT (a pair met on several bands counts once)
+            join = f"""SELECT * FROM ({join})
+            QUALIFY row_number() OVER (PARTITION BY owner ORDER BY key_distance, partner) <= {int(max_partners)}"""
+        return f"""WITH {keyed} SELECT least(owner, partner) AS a, greatest(owner, partner) AS b, distance
+                   FROM ({join})"""
+    join = """
+        SELECT x.image_id AS a, y.image_id AS b, bit_count(xor(x.phash, y.phash)) AS distance,
+               bit_count(xor(x.key, y.key)) AS key_distance
+        FROM probes x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id < y.image_id"""
+    return f"WITH {keyed} SELECT a, b, distance FROM ({join}) WHERE key_distance <= {int(channel.radius)}"
 
 
-def _plan_for(
-    con: duckdb.DuckDBPyConnection, table: str, radius: int, where: str, bands: int | None
-) -> tuple[list[tuple[int, int]], int]:
-    """The plan of one channel: ``bands`` bands (at most radius + 1) if given, else :func:`search_plan`'s."""
+def _plan_for(con: duckdb.DuckDBPyConnection, channel: Channel, bands: int | None) -> tuple[list[tuple[int, int]], int]:
+    """The plan of one channel: ``bands`` bands (at most radius + 1) if given, else :func:`search_plan`'s for
+    its keyed rows."""
+    radius = channel.radius
     if bands is not None:
         layout, flip_radius, probes = _layout_with_flips(radius, min(bands, radius + 1))
         if sum(probes) > _MAX_PROBES:
@@ -174,7 +240,7 @@ def _plan_for(
                 f"{bands} bands at radius {radius} need {sum(probes):,} probes per hash (> {_MAX_PROBES}); use more bands"
             )
         return layout, flip_radius
-    n_rows = con.execute(f"SELECT count(*) FROM {table} {where}").fetchone()[0]
+    n_rows = con.execute(f"SELECT count(*) FROM ({channel.keyed})").fetchone()[0]
     return search_plan(radius, int(n_rows))
 
 
@@ -186,39 +252,54 @@ def candidate_pairs(
     crop_radius: int | None = CROP_RADIUS,
     crop_phash_radius: int = CROP_PHASH_RADIUS,
     bands: int | None = None,
+    shift_radius: int | None = SHIFT_RADIUS,
+    max_partners: int | None = None,
 ) -> pd.DataFrame:
     """Pairs of images whose pHashes differ in at most ``radius`` bits, found by banded equi-joins.
 
     ``hashes_table`` has columns ``image_id VARCHAR, phash BIGINT|UBIGINT, is_new BOOLEAN`` and optionally
-    ``phash2`` (same type, from :func:`synthdata.dedup.phash.crop_robust_hashes`; 0 = none). Returns columns
-    ``a, b, distance`` (pHash distance) with ``a < b`` (string order), one row per pair, sorted. With
-    ``new_only`` only pairs with at least one new image are returned: old-vs-old pairs were settled when
-    those images arrived. Exactly the pairs an all-pairs scan would find (pigeonhole), at the cost of the
-    band collisions. ``bands`` fixes the number of bands (default: :func:`search_plan` picks it from the
-    number of hashes); any choice gives the same pairs.
+    ``phash2`` (same type, from :func:`synthdata.dedup.phash.crop_robust_hashes`; 0 = none) and
+    ``shift_hashes`` (a list of that type, from :func:`synthdata.dedup.phash.image_hashes`; empty or NULL =
+    none). Returns columns ``a, b, distance`` (pHash distance) with ``a < b`` (string order), one row per
+    pair, sorted. With ``new_only`` only pairs with at least one new image are returned: old-vs-old pairs
+    were settled when those images arrived. Exactly the pairs an all-pairs scan would find (pigeonhole), at
+    the cost of the band collisions. ``bands`` fixes the number of bands (default: :func:`search_plan` picks
+    it from the number of hashes); any choice gives the same pairs.
 
-    When ``phash2`` is present (and ``crop_radius`` is not None) the pairs within ``crop_radius`` bits of
-    ``phash2`` and within ``crop_phash_radius`` bits of pHash are added, from a second banded join: crops
-    move pHash beyond the radius but the phase-free average hash much less.
+    Two more channels add pairs that pHash misses (then a ``crop_only`` column marks the pairs beyond
+    ``radius``): with ``shift_hashes`` (and ``shift_radius`` not None), pairs where a new image's window at
+    some shift of up to 2 px lies within ``shift_radius`` bits of the other's centred window
+    (:mod:`synthdata.dedup.shift_hash`: 1-2 px crops and shifts); with ``phash2`` (and ``crop_radius`` not
+    None), pairs within ``crop_radius`` bits of ``phash2`` and ``crop_phash_radius`` bits of pHash (crops
+    move pHash beyond the radius but the phase-free average hash much less), for images the shift channel
+    does not cover (see :func:`_channels`).
+
+    ``max_partners`` caps the pHash channel: each new image keeps its ``max_partners`` nearest pHash partners
+    within ``radius`` (ties by id), so candidates per image stay flat as the archive grows (a homogeneous
+    set's look-alikes within a fixed radius grow with n, a copy stays among the nearest; see
+    :data:`DEFAULT_MAX_PARTNERS`). None keeps every pair within the radius.
     """
-    channels = _channels(con, hashes_table, radius, crop_radius)
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {hashes_table})").fetchall())
+    extra = "".join(f", {c}" for c in ("phash2", "shift_hashes") if c in types)
     # The joins run on dense integer keys numbered in image_id order (so least/greatest and the sort agree
     # with the ids'): the DISTINCT and the sort hold every candidate, and keyed by 64-character ids they
     # outgrow the warehouse's memory limit on drops of many near-identical images; integer keys take a
     # fraction of that (tests/test_near_dup.py runs the search under a small limit).
-    extra = ", phash2" if any(column == "phash2" for column, *_ in channels) else ""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _candidate_keys AS
             SELECT (row_number() OVER (ORDER BY image_id) - 1)::INTEGER AS image_id, image_id AS id, phash{extra}, is_new
             FROM {hashes_table}"""
     )
     try:
+        channels = _channels(con, "_candidate_keys", radius, crop_radius, shift_radius)
         parts = []
-        for column, r, dtype, where in channels:
-            plan = _plan_for(con, "_candidate_keys", r, where, bands)
-            join = _banded_join("_candidate_keys", column, dtype, r, new_only, where, plan)
+        for channel in channels:
+            cap = max_partners if channel.name == "phash" else None
+            join = _banded_join(channel, new_only, _plan_for(con, channel, bands), cap)
             # The crop channel's pairs must also be within crop_phash_radius of each other's pHash.
-            parts.append(join if column == "phash" else f"SELECT * FROM ({join}) WHERE distance <= {int(crop_phash_radius)}")
+            if channel.name == "phash2":
+                join = f"SELECT * FROM ({join}) WHERE distance <= {int(crop_phash_radius)}"
+            parts.append(join)
         union = " UNION ALL ".join(f"SELECT a, b, distance FROM ({part})" for part in parts)
         found = con.execute(f"SELECT DISTINCT a, b, distance::INTEGER AS distance FROM ({union}) ORDER BY a, b").fetchnumpy()
         ids = con.execute("SELECT id FROM _candidate_keys ORDER BY image_id").fetchnumpy()["id"]
@@ -229,5 +310,5 @@ def candidate_pairs(
         {"a": ids[found["a"]], "b": ids[found["b"]], "distance": np.asarray(found["distance"], dtype=np.int32)}
     )
     if len(parts) > 1:
-        frame["crop_only"] = frame["distance"] > radius  # found by the crop-robust channel alone
+        frame["crop_only"] = frame["distance"] > radius  # found by the crop or shift channel alone
     return frame

@@ -15,7 +15,9 @@ a property of the data set: :mod:`synthdata.dedup.calibrate` measures it.
 
 Images are compared on a frame whose longer side is at most ``GRID`` pixels (larger images are reduced with
 a Gaussian prefilter, which keeps the reduction nearly shift-equivariant); the resize and crop views of two
-images of different sizes use the images themselves when they are at most ``_NATIVE_RESIZE_SIDE``.
+images of different sizes use the images themselves when they are at most ``_NATIVE_RESIZE_SIDE``, and so
+does a second shift search of two same-size images larger than the grid (a 1-2 px shift is a fraction of a
+grid pixel there, which fine textures do not forgive).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from PIL import Image
 from scipy import ndimage
 
 from synthdata.blas import single_threaded_blas
-from synthdata.dedup.resample import pillow_weights
+from synthdata.dedup.resample import filter_weights
 
 GRID = 64
 MAX_SHIFT = 2  # grid pixels tried each way at the same pixel scale (1-2 px shifts and crops)
@@ -54,6 +56,7 @@ _CLIP_LO, _CLIP_HI = 0.5, 254.5
 # loaded again when needed.
 _CACHE_BYTES = 512 << 20
 _CHUNK = 4096
+_NATIVE_CHUNK = 256  # pairs compared at once at their own scale (up to 256 x 256 x 3 floats each)
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -149,10 +152,13 @@ def _max_shift(shape: tuple[int, int]) -> int:
     return max(MAX_SHIFT, int(np.ceil(_MAX_SHIFT_FRACTION * max(shape))))
 
 
-def _offsets(small: tuple[int, int], large: tuple[int, int]) -> list[tuple[int, int, slice, slice, slice, slice]]:
-    """Every alignment of a small grid inside/over a large one at the same pixel scale: (ty, tx, small rows,
-    small cols, large rows, large cols) with at least _MIN_OVERLAP of the small grid compared."""
-    m = _max_shift(small)
+def _offsets(
+    small: tuple[int, int], large: tuple[int, int], max_shift: int | None = None
+) -> list[tuple[int, int, slice, slice, slice, slice]]:
+    """Every alignment of a small grid inside/over a large one at the same pixel scale, shifted by up to
+    ``max_shift`` (default :func:`_max_shift`): (ty, tx, small rows, small cols, large rows, large cols) with
+    at least _MIN_OVERLAP of the small grid compared."""
+    m = _max_shift(small) if max_shift is None else max_shift
     out = []
     dh, dw = large[0] - small[0], large[1] - small[1]
     for ty in range(min(0, dh) - m, max(0, dh) + m + 1):
@@ -171,26 +177,51 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
 
 
+def _window_sums(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Summed-area tables (P, h + 1, w + 1) of a stack and of its squares, in float64."""
+    out = []
+    for values in (stack, stack * stack):
+        table = np.zeros((len(stack), stack.shape[1] + 1, stack.shape[2] + 1))
+        np.cumsum(np.cumsum(values, axis=1, dtype=np.float64), axis=2, out=table[:, 1:, 1:])
+        out.append(table)
+    return out[0], out[1]
+
+
+def _box(table: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """Sums over one window of every image, from its summed-area table: (P,)."""
+    return (table[:, rows.stop, cols.stop] - table[:, rows.start, cols.stop]
+            - table[:, rows.stop, cols.start] + table[:, rows.start, cols.start])  # fmt: skip
+
+
 def _best_offsets(small: np.ndarray, large: np.ndarray, offsets: list) -> tuple[np.ndarray, np.ndarray]:
     """Luma correlation of stacks small (P, hs, ws) and large (P, hl, wl) at every offset: the best one's
-    index and correlation, (P,) each."""
+    index and correlation, (P,) each. Per offset only the cross term is a pass over the pixels; the sums and
+    sums of squares of both windows come from summed-area tables (a handful of calls per image pair and
+    offset: pairs of two sizes are often alone in their stack)."""
     p = len(small)
     best, pick = np.full(p, -np.inf, np.float32), np.zeros(p, np.intp)
+    (s1, s2), (l1, l2) = _window_sums(small), _window_sums(large)
     for k, (_, _, sy, sx, ly, lx) in enumerate(offsets):
-        corr = np.einsum("pd,pd->p", _unit(small[:, sy, sx].reshape(p, -1)), _unit(large[:, ly, lx].reshape(p, -1)))
+        n = (sy.stop - sy.start) * (sx.stop - sx.start)
+        xs, ys = _box(s1, sy, sx), _box(l1, ly, lx)
+        cross = np.einsum("pij,pij->p", small[:, sy, sx], large[:, ly, lx], dtype=np.float64) - xs * ys / n
+        var = np.maximum(_box(s2, sy, sx) - xs * xs / n, 0.0) * np.maximum(_box(l2, ly, lx) - ys * ys / n, 0.0)
+        corr = np.divide(cross, np.sqrt(var), out=np.zeros(p), where=var > 1e-6).astype(np.float32)
         better = corr > best
         best[better], pick[better] = corr[better], k
     return pick, best
 
 
 def _pixel_scale_distance(
-    small: np.ndarray, large: np.ndarray, subpixel: bool = False, screen: float = -np.inf
-) -> tuple[np.ndarray, np.ndarray]:
+    small: np.ndarray, large: np.ndarray, subpixel: bool = False, screen: float = -np.inf,
+    max_shift: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Best alignment of stacks small (P, hs, ws, 3) and large (P, hl, wl, 3) at one pixel scale: chosen by
-    luma correlation over every offset, then scored by :func:`residual` there where that correlation reaches
-    ``screen`` (inf elsewhere): the distances and the best correlations, (P,) each."""
+    luma correlation over every offset (up to ``max_shift``, see :func:`_offsets`), then scored by
+    :func:`residual` there where that correlation reaches ``screen`` (inf elsewhere): the distances and the
+    best correlations, (P,) each."""
     p = len(small)
-    offsets = _offsets(small.shape[1:3], large.shape[1:3])
+    offsets = _offsets(small.shape[1:3], large.shape[1:3], max_shift)
     out = np.full(p, np.inf)
     if not offsets:
         return out, np.full(p, -np.inf, np.float32)
@@ -240,9 +271,26 @@ def _same_shape_distance(
     return out, corr
 
 
+def _native_shift_distance(
+    originals: list[np.ndarray], a: np.ndarray, b: np.ndarray, corr: np.ndarray, screen: float
+) -> np.ndarray:
+    """Distances of same-shape pairs (a[i], b[i]) at their own pixel scale, shifted by up to MAX_SHIFT pixels,
+    for the pairs whose frame correlation reaches ``screen`` (inf elsewhere). On a frame reduced from a larger
+    image a shift of 1-2 source pixels is a fraction of a grid pixel, which leaves fine textures (grass,
+    brick, a star field) a residual no grid alignment removes; at the source's own scale it is exact."""
+    out = np.full(len(a), np.inf)
+    rows = np.flatnonzero(corr >= screen)
+    for start in range(0, len(rows), _NATIVE_CHUNK):
+        part = rows[start : start + _NATIVE_CHUNK]
+        small = np.stack([_rgb(originals[i]) for i in b[part]])
+        large = np.stack([_rgb(originals[i]) for i in a[part]])
+        out[part] = _pixel_scale_distance(small, large, screen=screen, max_shift=MAX_SHIFT)[0]
+    return out
+
+
 @lru_cache(maxsize=4096)
 def _weights(n_in: int, n_out: int, method: Image.Resampling) -> np.ndarray:
-    return pillow_weights(n_in, n_out, method).astype(np.float32)
+    return filter_weights(n_in, n_out, method).astype(np.float32)
 
 
 def _resized(frames: np.ndarray, shape: tuple[int, int], method: Image.Resampling) -> np.ndarray:
@@ -361,6 +409,9 @@ def copy_evidence(
                     b = np.array([code[x] for _, _, x in members])
                     subpixel = max(frames.shape[1:3]) >= GRID  # frames reduced from larger images
                     out[where], corr[where] = _same_shape_distance(frames, a, b, screen, subpixel)
+                    if subpixel and get(ids[0])[0] is not get(ids[0])[1]:
+                        originals = [get(x)[0] for x in ids]
+                        out[where] = np.minimum(out[where], _native_shift_distance(originals, a, b, corr[where], screen))
                 else:
                     large = [get(x) for _, x, _ in members]
                     small = [get(x) for _, _, x in members]

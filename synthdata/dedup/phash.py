@@ -19,6 +19,8 @@ Per image most of that time is call overhead. Here every step is replayed on who
 * :func:`crop_robust_hashes` adds a companion average hash from the same 32x32 thumbnails (its block sums
   ride along in the DCT's GEMMs), for the crop-tolerant candidate channel of
   :func:`synthdata.dedup.candidates.candidate_pairs`.
+* :func:`image_hashes` adds the shift hashes (:mod:`synthdata.dedup.shift_hash`) from the same L canvas, for
+  the shift channel of :func:`synthdata.dedup.candidates.candidate_pairs`.
 
 ``benchmarks/phash_speed.py`` measures the throughput against imagehash and checks every hash.
 
@@ -41,6 +43,7 @@ from PIL import Image
 from synthdata.blas import single_threaded_blas
 from synthdata.color import rgb_to_l
 from synthdata.dedup.resample import WORKSPACE, resize_hnw
+from synthdata.dedup.shift_hash import N_SHIFTS, shift_hashes_hnw
 
 HASH_SIZE = 8
 HIGHFREQ_FACTOR = 4
@@ -249,11 +252,15 @@ def _boxes(n: int, w: int, h: int) -> tuple[tuple[int, int, int, int], ...]:
     return tuple((i * w, 0, (i + 1) * w, h) for i in range(n))
 
 
-def _hash_images(images: Sequence[Image.Image], crop_hash: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _hash_images(
+    images: Sequence[Image.Image], crop_hash: bool, shift_hash: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Hashes of PIL images, batched by size. Within a size the images are ordered L, RGB, other, so that
-    a chunk mixing modes still is one canvas, one resize and one DCT (ingestion's batches mix L and RGB)."""
+    a chunk mixing modes still is one canvas, one resize and one DCT (ingestion's batches mix L and RGB).
+    With ``shift_hash`` the shift hashes (:mod:`synthdata.dedup.shift_hash`) come from the same canvas."""
     out = np.zeros(len(images), dtype=np.uint64)
     crops = np.zeros(len(images), dtype=np.uint64) if crop_hash else None
+    shifts = np.zeros((len(images), N_SHIFTS), dtype=np.uint64) if shift_hash else None
     groups: dict[tuple[int, int], tuple[list[int], list[int], list[int]]] = {}
     for i, im in enumerate(images):
         mode = im.mode
@@ -274,7 +281,9 @@ def _hash_images(images: Sequence[Image.Image], crop_hash: bool) -> tuple[np.nda
                 out[part] = hashes
                 if crops is not None:
                     crops[part] = crop
-    return out, crops
+                if shifts is not None:
+                    shifts[part] = shift_hashes_hnw(canvas)
+    return out, crops, shifts
 
 
 def phash_images(images: Sequence[Image.Image]) -> np.ndarray:
@@ -300,10 +309,19 @@ def crop_robust_hashes(images: Sequence[Image.Image]) -> np.ndarray:
 
 def phash_and_crop_hashes(images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
     """``(phash_images(images), crop_robust_hashes(images))`` from one pass over the images (the block sums
-    ride along in the DCT's GEMMs): what ingestion should store as ``phash`` and ``phash2``."""
-    phash, crops = _hash_images(images, crop_hash=True)
+    ride along in the DCT's GEMMs)."""
+    phash, crops, _ = _hash_images(images, crop_hash=True)
     assert crops is not None
     return phash, crops
+
+
+def image_hashes(images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``phash_and_crop_hashes(images)`` and the shift hashes ((N, N_SHIFTS), see
+    :mod:`synthdata.dedup.shift_hash`) from one pass over the images: what ingestion stores as ``phash``,
+    ``phash2`` and ``shift_hashes``."""
+    phash, crops, shifts = _hash_images(images, crop_hash=True, shift_hash=True)
+    assert crops is not None and shifts is not None
+    return phash, crops, shifts
 
 
 def _as_uint64(hashes: np.ndarray | int) -> np.ndarray:

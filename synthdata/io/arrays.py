@@ -9,17 +9,18 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from synthdata.io.imageio import decode_image, to_training_array
+from synthdata.io.imageio import to_training_array
 from synthdata.io.store import BlobStore
 
 
 def load_arrays(store: BlobStore, keys: Sequence[str], mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """Decode stored originals into one uint8 array (N, H, W) for L or (N, H, W, 3) for RGB."""
+    """Decode stored originals (under the store's limits) into one uint8 array (N, H, W) for L or (N, H, W, 3)
+    for RGB."""
     if mode not in ("L", "RGB"):
         raise ValueError(f"training mode must be 'L' or 'RGB', got {mode!r}")
     if not keys:
         raise ValueError("no images to load")
-    arrays = [to_training_array(decode_image(store.read(k)).image, mode, size) for k in keys]
+    arrays = [to_training_array(store.decode(k).image, mode, size) for k in keys]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"images differ in size {sorted(shapes)[:3]}...; set an image size to normalise them")

@@ -40,7 +40,11 @@ _STRIP_PIXELS = 1 << 22
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """What a file may be. Field names match the `raw_images` config (`IngestConfig`) so reasons can name them.
+    """What a file may be, for every stage that decodes one: ingest and everything that reads the store later.
+
+    One setting for all of them: the fields of the `image_store` resource (`ImageStoreResource`, whose names
+    match these but `max_file_mb`), carried by its `BlobStore`, so an image accepted at ingest is decoded the
+    same way by curation, splits, training views, galleries and flags. Reasons name the field to change.
 
     `max_pixels_per_byte` is judged only above `decode_pixels` (a blank 1000x1000 page is a real image of ~130
     bytes). Calibrated on skimage's photos and drawings, 4x upscaled (nearest and bicubic) in every accepted
@@ -59,8 +63,9 @@ class DecodeLimits:
     decode_pixels: int = 64_000_000  # larger images are decoded reduced to at most this many pixels
 
 
-def _raise_it(setting: str, value: object) -> str:
-    return f"{setting}={value}; raise it in the raw_images config (IngestConfig.{setting})"
+def _raise_it(setting: str, value: object, verb: str = "raise") -> str:
+    """The setting, its value, and where to change it: one place for every stage (resources/image_store.py)."""
+    return f"{setting}={value}; {verb} it in the image_store resource config (ImageStoreResource.{setting})"
 
 
 def file_too_large(n_bytes: int, limits: DecodeLimits) -> str:
@@ -162,7 +167,8 @@ def describe_error(e: BaseException) -> str:
 
 def _check_shape(width: int, height: int, n_bytes: int, limits: DecodeLimits) -> None:
     if width < limits.min_side or height < limits.min_side:
-        raise ImageRejected(f"image too small: {width}x{height}, a side below {_raise_it('min_side', limits.min_side)}")
+        smallest = _raise_it("min_side", limits.min_side, "lower")
+        raise ImageRejected(f"image too small: {width}x{height}, a side below {smallest}")
     pixels = width * height
     if pixels > limits.max_pixels:
         ceiling = _raise_it("max_pixels", limits.max_pixels)

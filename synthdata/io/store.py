@@ -3,6 +3,10 @@
 Local disk today; the interface (put / read / exists by key) is the seam for object storage. Keys have one
 strict shape, `<namespace>/<id[:2]>/<id>.<ext>`, checked on every access: a key read back from the
 warehouse can never point outside the store (and the check is far cheaper than resolving paths).
+
+The store carries the decode limits its images were accepted under (`DecodeLimits`, set once on the
+`image_store` resource): every stage that decodes a stored image goes through `decode`, so a limit raised to
+accept a large image at ingest holds for curation, splits, training views, flags and galleries as well.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import re
 from pathlib import Path
 
 from synthdata.io.atomic import write_atomic
+from synthdata.io.imageio import DecodedImage, DecodeLimits, ImageRejected, decode_image
 
 KEY_PATTERN = re.compile(r"^[a-z]+/[0-9a-f]{2}/[0-9a-f]{16,64}\.[a-z0-9]{1,5}$")
 
@@ -21,8 +26,9 @@ class InvalidKeyError(ValueError):
 
 
 class BlobStore:
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, limits: DecodeLimits = DecodeLimits()):
         self.root = Path(root).absolute()
+        self.limits = limits
         self._root = str(self.root)
         self._made_dirs: set[str] = set()  # fan-out folders this instance has already created
 
@@ -60,3 +66,14 @@ class BlobStore:
     def read(self, key: str) -> bytes:
         with open(self._file(key), "rb") as f:
             return f.read()
+
+    def decode(self, key: str) -> DecodedImage:
+        """The stored image under `key`, decoded under the store's limits (reduced when it is large).
+
+        Ingest accepted the image under the same setting, so a rejection here means the limits were tightened
+        since: the reason names the image and the setting.
+        """
+        try:
+            return decode_image(self.read(key), self.limits)
+        except ImageRejected as e:
+            raise ImageRejected(f"stored image {key} (limits tightened since ingest?): {e.reason}") from None

@@ -6,9 +6,11 @@ leaves the previous contents, never half of the new ones.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +44,7 @@ SCHEMA: dict[str, str] = {
         blob_key VARCHAR NOT NULL,      -- where the untouched original lives in the store
         phash UBIGINT,                  -- 64-bit DCT perceptual hash (bit-identical to imagehash.phash)
         phash2 UBIGINT,                 -- crop-robust companion hash (0 = none: tiny or flat image)
+        shift_hashes UBIGINT[],         -- 25 window hashes for 1-2 px shifts/crops ([] = none; NULL = row older than it)
         run_id VARCHAR,
         ingest_id VARCHAR,
         ingested_at TIMESTAMP DEFAULT current_timestamp
@@ -164,7 +167,25 @@ SCHEMA: dict[str, str] = {
         metric VARCHAR NOT NULL,
         value DOUBLE,
         run_id VARCHAR,
-        created_at TIMESTAMP DEFAULT current_timestamp
+        created_at TIMESTAMP DEFAULT current_timestamp,
+        class_label VARCHAR,                  -- NULL: over all classes
+        spread DOUBLE,                        -- std over seeds / subsets where the metric has one
+        split VARCHAR                         -- the real split it was measured against (val | test)
+    """,
+    # One row per evaluation, written in the same transaction as its quality_metrics rows: the verdict that
+    # quality_gate reports and that training_set requires (latest evaluation of the current checkpoint passed).
+    "evaluations": """
+        evaluation_id VARCHAR PRIMARY KEY,
+        family VARCHAR NOT NULL,
+        checkpoint_id VARCHAR NOT NULL,
+        created_at TIMESTAMP DEFAULT current_timestamp,
+        run_id VARCHAR,
+        passed BOOLEAN NOT NULL,
+        failures VARCHAR,                     -- JSON list, e.g. ["coverage 0.12 < min 0.50"]
+        floors_json VARCHAR,                  -- JSON list of the floors judged against
+        report_path VARCHAR,
+        synthetic_fingerprint VARCHAR,        -- the synthetic_images rows evaluated (ids, in order)
+        feature_extractor VARCHAR             -- the feature-space checkpoint the metrics were computed in
     """,
     "label_issues": """
         image_id VARCHAR NOT NULL,            -- a flag for review: nothing is deleted or relabelled
@@ -189,12 +210,18 @@ SCHEMA: dict[str, str] = {
     "alerts": """
         alert_id VARCHAR PRIMARY KEY,
         created_at TIMESTAMP DEFAULT current_timestamp,
-        kind VARCHAR NOT NULL,                -- check_failed | run_failed
+        kind VARCHAR NOT NULL,                -- check_failed | run_failed | resolved
         asset_key VARCHAR,
         check_name VARCHAR,
         run_id VARCHAR,
         message VARCHAR,
-        delivered VARCHAR                     -- webhook outcome, or 'not configured'
+        delivered VARCHAR,                    -- last delivery outcome (per channel when several), or 'not configured'
+        delivered_channels VARCHAR,           -- channels that took it, comma-separated (a retry skips them)
+        dedup_key VARCHAR,                    -- one open alert per key: check:<asset>:<check> | run:<job>
+        resolved_at TIMESTAMP,                -- when the same check or job passed again (failures only)
+        occurrences INTEGER DEFAULT 1,        -- failures folded into this open alert
+        attempts INTEGER DEFAULT 0,           -- delivery attempts so far
+        next_attempt_at TIMESTAMP             -- NULL: delivered or given up; else retry after this time
     """,
 }
 
@@ -267,35 +294,114 @@ def _adopt_legacy_raw_tables(con: duckdb.DuckDBPyConnection, legacy: list[str]) 
 
 
 MEMORY_LIMIT_ENV = "SYNTHDATA_DUCKDB_MEMORY"
+THREADS_ENV = "SYNTHDATA_DUCKDB_THREADS"
 DEFAULT_MEMORY_LIMIT = "512MB"
+LOCK_NOTE_SUFFIX = ".holder.json"
 
 
-def connect(path: Path | str, read_only: bool = False, timeout_s: float = 120.0) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting while another process holds DuckDB's single-writer lock.
+class WarehouseLocked(RuntimeError):
+    """Another process held DuckDB's single-writer lock for longer than the caller would wait."""
+
+
+def connection_config(memory_limit: str | None = None, threads: int | None = None) -> dict[str, object]:
+    """The settings every warehouse connection gets, from the arguments or else the environment.
 
     DuckDB's buffer pool otherwise grows toward 80% of RAM; a fixed limit (SYNTHDATA_DUCKDB_MEMORY, default
     512MB) caps it, spilling to disk beyond it. It does not cap everything: DuckDB's automatic checkpoints
     take working memory outside it that grows with the table (measured, see docs/curation.md).
+    SYNTHDATA_DUCKDB_THREADS caps DuckDB's worker threads (default: one per core).
+    """
+    config: dict[str, object] = {"memory_limit": memory_limit or os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT}
+    threads = threads or int(os.environ.get(THREADS_ENV) or 0)
+    if threads:
+        config["threads"] = int(threads)
+    return config
+
+
+def lock_holder(path: Path | str, error: str = "") -> str:
+    """Who holds the warehouse, as far as can be known: the note a writer leaves beside the file (its run),
+    checked against the PID that DuckDB names in its lock error (a note from a dead process is ignored)."""
+    match = re.search(r"\(PID (\d+)\)", error)
+    pid = int(match.group(1)) if match else None
+    try:
+        note = json.loads(Path(str(path) + LOCK_NOTE_SUFFIX).read_text())
+    except (OSError, ValueError):
+        note = {}
+    if note and (pid is None or note.get("pid") == pid):
+        return f"{note.get('holder', 'a process')} (PID {note.get('pid')}, since {note.get('since', '?')})"
+    return f"PID {pid}" if pid else "another process"
+
+
+def connect(
+    path: Path | str,
+    read_only: bool = False,
+    timeout_s: float = 120.0,
+    *,
+    config: dict[str, object] | None = None,
+    on_wait: Callable[[str], None] | None = None,
+    wait_log_every_s: float = 5.0,
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse with the shared settings, waiting while another process holds DuckDB's writer lock.
+
+    A writer creates the folder (a fresh SYNTHDATA_HOME) and migrates the schema. While the file is locked,
+    `on_wait` hears who holds it every `wait_log_every_s` (never a silent wait); after `timeout_s` the call
+    raises `WarehouseLocked` naming the holder. A reader in a process that already has the file open for
+    writing gets a connection like the writer's: DuckDB allows one configuration per file per process.
     """
     if not read_only:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    delay = 0.05
+    config = config if config is not None else connection_config()
+    start = time.monotonic()
+    next_log, delay = start + wait_log_every_s, 0.05
     while True:
         try:
-            con = duckdb.connect(
-                str(path), read_only=read_only,
-                config={"memory_limit": os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)},
-            )  # fmt: skip
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
+            break
+        except duckdb.ConnectionException as e:
+            if not read_only or "different configuration" not in str(e):
+                raise
+            con = duckdb.connect(str(path), config=config)
             break
         except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+            if "lock" not in str(e).lower():
                 raise
+            waited = time.monotonic() - start
+            if waited > timeout_s:
+                raise WarehouseLocked(
+                    f"{Path(path).name} is locked by {lock_holder(path, str(e))}; gave up after {waited:.0f}s. "
+                    "Wait for it to finish, or stop it (DuckDB allows one writing process per file)."
+                ) from None
+            if on_wait is not None and time.monotonic() >= next_log:
+                what = "read" if read_only else "write"
+                on_wait(f"waiting to {what} {Path(path).name}: locked by {lock_holder(path, str(e))} ({waited:.0f}s of {timeout_s:.0f}s)")
+                next_log += wait_log_every_s
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.5)
     if not read_only:
         ensure_schema(con)
     return con
+
+
+@contextmanager
+def opened(
+    path: Path | str,
+    read_only: bool = False,
+    holder: str = "",
+    **kwargs,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`connect` as a context manager. A writer leaves a note naming itself (`holder`, e.g. its run) beside the
+    file while it holds the lock, so whoever waits on it can be told which run that is."""
+    con = connect(path, read_only=read_only, **kwargs)
+    note = Path(str(path) + LOCK_NOTE_SUFFIX)
+    try:
+        if not read_only and holder:
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            note.write_text(json.dumps({"holder": holder, "pid": os.getpid(), "since": since}))
+        yield con
+    finally:
+        con.close()
+        if not read_only and holder:
+            note.unlink(missing_ok=True)
 
 
 @contextmanager

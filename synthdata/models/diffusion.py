@@ -25,12 +25,18 @@ class DiffusionConfig(pydantic.BaseModel):
 
     timesteps: int = 1000
     schedule: Literal["cosine", "linear"] = "cosine"
-    sampling_steps: int = 50  # DDIM steps at sampling time
+    sampling_steps: int = 10  # DDIM steps at sampling time (quality against steps: docs/training.md)
     guidance: float = 2.0
     p_uncond: float = 0.1
     width: int = 64  # U-Net base channels / a quarter of the MLP width
     arch: Arch = "auto"
     cond_dim: int = 128
+    # "edm": the net's output is preconditioned as in Karras et al. 2022 (a noise-level-dependent skip from the
+    # input), so at high noise eps ~ x_t comes for free. Without it an MLP denoiser narrower than the image
+    # (784 pixels through 256 units at 28x28) cannot pass x_t through and samples stay noise. "eps": the plain
+    # epsilon-prediction of Ho et al.; checkpoints of format 1 were trained that way.
+    precondition: Literal["edm", "eps"] = "edm"
+    sigma_data: float = 0.5  # the data's std in [-1, 1] units, as EDM assumes
 
 
 def alpha_bar_schedule(timesteps: int, kind: str) -> torch.Tensor:
@@ -122,8 +128,17 @@ class ConditionalDDPM(GenerativeModel):
         return {"net": torch.optim.Adam(self.parameters(), lr=lr)}
 
     def eps(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        cond = self.time_mlp(timestep_embedding(t, self.cfg.cond_dim)) + self.class_embed(y)
-        return self.net(x, F.silu(cond))
+        cond = F.silu(self.time_mlp(timestep_embedding(t, self.cfg.cond_dim)) + self.class_embed(y))
+        if self.cfg.precondition == "eps":
+            return self.net(x, cond)
+        # EDM's x0 = c_skip x~ + c_out F(c_in x~) with x~ = x_t / sqrt(ab), sigma^2 = (1 - ab) / ab, rewritten for
+        # eps = (x~ - x0) / sigma in terms of ab alone (no 1 / sqrt(ab) blow-up at the last timesteps):
+        # eps = x_t sqrt(1 - ab) / D - sigma_d sqrt(ab / D) F(x_t / sqrt(D)), D = 1 - ab + ab sigma_d^2.
+        ab = self.alpha_bar[t].view(-1, *([1] * (x.dim() - 1)))
+        sd = self.cfg.sigma_data
+        d = 1 - ab + ab * sd**2
+        out = self.net(x / d.sqrt(), cond)
+        return x * ((1 - ab).sqrt() / d) - (sd * (ab / d).sqrt()) * out
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, update: Update, autocast: Autocast) -> dict[str, torch.Tensor]:
         t = torch.randint(0, self.cfg.timesteps, (len(x),), device=x.device)

@@ -3,7 +3,8 @@
     python -m synthdata.training --data digits --run-dir runs/digits-gan --config '{"family": "gan"}'
     torchrun --standalone --nproc_per_node 4 -m synthdata.training --data digits --run-dir runs/ddp
 
-Prints one JSON line (rank 0) with the checkpoint path, steps, steps/s, final losses and the step it resumed from.
+Prints one JSON line (rank 0) with the checkpoint path, steps, steps/s, final losses, the step it resumed from,
+the plan (what was chosen for this device and budget, and why) and any warnings.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps({"checkpoint": str(result.checkpoint_path), "steps": result.steps,
                           "steps_per_second": round(result.steps_per_second, 2), "final_losses": result.final_losses,
-                          "resumed_from_step": result.resumed_from_step}))
+                          "resumed_from_step": result.resumed_from_step,
+                          "plan": {k: result.plan[k] for k in ("source", "arch", "width", "batch_size", "reason")},
+                          "warnings": result.warnings}))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@
 * Self-describing: `model_args` holds the model's constructor arguments as plain data, so
   `synthdata.models.build_model` rebuilds the network from the checkpoint alone, without the training code.
 * Published by content: `publish_checkpoint` copies a finished run's file to a name derived from its bytes.
+* Never silently lost: `read_run_checkpoint` moves a file that fails to load aside (`<name>.corrupt-<time>`) and
+  returns an event saying so, which the loop logs as a warning and records in the next checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,9 @@ import torch
 
 from synthdata.io.atomic import replacing, write_atomic
 
-FORMAT_VERSION = 1
+# 2: the training plan, events and quality probes are stored; diffusion models default to EDM preconditioning
+# (format-1 diffusion checkpoints were trained with plain epsilon prediction, see checkpoint_model_args).
+FORMAT_VERSION = 2
 
 
 def atomic_save(obj: dict[str, Any], path: Path) -> None:
@@ -49,18 +54,52 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return torch.load(Path(path), map_location=map_location, weights_only=True)
 
 
+def read_run_checkpoint(
+    path: Path, map_location: str | torch.device, move_aside: bool = True
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the run folder's checkpoint or None, an event or None).
+
+    A file that exists but does not load (truncated, not a checkpoint, written by something else) is not a run
+    that can be continued, and it must not be overwritten silently either: it is renamed to
+    `<name>.corrupt-<UTC time>` (only where `move_aside`, i.e. on DDP rank 0) and the event records what
+    happened, so the caller can warn, and the next checkpoint and the asset's metadata can say so.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None, None
+    try:
+        return load_checkpoint(path, map_location=map_location), None
+    except Exception as exc:  # any failure to load means the same thing here: this file cannot be resumed
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    moved = None
+    if move_aside:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = path.with_name(f"{path.name}.corrupt-{stamp}")
+        n = 1
+        while moved.exists():
+            moved, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
+        os.replace(path, moved)
+    event = {"event": "unreadable checkpoint", "path": str(path), "moved_to": str(moved) if moved else None,
+             "error": error, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return None, event
+
+
 def checkpoint_model_args(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's `model_args` (see `synthdata.models.build_model`).
 
     Checkpoints written before `model_args` was stored hold the whole training config as JSON data instead, with
-    the family's config nested under the family's name; the model's arguments are read from that.
+    the family's config nested under the family's name; the model's arguments are read from that. Diffusion
+    checkpoints of format 1 predate the `precondition` field and were trained without it ("eps").
     """
     if "model_args" in ckpt:
-        return ckpt["model_args"]
-    config = ckpt["config"]
-    family = config["family"]
-    return {"family": family, "shape": list(ckpt["shape"]), "num_classes": int(ckpt["num_classes"]),
-            "config": config[family]}
+        args = ckpt["model_args"]
+    else:
+        config = ckpt["config"]
+        args = {"family": config["family"], "shape": list(ckpt["shape"]), "num_classes": int(ckpt["num_classes"]),
+                "config": config[config["family"]]}
+    if args["family"] == "diffusion" and int(ckpt.get("format", 1)) < 2 and "precondition" not in args["config"]:
+        args = {**args, "config": {**args["config"], "precondition": "eps"}}  # how format-1 models were trained
+    return args
 
 
 def publish_checkpoint(run_checkpoint: Path, dest_dir: Path) -> tuple[str, Path]:

@@ -1,4 +1,5 @@
-"""The pictures a training run reports: a grid of samples (one row per class) and the loss curves."""
+"""The pictures a training run reports: a grid of samples (one row per class), the loss curves, and the training
+curves (losses, steps/s, quality probe)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,37 @@ def loss_curve(history: list[dict[str, float]], family: str) -> bytes:
     names = [k for k in history[0] if k != "step"] if history else []
     series = {k: [row[k] for row in history] for k in names}
     return render.line_plot(series, x=[row["step"] for row in history], title=f"{family} training losses")
+
+
+def training_curves(history: list[dict[str, float]], probes: list[dict[str, float]], family: str) -> bytes:
+    """One figure, three panels against step: the losses, steps/s, and the quality probe (TSTR/TRTR in
+    miniature on the val split). A probe still rising at the last step says more budget would help."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [row["step"] for row in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), dpi=100)
+    for name in [k for k in history[0] if k not in ("step", "steps_per_second")] if history else []:
+        axes[0].plot(steps, [row[name] for row in history], label=name, linewidth=1.2)
+    axes[0].set_title(f"{family} losses")
+    axes[0].legend(loc="best", fontsize=7)
+    rates = [(row["step"], row["steps_per_second"]) for row in history if "steps_per_second" in row]
+    axes[1].plot([s for s, _ in rates], [r for _, r in rates], linewidth=1.2)
+    axes[1].set_title("steps/s")
+    axes[1].set_ylim(bottom=0)
+    if probes:
+        axes[2].plot([p["step"] for p in probes], [p["probe_ratio"] for p in probes], marker="o", linewidth=1.2)
+    axes[2].set_title("quality probe on val (TSTR/TRTR)")
+    axes[2].set_ylim(bottom=0)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,135 @@
+"""Shift hashes: 1-2 px crops and shifts of small real images become candidates, with few look-alikes."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import skimage.data
+from PIL import Image
+
+from synthdata.dedup.calibrate import plant_copy
+from synthdata.dedup.candidates import candidate_pairs
+from synthdata.dedup.phash import hamming, image_hashes, phash_and_crop_hashes, to_signed
+from synthdata.dedup.shift_hash import CENTRE, N_SHIFTS, SHIFTS, WINDOW, shift_hashes_arrays, stored
+
+
+@pytest.fixture(scope="module")
+def faces() -> np.ndarray:
+    """200 real 25x25 grey faces and non-faces (skimage's LFW subset)."""
+    return np.rint(skimage.data.lfw_subset() * 255).astype(np.uint8)
+
+
+def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Content moved by (dy, dx) px, the uncovered border repeating the edge (as calibrate's shift)."""
+    h, w = image.shape
+    rows, cols = np.clip(np.arange(h) - dy, 0, h - 1), np.clip(np.arange(w) - dx, 0, w - 1)
+    return np.ascontiguousarray(image[rows][:, cols])
+
+
+def test_a_shifted_or_cropped_copy_reproduces_one_of_the_originals_windows_exactly(faces) -> None:
+    originals = shift_hashes_arrays(faces)
+    assert originals.shape == (len(faces), N_SHIFTS) and (originals[:, CENTRE] != 0).mean() > 0.95
+    faces, originals = faces[(originals != 0).all(axis=1)], originals[(originals != 0).all(axis=1)]
+    for dy, dx in SHIFTS:
+        copies = shift_hashes_arrays(np.stack([shifted(f, dy, dx) for f in faces]))
+        # The copy's centred window is the original's window moved with the content, pixel for pixel.
+        assert (copies[:, CENTRE] == originals[:, SHIFTS.index((-dy, -dx))]).all()
+    for top, bottom, left, right in [(2, 0, 0, 0), (0, 2, 1, 1), (1, 0, 2, 1), (2, 2, 2, 2)]:
+        crops = np.stack([f[top : 25 - bottom, left : 25 - right] for f in faces])
+        centre = shift_hashes_arrays(crops)[:, CENTRE]
+        assert all(c in set(o.tolist()) for c, o in zip(centre.tolist(), originals))
+    # Three pixels is beyond the supported shifts: no window of the original matches any more.
+    beyond = shift_hashes_arrays(np.stack([shifted(f, 3, 0) for f in faces]))[:, CENTRE]
+    assert np.mean([c in set(o.tolist()) for c, o in zip(beyond.tolist(), originals)]) < 0.05
+
+
+def test_distinct_faces_rarely_share_a_window_and_pHash_alone_misses_most_shifts(faces) -> None:
+    hashes = shift_hashes_arrays(faces)
+    distance = hamming(hashes[:, :, None], hashes[None, None, :, CENTRE])  # (probing, shift, keyed)
+    distance[(hashes == 0)[:, :, None] | (hashes[:, CENTRE] == 0)[None, None, :]] = 64  # 0 = no hash
+    near = distance.min(axis=1)
+    np.fill_diagonal(near, 64)
+    assert (near <= 4).any(axis=1).mean() <= 0.01  # at most 2 of the 200 come within the channel's radius
+    rng = np.random.default_rng(0)
+    copies = [plant_copy(f, "shift", rng) for f in faces]
+    phash = phash_and_crop_hashes([Image.fromarray(f) for f in faces])[0]
+    phash_copies = phash_and_crop_hashes([Image.fromarray(c) for c in copies])[0]
+    assert np.mean(hamming(phash, phash_copies) <= 10) < 0.6  # why the channel exists
+
+
+def test_flat_windows_off_image_windows_and_small_images_have_no_hash() -> None:
+    flat = np.full((2, 32, 32), 200, np.uint8)
+    flat[1] += np.random.default_rng(0).integers(0, 2, (32, 32), dtype=np.uint8)  # +-1 grey level of noise
+    assert (shift_hashes_arrays(flat) == 0).all()
+    face = np.rint(skimage.data.lfw_subset()[0] * 255).astype(np.uint8)
+    small = shift_hashes_arrays(face[None, :18, :18])[0]  # 18 px: only offsets that keep the window inside
+    inside = [max(abs(dy), abs(dx)) <= 1 for dy, dx in SHIFTS]
+    assert (small[inside] != 0).all() and (small[~np.array(inside)] == 0).all()
+    assert (shift_hashes_arrays(face[None, : WINDOW - 1, :]) == 0).all()
+    assert stored(shift_hashes_arrays(flat)) == [[], []]
+
+
+def test_image_hashes_adds_shift_hashes_without_changing_the_phashes(faces) -> None:
+    rgb = skimage.data.astronaut()
+    pils = [Image.fromarray(f) for f in faces[:50]] + [Image.fromarray(rgb[y : y + 40, :40]) for y in range(0, 200, 20)]
+    phash, phash2, shifts = image_hashes(pils)
+    expected_phash, expected_phash2 = phash_and_crop_hashes(pils)
+    assert (phash == expected_phash).all() and (phash2 == expected_phash2).all()
+    assert (shifts[:50] == shift_hashes_arrays(faces[:50])).all()
+    # RGB images are hashed on Pillow's own L conversion, as pHash is.
+    assert (shifts[50:] == shift_hashes_arrays(np.stack([np.asarray(p.convert("L")) for p in pils[50:]]))).all()
+
+
+def _table(images: list[np.ndarray], is_new: np.ndarray, with_shift: np.ndarray) -> duckdb.DuckDBPyConnection:
+    phash, phash2, shifts = image_hashes([Image.fromarray(i) for i in images])
+    lists = [[int(v) for v in to_signed(np.array(row, np.uint64))] if keep else None
+             for row, keep in zip(stored(shifts), with_shift)]  # fmt: skip
+    frame = pd.DataFrame({"image_id": [f"i{k:04d}" for k in range(len(images))], "phash": to_signed(phash),
+                          "phash2": to_signed(phash2), "shift_hashes": lists, "is_new": is_new})  # fmt: skip
+    con = duckdb.connect()
+    con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN)")
+    con.execute("INSERT INTO hashes SELECT * FROM frame")
+    return con
+
+
+def test_the_shift_channel_pairs_every_planted_crop_and_shift_and_old_rows_fall_back_to_the_crop_channel(faces) -> None:
+    rng = np.random.default_rng(1)
+    kinds = ["shift", "crop"] * 40
+    textured = np.flatnonzero([f.std() >= 4 for f in faces])  # a blank frame's copies are another matter
+    sources = rng.choice(textured, len(kinds), replace=False)
+    images = list(faces) + [plant_copy(faces[s], k, rng) for s, k in zip(sources, kinds)]
+    truth = {(f"i{s:04d}", f"i{len(faces) + c:04d}") for c, s in enumerate(sources)}
+    is_new = np.arange(len(images)) >= len(faces)  # the copies arrive in a later drop
+
+    con = _table(images, is_new, np.ones(len(images), bool))
+    with_channel = set(zip(*candidate_pairs(con, "hashes", 10, shift_radius=4)[["a", "b"]].to_numpy().T))
+    assert truth <= with_channel
+    without = candidate_pairs(con, "hashes", 10, crop_radius=None, shift_radius=None)
+    assert len(truth & set(zip(without["a"], without["b"]))) < 0.7 * len(truth)  # pHash alone misses many
+    assert len(with_channel) - len(truth) <= len(without)  # and the channel adds next to no look-alikes
+
+    # A warehouse written before the column: the earlier drop's rows have NULL; the crop channel covers them.
+    old = _table(images, is_new, is_new)
+    fallback = candidate_pairs(old, "hashes", 10, shift_radius=4)
+    plain = candidate_pairs(old, "hashes", 10, shift_radius=None)  # the crop channel for every row
+    old_ids = {f"i{k:04d}" for k in np.flatnonzero(~is_new)}
+    with_old = lambda pairs: {(a, b) for a, b in zip(pairs["a"], pairs["b"]) if a in old_ids or b in old_ids}  # noqa: E731
+    assert with_old(fallback) == with_old(plain) and len(with_old(plain) & truth) > 0.6 * len(truth)
+
+
+def test_max_partners_keeps_each_new_images_nearest_phash_partners(faces) -> None:
+    is_new = np.arange(len(faces)) % 2 == 0
+    con = _table(list(faces), is_new, np.zeros(len(faces), bool))
+    every = candidate_pairs(con, "hashes", 24, crop_radius=None, shift_radius=None)
+    capped = candidate_pairs(con, "hashes", 24, crop_radius=None, shift_radius=None, max_partners=3)
+    new = {f"i{k:04d}" for k in np.flatnonzero(is_new)}
+    nearest: dict[str, list] = {}
+    for a, b, d in zip(every["a"], every["b"], every["distance"]):
+        for owner, partner in ((a, b), (b, a)):
+            if owner in new:
+                nearest.setdefault(owner, []).append((d, partner))
+    expected = {tuple(sorted((o, p))) for o, found in nearest.items() for _, p in sorted(found)[:3]}
+    assert set(zip(capped["a"], capped["b"])) == expected
+    assert len(capped) < len(every)
