@@ -11,8 +11,9 @@ test 30, pool 40). The feature extractor's training is timed separately. Each st
 (`synthdata.evaluate.standins`) makes as many images as the pool holds (at most `--n`). The ideal generator's
 evaluation is the full default one (LR and CNN utility over 3 seeds, scarcity study); the others skip the
 scarcity study. Wall and CPU seconds are both printed: the evaluation runs torch and BLAS on one thread, so
-on a shared machine its CPU seconds are what it costs on a free core. Baseline in the same run: FID from the same features through scipy's general `sqrtm` (the
-route of pytorch-fid and torchmetrics), which ours must match to 1e-3 relative.
+on a shared machine its CPU seconds are what it costs on a free core. Baseline in the same run: FID from the
+same features through scipy's general `sqrtm` (the route of pytorch-fid and torchmetrics), which ours must
+match to 1e-3 relative.
 """
 
 from __future__ import annotations

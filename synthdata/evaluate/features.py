@@ -35,7 +35,7 @@ FEATURE_DIM = 128
 WIDTHS = (8, 16)
 FORMAT_VERSION = 1
 # torch threads for evaluation work. These nets and matrices are small: on shared cores a second intra-op thread
-# made them 2-30x slower (docs/benchmarks.md), and the pipeline runs evaluations beside other steps.
+# made them 2-40x slower (docs/benchmarks.md), and the pipeline runs evaluations beside other steps.
 EVAL_THREADS = 1
 
 

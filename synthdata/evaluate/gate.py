@@ -3,14 +3,15 @@
 A floor names an overall metric (a `MetricRow` with no class label) and a minimum and/or maximum. A metric
 the evaluation did not produce fails its floor, as does a NaN: the gate never passes on missing evidence.
 
-The defaults were calibrated by `benchmarks/evaluation.py` (figures in docs/evaluation.md and
-docs/benchmarks.md) on three stand-in generators built from real data, on the digits, on 10,000 Fashion-MNIST
-images and on the LFW faces (face / not face):
-- ideal: held-out real images (val) with their labels, i.e. a generator as good as the data itself;
-- collapsed: 1 or 3 real train images per class, repeated to the synthetic set's size;
-- memorizing: real train images returned as they are, JPEG-recompressed (q75) or with 1 px shifts.
-Each floor sits between what the ideal generator measured and what the failure it guards against measured,
-nearer the ideal side only where the ideal's spread allows (see the per-floor comments for the figures).
+The defaults were calibrated by `benchmarks/evaluation.py` (figures in docs/evaluation.md) on stand-in
+generators made of real images (`standins.py`) on the digits, 10,000 Fashion-MNIST images and the 200 LFW
+subset images (face / not face):
+- ideal: real images held out of train, val and test, with their labels: as good as the data itself;
+- collapsed: 1 or 3 real train images per class, or each class's mean image, repeated;
+- memorizing: real train images returned as they are, JPEG-recompressed (q75) or shifted by up to 1 px.
+Each floor sits between what the ideal generator measured and what the failure it guards against measured
+(the per-floor comments give the figures). The contract's proposed values held: every ideal set passed them
+all, and every collapsed or memorizing stand-in failed at least one diversity or privacy floor on every set.
 """
 
 from __future__ import annotations
@@ -36,19 +37,22 @@ class Verdict:
     checked: dict[str, float] = field(default_factory=dict)
 
 
-# Calibration figures (overall rows; ideal / collapsed 1 per class / collapsed 3 per class / memorizing), from
-# `python -m benchmarks evaluation`; docs/evaluation.md holds the full table.
+# Calibration figures: `python -m benchmarks evaluation` (seed 0), overall rows, digits / Fashion-MNIST 10k / LFW
+# (200 images: 40 synthetic, 60 holdout); docs/evaluation.md holds the full table.
 DEFAULT_FLOORS: tuple[Floor, ...] = (
-    # Utility. Ideal 0.98-1.02 on every set; the floor is the one the pipeline has used since the first gate.
-    # A collapsed generator can pass it (TSTR of 3 images per class on digits: ~0.8-0.9), hence the next two.
+    # Utility. Ideal 0.99 / 1.00 / 0.97. The floor the pipeline has used since the first gate; a collapse can pass
+    # it (class means on digits: 0.93), hence the diversity floors.
     Floor("tstr_trtr_ratio", min=0.90),
-    # Diversity (Naeem et al. 2020, k=5). Ideal coverage ~0.9-0.97, recall ~0.7-0.95; one image per class
-    # repeated: coverage <= 0.01 and recall <= 0.01; three per class: coverage <= 0.05, recall <= 0.05.
+    # Diversity (Naeem et al. 2020, k=5). Ideal coverage 0.97 / 0.97 / 1.00 and recall 0.98 / 0.95 / 0.95.
+    # Collapsed (1 or 3 images per class, class means): coverage at most 0.39 on digits and 0.02 on Fashion (LFW's
+    # two classes, 3 images each: 0.60, caught by recall), recall at most 0.04 / 0.003 / 0.15.
     Floor("coverage", min=0.50),
     Floor("recall", min=0.30),
-    # Privacy. Ideal: ~5% of synthetic images fall below the 5th percentile of holdout distances by
-    # construction, MIA AUC ~0.5, near-copies ~1%. Memorizing (exact, JPEG'd or shifted copies): >= 0.5 closer
-    # than holdout, MIA AUC near 1 when the copies are the members, near-copies far above 5%.
+    # Privacy. The fractions are holdout quantiles by construction (about 0.05 and 0.01 when nothing is copied):
+    # ideal closer-than-holdout 0.064 / 0.053 / 0.075, near-copies 0.007 / 0.012 / 0.025, MIA AUC 0.49 / 0.50 /
+    # 0.56. Memorizing: exact or JPEG'd copies >= 0.85 closer and >= 0.68 near-copies everywhere; copies shifted
+    # by up to 1 px 0.14 / 0.14 / 0.53 and 0.14 / 0.13 / 0.30; MIA AUC 0.67 / 1.00 / 0.73 for exact copies (a
+    # third of digits' train copied, all of Fashion's) and 0.61 for Fashion's shifted copies.
     Floor("closer_than_holdout_fraction", max=0.10),
     Floor("mia_auc", max=0.60),
     Floor("near_copy_fraction", max=0.05),

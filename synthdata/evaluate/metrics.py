@@ -66,7 +66,7 @@ def compute(fs: FeatureSets, names: Sequence[str] | None = None) -> list[MetricR
         fs.cache = {}
     rows: list[MetricRow] = []
     # One BLAS thread: on shared cores OpenBLAS's second thread made these products and eigendecompositions
-    # several times slower (KID 5.7 s -> 0.2 s on the digits under load; docs/benchmarks.md).
+    # several times slower (KID 5.7 s vs 1.5 s, FID 1.5 s vs 0.15 s on digits under load; docs/benchmarks.md).
     with single_threaded_blas():
         for name, fn in METRICS.items():
             if names is None or name in names:
