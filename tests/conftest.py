@@ -26,3 +26,25 @@ def landing(tmp_path):
     root = tmp_path / "landing"
     root.mkdir()
     return root
+
+
+def query(paths, sql, params=()):
+    """Rows of `sql` from a test's warehouse, read-only (a test never writes behind the pipeline's back)."""
+    import duckdb
+
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core box: one intra-op thread is several times faster than two fighting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

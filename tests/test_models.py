@@ -15,13 +15,7 @@ from synthdata.models.diffusion import alpha_bar_schedule
 SHAPES = [(1, 8, 8), (3, 28, 28), (3, 64, 64)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core box: one intra-op thread is several times faster than two fighting.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make(family: str, shape: tuple[int, int, int]) -> GenerativeModel:

@@ -5,10 +5,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pytest
 
+from conftest import query
 from dagster_project.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
 from dagster_project.jobs import daily_ingest_job, synthesis_job
 from dagster_project.sensors import quality_alerts
@@ -29,14 +29,6 @@ pytestmark = pytest.mark.slow
 def make_defs(paths, **overrides):
     resources = {**build_resources(paths), **overrides}
     return dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[daily_ingest_job, synthesis_job], resources=resources)
-
-
-def query(paths, sql, params=()):
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def check_results(result):

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from synthdata.datasets import load_digits_uint8, load_fashion_mnist
 from synthdata.training.checkpoint import atomic_save, load_checkpoint
@@ -15,12 +14,7 @@ from synthdata.training.loop import TrainConfig, train_generator
 from synthdata.training.plan import CPU_NOTES, TARGET_STEPS, ladder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,9 @@ import re
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
-from conftest import png
+from conftest import png, query
 from dagster_project.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
 from dagster_project.jobs import daily_ingest_job, synthesis_job
 from resources import QualityResource
@@ -42,14 +41,6 @@ slow = pytest.mark.slow
 def make_defs(paths, floors_yaml: str = ""):
     resources = {**build_resources(paths), "quality": QualityResource(floors_yaml=floors_yaml)}
     return dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[daily_ingest_job, synthesis_job], resources=resources)
-
-
-def query(paths, sql, params=()):
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def materialize(env, keys, floors_yaml="", run_config=None):
