@@ -7,6 +7,11 @@ The gate is enforced here, in the asset body, from the verdict stored in `evalua
 A blocked export writes nothing: the previous export stays where it is, because it is the last data set that
 did pass, and its `manifest.json` names the checkpoint and evaluation it was published from, so it never
 passes for the current checkpoint. The failed materialization is the signal that it is not current.
+
+Retries: a failed write (a full or briefly unavailable disk, a store read that failed) is retried, because the
+export is idempotent: every file goes to a temporary name and is renamed into place, so a reader never sees half
+of one, and a retry checks the gate again and rewrites every file from a fresh snapshot. A refusal (`refuse`) is
+never retried: it follows from what is stored, so a second attempt would refuse again and only delay the alert.
 """
 
 import math
@@ -18,23 +23,31 @@ from assets.partitions import model_families
 from resources import ImageStoreResource, WarehouseResource
 
 
+def refuse(description: str, metadata: dict | None = None) -> dg.Failure:
+    """A refusal to publish: it depends only on what is stored, so the step's retry policy must not repeat it."""
+    return dg.Failure(description=description, metadata=metadata, allow_retries=False)
+
+
 def publishable(con, family: str) -> dict:
-    """The evaluation that allows publishing `family`'s synthetic_images now; dg.Failure naming why not."""
-    checkpoint_id, fingerprint = synthetic_set(con, family)
+    """The evaluation that allows publishing `family`'s synthetic_images now; a refusal (`refuse`) naming why not."""
+    try:
+        checkpoint_id, fingerprint = synthetic_set(con, family)
+    except dg.Failure as e:  # rows that mix checkpoints: stored state again, which no retry changes
+        raise refuse(e.description or "synthetic_images cannot be published", dict(e.metadata)) from e
     if checkpoint_id is None:
-        raise dg.Failure(f"no synthetic images for {family}: materialize synthetic_images[{family}] first")
+        raise refuse(f"no synthetic images for {family}: materialize synthetic_images[{family}] first")
     latest = latest_evaluation(con, family)
     if latest is None or latest["checkpoint_id"] != checkpoint_id:
-        raise dg.Failure(
+        raise refuse(
             f"no evaluation of checkpoint {checkpoint_id} yet: materialize quality_report[{family}] "
             f"(latest evaluation: {latest['evaluation_id'] + ' of ' + latest['checkpoint_id'] if latest else 'none'})"
         )
     if latest["synthetic_fingerprint"] != fingerprint:
-        raise dg.Failure(
+        raise refuse(
             f"synthetic_images[{family}] changed since evaluation {latest['evaluation_id']}: materialize quality_report[{family}]"
         )
     if not latest["passed"]:
-        raise dg.Failure(
+        raise refuse(
             f"quality gate failed for checkpoint {checkpoint_id} (evaluation {latest['evaluation_id']}): "
             + "; ".join(latest["failures"]),
             metadata={"failures": dg.MetadataValue.json(latest["failures"]), "evaluation_id": latest["evaluation_id"]},
@@ -45,6 +58,9 @@ def publishable(con, family: str) -> dict:
 @dg.asset(
     partitions_def=model_families,
     deps=["quality_report"],
+    # Safe to retry a failed write: temp names then renames, from one read-only snapshot (see the module doc).
+    # Refusals by the gate are raised with allow_retries=False and make exactly one attempt.
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
     group_name="evaluation",
     kinds={"parquet"},
     description="Real train split (unlabeled rows with a null label) plus the family's synthetic images as one "

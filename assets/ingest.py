@@ -119,7 +119,7 @@ def raw_images(
 @dg.asset_check(
     asset=raw_images,
     description="Great Expectations: ids well-formed, one row per file (ERROR); labels present, sides within the "
-    "quality resource's min_side..max_side (WARN: large and tiny images are data the ingest accepted on purpose).",
+    "quality resource's min_side..max_side (no upper bound by default) (WARN: large and tiny images are data the ingest accepted on purpose).",
 )
 def raw_images_expectations(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, quality: QualityResource
@@ -128,7 +128,7 @@ def raw_images_expectations(
 
     with warehouse.read() as con:
         df = con.execute("SELECT image_id, partition_date, source_path, label, width, height FROM raw_images").df()
-    side = {"min_value": quality.min_side, "max_value": quality.max_side}
+    side = quality.side_bounds()
     errors = [
         ("ExpectColumnValuesToNotBeNull", {"column": "image_id"}),
         ("ExpectColumnValuesToMatchRegex", {"column": "image_id", "regex": "^[0-9a-f]{64}$"}),

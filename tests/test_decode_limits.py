@@ -100,6 +100,9 @@ def test_limits_raised_on_the_resource_carry_large_images_through_every_stage(tm
     assert result.success
     failed_steps = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert failed_steps == []
+    # Accepted large images are data: the tables' expectations have no upper side bound by default.
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["raw_images_expectations"] and checks["images_expectations"], checks
     assert _rows(paths, "SELECT count(*) FROM rejected_images") == [(0,)]
     ingest = result.asset_materializations_for_node("raw_images")[0].metadata
     assert ingest["decoded_reduced"].value == 2  # both, under decode_pixels from the resource

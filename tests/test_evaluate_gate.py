@@ -82,3 +82,14 @@ def test_a_missing_or_nan_metric_fails_and_failures_name_value_and_floor():
     assert verdict.checked["coverage"] == 0.12 and math.isnan(verdict.checked["recall"])
     assert judge([MetricRow("mia_auc", 0.7)], [Floor("mia_auc", max=0.6)]).failures == ["mia_auc 0.70 > max 0.60"]
     assert judge([MetricRow("mia_auc", 0.5)], [Floor("mia_auc", max=0.6)]).passed
+
+
+def test_the_gate_judges_utility_on_val_where_measured_and_says_so(verdicts):
+    """Publishing is a selection: the floor reads the val ratio, test only reports."""
+    floors = [Floor("tstr_trtr_ratio", min=0.90)]
+    rows = [MetricRow("tstr_trtr_ratio", 0.95), MetricRow("tstr_trtr_ratio_val", 0.85, split="val")]
+    verdict = judge(rows, floors)
+    assert verdict.failures == ["tstr_trtr_ratio (val) 0.85 < min 0.90"] and verdict.checked == {"tstr_trtr_ratio": 0.85}
+    assert judge(rows[:1], floors).passed  # no val split: the test row is judged
+    result, _ = verdicts["ideal"]  # a real evaluation measures the ratio on val too
+    assert result.value("tstr_trtr_ratio_val") > 0.9 and any(r.split == "val" for r in result.rows if r.metric == "tstr_trtr_ratio_val")

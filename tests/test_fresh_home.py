@@ -87,3 +87,64 @@ def test_plain_dagster_asset_materialize_creates_the_home_it_needs(tmp_path, dig
     assert con.execute("SELECT count(*) FROM raw_images").fetchone() == (30,)
     con.close()
     print(f"plain dagster asset materialize on a fresh home: {time.monotonic() - start:.1f}s")
+
+
+OLD_STYLE = """\
+# written by an older synthdata
+concurrency:
+  pools:
+    default_limit: 1
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 60
+telemetry:
+  enabled: true
+"""
+
+
+def test_an_older_dagster_yaml_gains_the_missing_nested_keys_and_keeps_the_teams_values(tmp_path, caplog):
+    from dagster_project.instance import ensure_instance_config
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(OLD_STYLE)
+    with caplog.at_level("WARNING", logger="dagster_project.instance"):
+        path = ensure_instance_config(home)
+    config = yaml.safe_load(path.read_text())
+    assert config["concurrency"] == {
+        "pools": {"default_limit": 1, "granularity": "op", "op_granularity_run_buffer": 4},
+        "runs": {"max_concurrent_runs": 4},
+    }  # fmt: skip
+    assert config["run_monitoring"]["enabled"] is True and config["run_monitoring"]["poll_interval_seconds"] == 60
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 30
+    assert config["telemetry"] == {"enabled": True} and config["run_retries"]["retry_on_asset_or_op_failure"] is False
+    assert (home / "dagster.yaml.bak").read_text() == OLD_STYLE
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert "concurrency.pools.granularity" in said and "run_monitoring.start_timeout_seconds" in said
+    assert "poll_interval_seconds" not in said and "telemetry" not in said
+    # The instance Dagster opens over it holds the pool per step and monitors runs at the team's interval.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        pools = instance.get_concurrency_config().pool_config
+        assert (pools.pool_granularity.value, pools.default_pool_limit, pools.op_granularity_run_buffer) == ("op", 1, 4)
+        assert instance.run_monitoring_enabled and instance.run_monitoring_poll_interval_seconds == 60
+    # Once complete, the file is left alone.
+    caplog.clear()
+    written = path.read_bytes()
+    ensure_instance_config(home)
+    assert path.read_bytes() == written and caplog.records == []
+
+
+def test_an_older_run_queue_limit_is_left_for_the_team_to_move_and_the_instance_still_loads(tmp_path, caplog):
+    """Dagster refuses `concurrency` beside `run_queue: max_concurrent_runs`: adding it would break the home."""
+    from dagster_project.instance import ensure_instance_config
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("run_queue:\n  max_concurrent_runs: 2\n")
+    with caplog.at_level("WARNING", logger="dagster_project.instance"):
+        config = yaml.safe_load(ensure_instance_config(home).read_text())
+    assert "concurrency" not in config and config["run_queue"] == {"max_concurrent_runs": 2}
+    assert config["run_monitoring"]["enabled"] is True
+    assert any("concurrency not added" in r.getMessage() and "concurrency.runs" in r.getMessage() for r in caplog.records)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_runs(limit=1) == [] and instance.run_monitoring_enabled

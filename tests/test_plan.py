@@ -124,3 +124,21 @@ def test_tiny_images_plan_among_mlps_and_a_step_budget_keeps_the_reference(tmp_p
     result = train_generator(digits[:200], labels[:200], 10, steps_only, "cpu", tmp_path)
     assert result.plan["source"] == "reference" and result.config == steps_only
     assert np.isfinite(list(result.final_losses.values())).all()
+
+
+def test_the_torch_device_resource_gives_cpu_work_one_thread_by_default():
+    """Two intra-op threads collapse beside one busy process on a 2-core box (1.7-2.7 against 69 GAN steps/s in
+    `make demo`): the pipeline's default is one, and `cpu_threads: null` restores PyTorch's own."""
+    import torch
+
+    from resources import TorchDevice
+
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert TorchDevice(device="cpu").resolve() == "cpu" and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        TorchDevice(device="cpu", cpu_threads=None).resolve()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)

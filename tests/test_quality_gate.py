@@ -129,7 +129,7 @@ def test_training_set_alone_after_a_failed_gate_publishes_nothing_and_names_the_
     alone = materialize((paths, instance), ["training_set"])
     assert not alone.success and "training_set" not in materialized(alone)
     message = step_error(alone, "training_set")
-    assert "quality gate failed" in message and eval_id in message and re.search(r"tstr_trtr_ratio [\d.]+ < min 1\.01", message)
+    assert "quality gate failed" in message and eval_id in message and re.search(r"tstr_trtr_ratio \(val\) [\d.]+ < min 1\.01", message)
     assert export_files(paths) == before  # nothing written, nothing touched
     if before:  # the export left in place names the evaluation that passed, not the failed one
         assert json.loads(before["manifest.json"][0])["evaluation_id"] != eval_id

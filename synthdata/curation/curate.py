@@ -274,7 +274,8 @@ def _finish(
     scope = [i for i in new_ids if i in labels]
     if rule is None:
         null = nearest_distinct(a, b, distance, positives.null_pairs(distinct, distance), new_ids)
-        rule = choose_rule(positives, null, request.target_false_rate, labelled, request.seed)
+        rule = choose_rule(positives, null, request.target_false_rate, labelled, request.seed,
+                           positives.label_conflicts(distinct, distance))  # fmt: skip
     if labelled and scope:
         stats.observed_false_rate = float(np.mean(nearest_distinct(a, b, distance, distinct, scope) <= rule.threshold))
     return rule

@@ -17,18 +17,34 @@ Images are compared on a frame whose longer side is at most ``GRID`` pixels (lar
 a Gaussian prefilter, which keeps the reduction nearly shift-equivariant); the resize and crop views of two
 images of different sizes use the images themselves when they are at most ``_NATIVE_RESIZE_SIDE``, and so
 does a second shift search of two same-size images larger than the grid (a 1-2 px shift is a fraction of a
-grid pixel there, which fine textures do not forgive).
+grid pixel there, which fine textures do not forgive). Larger images are seen only through their frames,
+and a frame is made by one sparse matrix product per axis (the Gaussian and the box as one banded matrix),
+in strips: a 4000x3000 photo costs a fraction of a second and no float copy of itself.
+
+Cost: pairs of one shape are compared as stacks; pairs of two shapes (crops, resizes, and any two images of
+a set of many sizes) in padded batches whatever their sizes (:func:`_different_shape_distance`): every view
+is a matrix product of a padded canvas, the screen runs on luma alone, the crop offsets of a whole batch
+come from FFT correlations. The numbers are those of one pair at a time on its own canvases, to float
+rounding (``tests/test_evidence_batching.py``).
+
+One file: this is the definition of one number, ``copy_distance``, whose meaning calibrated rules are stored
+under (``calibrate.STATISTIC``). Its same-shape, mixed-shape and native-scale paths must agree to float
+rounding, so a change to any of them is a change of the statistic and is read, reviewed and versioned as one.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import os
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
+from scipy import fft as sp_fft
 from scipy import ndimage
+from scipy.sparse import coo_matrix, csr_matrix
 
 from synthdata.blas import single_threaded_blas
 from synthdata.dedup.resample import filter_weights
@@ -56,6 +72,10 @@ _CLIP_LO, _CLIP_HI = 0.5, 254.5
 # loaded again when needed.
 _CACHE_BYTES = 512 << 20
 _CHUNK = 4096
+# Batches scored at once: their array work (ufuncs, BLAS, FFT) releases the GIL, so two threads use both cores
+# of a small machine (ingest_speed's 5,811 candidates: 8.7 s -> 5.7 s wall on the shared 2-core box while
+# another benchmark ran). The numbers do not depend on it: every batch is formed before any is scored.
+_THREADS = max(1, min(2, os.cpu_count() or 1))
 _NATIVE_CHUNK = 256  # pairs compared at once at their own scale (up to 256 x 256 x 3 floats each)
 
 
@@ -75,56 +95,122 @@ def _factor(shape: tuple[int, ...]) -> float:
     return min(1.0, GRID / max(shape[:2]))
 
 
+@lru_cache(maxsize=256)  # up to 64 x 8000 floats each: a few sizes of large images recur, most do not
+def _shrink_matrix(n_in: int, n_out: int, sigma: float) -> np.ndarray:
+    """(n_out, n_in) float32: ``ndimage.gaussian_filter1d(.., sigma, mode="nearest")`` (truncate 4) followed
+    by Pillow's BOX reduction to n_out, as one matrix. Built from the kernel's taps, never from an
+    (n_in, n_in) identity: a 4000-px side costs 64 x 4000 floats, not 128 MB."""
+    radius = int(4.0 * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    rows = np.repeat(np.arange(n_in), len(taps))
+    cols = np.clip(rows + np.tile(np.arange(-radius, radius + 1), n_in), 0, n_in - 1)  # "nearest" edges
+    gauss = coo_matrix((np.tile(taps, n_in), (rows, cols)), shape=(n_in, n_in)).tocsr()  # duplicates add up
+    box = filter_weights(n_in, n_out, Image.Resampling.BOX)  # (n_out, n_in)
+    return np.ascontiguousarray((gauss.T @ box.T).T, dtype=np.float32)
+
+
 def _resize(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Each channel resized with Pillow ("F" mode: no rounding): BOX when shrinking, after a Gaussian prefilter
-    of half an output pixel (box sums of a shrink by a non-integer factor change with the phase of the
-    content, so a copy shifted by one source pixel would not match; the prefilter makes the reduction nearly
-    shift-equivariant), bilinear when growing."""
+    """Each channel resized ("F" mode: no rounding): BOX when shrinking, after a Gaussian prefilter of half an
+    output pixel (box sums of a shrink by a non-integer factor change with the phase of the content, so a
+    copy shifted by one source pixel would not match; the prefilter makes the reduction nearly
+    shift-equivariant), bilinear (Pillow) when growing. A shrink is one matrix product per axis
+    (:func:`_shrink_matrix`): what the Gaussian filter and Pillow's BOX give, to float rounding, at a cost of
+    2 x out x in per pixel row instead of a (8 sigma + 1)-tap filter over every native pixel (a 1792 px
+    image took seconds)."""
     h, w = shape
     if rgb.shape[:2] == (h, w):
         return rgb
-    method = Image.Resampling.BILINEAR
     if h <= rgb.shape[0] and w <= rgb.shape[1]:
-        method = Image.Resampling.BOX
         sigma = 0.5 * max(rgb.shape[0] / h, rgb.shape[1] / w)
-        rgb = ndimage.gaussian_filter(rgb, (sigma, sigma, 0), mode="nearest")
-    channels = [np.asarray(Image.fromarray(rgb[..., c]).resize((w, h), method)) for c in range(3)]
+        rows, cols = _shrink_matrix(rgb.shape[0], h, sigma), _shrink_matrix(rgb.shape[1], w, sigma)
+        # The row pass reads every native pixel: a sparse product (each output row has ~8 sigma + the box
+        # of nonzero taps), so its cost grows with the pixels, not with pixels x output rows.
+        sparse_rows = csr_matrix(rows)
+        lines = rgb.reshape(rgb.shape[0], -1)  # (h, w * channels): every channel in one product
+        step = max(1, (8 << 20) // (4 * lines.shape[0]))  # float32 strips of ~8 MB, not a float copy
+        reduced = np.concatenate([np.asarray(sparse_rows @ np.asarray(lines[:, i : i + step], np.float32))
+                                  for i in range(0, lines.shape[1], step)], axis=1).astype(np.float32)  # fmt: skip
+        if rgb.ndim == 2:
+            return reduced @ cols.T
+        # (A stacked product against one 2-D matrix runs off BLAS in NumPy: 30x slower at 4000 px.)
+        planes = np.ascontiguousarray(reduced.reshape(h, rgb.shape[1], rgb.shape[2])[..., :3].transpose(2, 0, 1))
+        return np.ascontiguousarray((planes.reshape(3 * h, -1) @ cols.T).reshape(3, h, w).transpose(1, 2, 0))
+    rgb = np.asarray(rgb, np.float32)
+    if rgb.ndim == 2:
+        rgb = rgb[..., None].repeat(3, axis=2)
+    channels = [np.asarray(Image.fromarray(rgb[..., c]).resize((w, h), Image.Resampling.BILINEAR)) for c in range(3)]
     return np.stack(channels, axis=-1)
 
 
 def _frame(image: np.ndarray) -> np.ndarray:
-    """An image on its own grid: (h, w, 3) float32, longer side at most GRID."""
-    rgb = _rgb(image)
-    return _resize(rgb, _grid_shape(rgb.shape, _factor(rgb.shape)))
+    """An image on its own grid: (h, w, 3) float32, longer side at most GRID. A large image is reduced
+    straight from its uint8 planes (grey once), so no float copy of the full image is made."""
+    arr = np.asarray(image)
+    shape = _grid_shape(arr.shape, _factor(arr.shape))
+    if shape == arr.shape[:2]:
+        return _rgb(arr)
+    if arr.ndim == 2:
+        return np.repeat(_resize(arr, shape)[..., None], 3, axis=2)
+    return _resize(arr[..., :3], shape)
 
 
 def residual(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Relative residual of y after the gain/offset fit y ~ g x + o shared by all channels, for stacks
     x, y (P, h, w, 3) of aligned views; the smaller of both directions (either may be the copy): (P,)."""
-    return np.minimum(_fit_residual(x, y), _fit_residual(y, x))
+    return _residuals(x, y)
 
 
-def _fit_residual(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _residuals(
+    x: np.ndarray,
+    y: np.ndarray,
+    valid: np.ndarray | None = None,
+    blur: tuple[float, ...] = (0, BLUR_SIGMA, BLUR_SIGMA, 0),
+) -> np.ndarray:  # fmt: skip
+    """:func:`residual`: both directions (y after the fit y ~ g x + o, and x after x ~ g' y + o') from one set
+    of sums, the least. With ``valid`` (P, x[0].size) only those entries of padded, edge-replicated stacks
+    count (see :func:`_masked_residual`); ``blur`` is the blur's sigma per axis of x."""
     p = len(x)
     xf, yf = x.reshape(p, -1), y.reshape(p, -1)
     # Fit on pixels clipped in neither image (a clipped pixel says nothing about the gain).
     ok = (xf > _CLIP_LO) & (xf < _CLIP_HI) & (yf > _CLIP_LO) & (yf < _CLIP_HI)
-    few = ok.sum(axis=1) < 8
-    ok[few] = True
+    if valid is not None:
+        ok &= valid
+    few = np.count_nonzero(ok, axis=1) < 8
+    if few.any():
+        ok[few] = True if valid is None else valid[few]
     w = ok.astype(np.float32)
     n = w.sum(axis=1)
-    mx, my = (w * xf).sum(axis=1) / n, (w * yf).sum(axis=1) / n
-    dx, dy = (xf - mx[:, None]) * w, yf - my[:, None]
-    gain = (dx * dy).sum(axis=1) / np.maximum((dx * dx).sum(axis=1), 1e-6)
-    gain = np.clip(gain, *_GAIN_RANGE)
-    level = mx + np.clip(my - mx, -_MAX_LEVEL_SHIFT, _MAX_LEVEL_SHIFT)
-    pred = gain[:, None] * (xf - mx[:, None]) + level[:, None]
-    r = yf - pred
-    # A copy clipped at black or white is not held to values beyond the clip.
-    r[((yf <= _CLIP_LO) & (pred < yf)) | ((yf >= _CLIP_HI) & (pred > yf))] = 0.0
-    r = ndimage.gaussian_filter(r.reshape(y.shape), (0, BLUR_SIGMA, BLUR_SIGMA, 0), mode="nearest")
-    var = np.maximum(yf.var(axis=1), _MIN_STD**2)
-    return np.sqrt((r.reshape(p, -1) ** 2).mean(axis=1) / var)
+    mx, my = np.einsum("pd,pd->p", w, xf) / n, np.einsum("pd,pd->p", w, yf) / n
+    cx, cy = xf - mx[:, None], yf - my[:, None]
+    wcx = cx * w
+    sxy, sxx = np.einsum("pd,pd->p", wcx, cy), np.einsum("pd,pd->p", wcx, cx)
+    w *= cy
+    syy = np.einsum("pd,pd->p", w, cy)
+    r = np.empty((2, p, xf.shape[1]), np.float32)
+    for k, (c_src, dst, s_src, m_src, m_dst) in enumerate(((cx, yf, sxx, mx, my), (cy, xf, syy, my, mx))):
+        gain = np.clip(sxy / np.maximum(s_src, 1e-6), *_GAIN_RANGE)
+        level = m_src + np.clip(m_dst - m_src, -_MAX_LEVEL_SHIFT, _MAX_LEVEL_SHIFT)
+        pred = c_src * gain[:, None]
+        pred += level[:, None]
+        np.subtract(dst, pred, out=r[k])
+        # A copy clipped at black or white is not held to values beyond the clip.
+        np.putmask(r[k], ((dst <= _CLIP_LO) & (pred < dst)) | ((dst >= _CLIP_HI) & (pred > dst)), 0.0)
+    # Edge-replicated padding blurs into nothing but copies of the edge: the valid part is as without it.
+    r = ndimage.gaussian_filter(r.reshape(2 * p, *x.shape[1:]), blur, mode="nearest").reshape(2, p, -1)
+    r *= r
+    if valid is None:
+        var = np.maximum(np.stack([yf.var(axis=1), xf.var(axis=1)]), _MIN_STD**2)
+        return np.sqrt(r.mean(axis=2) / var).min(axis=0)
+    count = valid.sum(axis=1)
+    mask = valid.astype(np.float32)
+    var = []
+    for dst in (yf, xf):
+        centred = dst - (np.einsum("pd,pd->p", mask, dst) / count)[:, None]
+        centred *= mask
+        var.append(np.einsum("pd,pd->p", centred, centred) / count)
+    var = np.maximum(np.stack(var), _MIN_STD**2)
+    return np.sqrt(np.einsum("kpd,pd->kp", r, mask) / count / var).min(axis=0)
 
 
 def _aligned_residual(
@@ -288,57 +374,219 @@ def _native_shift_distance(
     return out
 
 
-@lru_cache(maxsize=4096)
+# Pairs of two shapes are compared in batches of padded stacks, whatever their sizes: each pair's images and
+# views sit in the top-left corner of a common canvas, edge-replicated beyond it (so the residual's blur,
+# "nearest" at the edges, sees there what it sees on the view alone) and left out of every sum. Canvas
+# sides are rounded up to _PAD_STEP, so pairs of many sizes share a few batches (pairs of two sizes used to
+# be compared one size pair at a time, ~3 ms a pair); a batch holds at most _BATCH_PIXELS canvas pixels.
+_PAD_STEP = 8
+_BATCH_PIXELS = 1 << 19
+
+
+def _ceil(side: int) -> int:
+    return -(-side // _PAD_STEP) * _PAD_STEP
+
+
+@lru_cache(maxsize=2048)
 def _weights(n_in: int, n_out: int, method: Image.Resampling) -> np.ndarray:
     return filter_weights(n_in, n_out, method).astype(np.float32)
 
 
-def _resized(frames: np.ndarray, shape: tuple[int, int], method: Image.Resampling) -> np.ndarray:
-    """A stack of images (P, h, w, 3) resized to ``shape`` with Pillow's weights for ``method`` (one matrix
-    product per axis, synthdata.dedup.resample): what a standard resize of each image gives, unrounded."""
-    planes = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))  # (P, 3, h, w): batched matrix products
-    out = _weights(frames.shape[1], shape[0], method) @ planes @ _weights(frames.shape[2], shape[1], method).T
-    return out.transpose(0, 2, 3, 1)
+def _line_maps(
+    n_in: np.ndarray, n_out: np.ndarray, method: Image.Resampling | None, pad_in: int, pad_out: int,
+    sigma: Sequence[float] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """(P, pad_out, pad_in) float32 maps of padded lines of n_in[i] values to n_out[i] values: a standard
+    resize with ``method`` (Pillow's weights), a Gaussian + BOX shrink (:func:`_shrink_matrix`, ``sigma[i]``)
+    when ``method`` is None, the identity when the sizes are equal. Columns beyond n_in are zero (padding is
+    never read), rows beyond n_out repeat the last one (the output is edge-replicated, as the canvases are).
+    Built per batch from the cached per-size weights, so memory follows the batch, not the sizes seen."""
+    out = np.zeros((len(n_in), pad_out, pad_in), np.float32)
+    for i, (a, b) in enumerate(zip(n_in.tolist(), n_out.tolist())):
+        if a == b:
+            core = _identity(a)
+        elif method is None:
+            core = _shrink_matrix(a, b, sigma[i])
+        else:
+            core = _weights(a, b, method)
+        out[i, :b, :a] = core
+        out[i, b:, :a] = core[-1]
+    return out
 
 
-def _luma_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    p = len(x)
-    return np.einsum("pd,pd->p", _unit(x.mean(axis=3).reshape(p, -1)), _unit(y.mean(axis=3).reshape(p, -1)))
+@lru_cache(maxsize=64)
+def _identity(n: int) -> np.ndarray:
+    return np.eye(n, dtype=np.float32)
+
+
+def _canvas(images: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
+    """(P, 3, height, width) float32 of images (h, w, 3), each in the top-left corner, edge-replicated beyond."""
+    out = np.empty((len(images), 3, height, width), np.float32)
+    for i, image in enumerate(images):
+        h, w = image.shape[:2]
+        planes = image.transpose(2, 0, 1)
+        out[i, :, :h, :w] = planes
+        out[i, :, h:, :w] = planes[:, h - 1 : h]
+        out[i, :, :, w:] = out[i, :, :, w - 1 : w]
+    return out
+
+
+def _valid(h: np.ndarray, w: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(P, height, width) bool: the top-left h[i] x w[i] of each canvas."""
+    return (np.arange(height)[None, :, None] < h[:, None, None]) & (np.arange(width)[None, None, :] < w[:, None, None])
+
+
+def _map(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """rows[i] @ stack[i] @ cols[i].T for every image i (and channel, if ``stack`` has them)."""
+    # Transposed views as operands of stacked products are slower than a contiguous copy of them (1.7x).
+    cols_t = np.ascontiguousarray(cols.transpose(0, 2, 1))
+    if stack.ndim == 4:
+        return np.matmul(np.matmul(rows[:, None], stack), cols_t[:, None])
+    return np.matmul(np.matmul(rows, stack), cols_t)
+
+
+def _masked_residual(x: np.ndarray, y: np.ndarray, h: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`residual` of padded views x, y (P, 3, H, W) on their valid top-left h[i] x w[i]."""
+    valid = np.broadcast_to(_valid(h, w, *x.shape[2:])[:, None], x.shape).reshape(len(x), -1)
+    return _residuals(x, y, valid, (0, 0, BLUR_SIGMA, BLUR_SIGMA))
+
+
+def _unit_masked(luma: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Lumas (P, H, W) zero-mean and unit-norm over ``valid`` (P, H, W), zero elsewhere (as :func:`_unit`)."""
+    p = len(luma)
+    flat, mask = luma.reshape(p, -1), valid.reshape(p, -1).astype(np.float32)
+    centred = flat - (np.einsum("pd,pd->p", flat, mask) / mask.sum(axis=1))[:, None]
+    centred *= mask
+    centred /= np.maximum(np.sqrt(np.einsum("pd,pd->p", centred, centred)), 1e-6)[:, None]
+    return centred
+
+
+def _grid_residual(x: np.ndarray, y: np.ndarray, h: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`_masked_residual` of padded views, each reduced to the frame grid where larger than it (as
+    :func:`_frame` reduces an image)."""
+    grid = [_grid_shape((a, b), _factor((a, b))) for a, b in zip(h.tolist(), w.tolist())]
+    gh, gw = np.array([g[0] for g in grid]), np.array([g[1] for g in grid])
+    if np.array_equal(gh, h) and np.array_equal(gw, w):
+        return _masked_residual(x, y, h, w)
+    height, width = _ceil(int(gh.max())), _ceil(int(gw.max()))
+    sigma = [0.5 * max(a / c, b / d) for a, b, c, d in zip(h.tolist(), w.tolist(), gh.tolist(), gw.tolist())]
+    rows, cols = _line_maps(h, gh, None, x.shape[2], height, sigma), _line_maps(w, gw, None, x.shape[3], width, sigma)
+    return _masked_residual(_map(x, rows, cols), _map(y, rows, cols), gh, gw)
 
 
 def _different_shape_distance(
-    large: np.ndarray, small: np.ndarray, screen: float, large_rgb: np.ndarray, small_rgb: np.ndarray
+    large: Sequence[np.ndarray], small: Sequence[np.ndarray], screen: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Distances of pairs of two shapes (``large`` has the larger area), and their best correlations.
+    """Distances of pairs (large[i], small[i]) of two shapes ((h, w, 3) float32, ``large`` has the larger
+    area; any sizes: they are compared on padded canvases), and their best correlations.
 
     Views: either image resized to the other's size with a standard filter (bilinear, bicubic, Lanczos:
-    what resized copies are made with; on the originals when both are at most _NATIVE_RESIZE_SIDE, so a
-    resized copy is reproduced almost exactly, else on the frames), and, when the sizes differ by a crop's
-    worth, the pixel-scale alignment (:func:`_pixel_scale_distance`'s, on the same images). Pairs whose best luma
-    correlation over the views is below ``screen`` are not scored in full."""
+    what resized copies are made with; on the originals when at most _NATIVE_RESIZE_SIDE, so a resized copy
+    is reproduced almost exactly, else on the frames), and, when the sizes differ by a crop's worth, the
+    pixel-scale alignment (:func:`_pixel_scale_batch`, on the same images). Pairs whose best luma correlation
+    over the views is below ``screen`` are not scored in full."""
     p = len(large)
-    if max(large_rgb.shape[1:3]) > _NATIVE_RESIZE_SIDE:
-        large_rgb, small_rgb = large, small
-    views = []
+    hl, wl = np.array([v.shape[0] for v in large]), np.array([v.shape[1] for v in large])
+    hs, ws = np.array([v.shape[0] for v in small]), np.array([v.shape[1] for v in small])
+    Hl, Wl, Hs, Ws = (_ceil(int(v.max())) for v in (hl, wl, hs, ws))  # noqa: N806
+    big, little = _canvas(large, Hl, Wl), _canvas(small, Hs, Ws)
+    maps = []  # per filter: (rows, cols) resizing large to small, then small to large
     for method in _RESIZE_FILTERS:
-        views.append((_resized(large_rgb, small_rgb.shape[1:3], method), small_rgb))
-        views.append((large_rgb, _resized(small_rgb, large_rgb.shape[1:3], method)))
-    corr = np.max([_luma_correlation(x, y) for x, y in views], axis=0)
+        sides = ((hl, hs, Hl, Hs), (wl, ws, Wl, Ws), (hs, hl, Hs, Hl), (ws, wl, Ws, Wl))
+        maps.append([_line_maps(n_in, n_out, method, pa, pb) for n_in, n_out, pa, pb in sides])
+    # The screen on luma alone: a resize is linear, so the luma of a resized view is the resized luma (a
+    # third of the work); the colour views are made for the pairs that pass.
+    big_luma, little_luma = big.mean(axis=1), little.mean(axis=1)
+    valid_l, valid_s = _valid(hl, wl, Hl, Wl), _valid(hs, ws, Hs, Ws)
+    unit_l, unit_s = _unit_masked(big_luma, valid_l), _unit_masked(little_luma, valid_s)
+    corr = np.full(p, -np.inf)
+    for down_r, down_c, up_r, up_c in maps:
+        down = _unit_masked(_map(big_luma, down_r, down_c), valid_s)
+        up = _unit_masked(_map(little_luma, up_r, up_c), valid_l)
+        corr = np.maximum(corr, np.maximum(np.einsum("pd,pd->p", down, unit_s), np.einsum("pd,pd->p", up, unit_l)))
     out = np.full(p, np.inf)
     keep = np.flatnonzero(corr >= screen)
     if len(keep):
-        out[keep] = np.min([residual(_to_grid(x[keep]), _to_grid(y[keep])) for x, y in views], axis=0)
-    m = _max_shift(small_rgb.shape[1:3])
-    if all(abs(hl - hs) <= 2 * m for hl, hs in zip(large_rgb.shape[1:3], small_rgb.shape[1:3])):
-        pixel, pixel_corr = _pixel_scale_distance(small_rgb, large_rgb, screen=screen)
-        out, corr = np.minimum(out, pixel), np.maximum(corr, pixel_corr)
+        scores = []
+        for down_r, down_c, up_r, up_c in maps:
+            scores.append(_grid_residual(_map(big[keep], down_r[keep], down_c[keep]), little[keep], hs[keep], ws[keep]))
+            scores.append(_grid_residual(big[keep], _map(little[keep], up_r[keep], up_c[keep]), hl[keep], wl[keep]))
+        out[keep] = np.min(scores, axis=0)
+    m = np.array([_max_shift((a, b)) for a, b in zip(hs.tolist(), ws.tolist())])
+    near = np.flatnonzero((np.abs(hl - hs) <= 2 * m) & (np.abs(wl - ws) <= 2 * m))
+    if len(near):
+        pixel, pixel_corr = _pixel_scale_batch([large[i] for i in near], [small[i] for i in near], screen)
+        out[near], corr[near] = np.minimum(out[near], pixel), np.maximum(corr[near], pixel_corr)
     return out, corr
 
 
-def _to_grid(stack: np.ndarray) -> np.ndarray:
-    """A stack of views (P, h, w, 3) reduced to the frame grid when larger than it (as :func:`_frame`)."""
-    shape = _grid_shape(stack.shape[1:3], _factor(stack.shape[1:3]))
-    return stack if shape == stack.shape[1:3] else np.stack([_resize(v, shape) for v in stack])
+def _pixel_scale_batch(
+    large: Sequence[np.ndarray], small: Sequence[np.ndarray], screen: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_pixel_scale_distance` of pairs (small[i] within/over large[i], (h, w, 3) float32) of any
+    shapes at once: the cross terms of every offset from one FFT correlation per pair (zero-padded, so a
+    lag's sum covers exactly the overlap), window sums from summed-area tables, the best offset by luma
+    correlation (the first in :func:`_offsets`' order on ties), then :func:`residual` there on padded views."""
+    q = len(large)
+    hs, ws = np.array([v.shape[0] for v in small]), np.array([v.shape[1] for v in small])
+    hl, wl = np.array([v.shape[0] for v in large]), np.array([v.shape[1] for v in large])
+    m = np.array([_max_shift((a, b)) for a, b in zip(hs.tolist(), ws.tolist())])
+    height, width = int(max(hs.max(), hl.max())), int(max(ws.max(), wl.max()))
+    lumas = np.zeros((2, q, height, width))
+    for i, (a, b) in enumerate(zip(small, large)):
+        lumas[0, i, : a.shape[0], : a.shape[1]] = a.mean(axis=2)
+        lumas[1, i, : b.shape[0], : b.shape[1]] = b.mean(axis=2)
+    lo_y, hi_y = np.minimum(0, hl - hs) - m, np.maximum(0, hl - hs) + m  # each pair's offsets, as _offsets
+    lo_x, hi_x = np.minimum(0, wl - ws) - m, np.maximum(0, wl - ws) + m
+    ty, tx = np.arange(lo_y.min(), hi_y.max() + 1), np.arange(lo_x.min(), hi_x.max() + 1)
+    # A circular correlation of this size aliases no lag that is read (|lag| + side <= size).
+    fft_shape = (sp_fft.next_fast_len(height + int(np.abs(ty).max())),
+                 sp_fft.next_fast_len(width + int(np.abs(tx).max())))  # fmt: skip
+    spectra = sp_fft.rfft2(lumas, fft_shape)
+    cross_all = sp_fft.irfft2(np.conj(spectra[0]) * spectra[1], fft_shape)  # [ty, tx] = sum S[y, x] L[y + ty, x + tx]
+    cross = cross_all[:, ty % fft_shape[0]][:, :, tx % fft_shape[1]]  # (q, TY, TX)
+    y0, y1 = np.maximum(0, -ty)[None, :], np.minimum(hs[:, None], hl[:, None] - ty[None, :])  # (1|q, TY)
+    x0, x1 = np.maximum(0, -tx)[None, :], np.minimum(ws[:, None], wl[:, None] - tx[None, :])
+    n = (np.maximum(y1 - y0, 0)[:, :, None] * np.maximum(x1 - x0, 0)[:, None, :]).astype(np.float64)
+    ok = ((ty[None, :] >= lo_y[:, None]) & (ty[None, :] <= hi_y[:, None]) & (y1 > y0))[:, :, None] & (
+        (tx[None, :] >= lo_x[:, None]) & (tx[None, :] <= hi_x[:, None]) & (x1 > x0))[:, None, :]  # fmt: skip
+    ok &= n >= _MIN_OVERLAP * (hs * ws)[:, None, None]
+    y0, y1 = np.broadcast_to(y0, y1.shape), np.maximum(y1, y0)  # empty windows: sums of nothing
+    x0, x1 = np.broadcast_to(x0, x1.shape), np.maximum(x1, x0)
+    rows = np.arange(q)[:, None, None]
+
+    def box(table: np.ndarray, r0: np.ndarray, r1: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
+        r0, r1, c0, c1 = r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
+        return table[rows, r1, c1] - table[rows, r0, c1] - table[rows, r1, c0] + table[rows, r0, c0]
+
+    (s1, s2), (l1, l2) = _window_sums(lumas[0]), _window_sums(lumas[1])
+    # Large-side windows are the small-side ones moved by the offset; clipped where the offset is not used.
+    ly0, ly1 = np.clip(y0 + ty, 0, height), np.clip(y1 + ty, 0, height)
+    lx0, lx1 = np.clip(x0 + tx, 0, width), np.clip(x1 + tx, 0, width)
+    safe = np.maximum(n, 1.0)
+    xs, ys = box(s1, y0, y1, x0, x1), box(l1, ly0, ly1, lx0, lx1)
+    centred = cross - xs * ys / safe
+    var = np.maximum(box(s2, y0, y1, x0, x1) - xs * xs / safe, 0.0)
+    var *= np.maximum(box(l2, ly0, ly1, lx0, lx1) - ys * ys / safe, 0.0)
+    corr = np.divide(centred, np.sqrt(var), out=np.zeros_like(var), where=var > 1e-6).astype(np.float32)
+    corr[~ok] = -np.inf
+    flat = corr.reshape(q, -1)
+    pick = flat.argmax(axis=1)
+    best = flat[np.arange(q), pick]
+    out = np.full(q, np.inf)
+    scored = np.flatnonzero(best >= screen)
+    if len(scored):
+        ky, kx = np.divmod(pick[scored], len(tx))
+        views_small, views_large = [], []
+        for i, a, b in zip(scored.tolist(), ky.tolist(), kx.tolist()):
+            r0, r1, c0, c1 = int(y0[i, a]), int(y1[i, a]), int(x0[i, b]), int(x1[i, b])
+            views_small.append(small[i][r0:r1, c0:c1])
+            views_large.append(large[i][r0 + ty[a] : r1 + ty[a], c0 + tx[b] : c1 + tx[b]])
+        h = np.array([v.shape[0] for v in views_small])
+        w = np.array([v.shape[1] for v in views_small])
+        height, width = _ceil(int(h.max())), _ceil(int(w.max()))
+        out[scored] = _masked_residual(_canvas(views_large, height, width), _canvas(views_small, height, width), h, w)
+    return out, best
 
 
 def _nbytes(item: tuple[np.ndarray, np.ndarray]) -> int:
@@ -385,7 +633,8 @@ def copy_evidence(
             held[0] -= _nbytes(cache.popitem(last=False)[1])
         return item
 
-    # Pairs grouped by the shapes of their images (so each group is compared as stacks), the larger first.
+    # Pairs of one shape are grouped by it (compared as stacks); pairs of two shapes, the larger area first,
+    # go to padded batches of similar canvas sizes, however many distinct sizes there are.
     shape_of: dict[object, tuple[int, int]] = {}
     groups: dict[tuple, list[tuple[int, object, object]]] = {}
     for k, (a, b) in enumerate(pairs):
@@ -395,11 +644,25 @@ def copy_evidence(
         sa, sb = shape_of[a], shape_of[b]
         if sa[0] * sa[1] < sb[0] * sb[1]:
             a, b, sa, sb = b, a, sb, sa
-        groups.setdefault((sa,) if sa == sb else (sa, sb), []).append((k, a, b))
-    with single_threaded_blas():
+        key = (sa,) if sa == sb else ("mixed", *(_ceil(v) for v in (*sa, *sb)))
+        groups.setdefault(key, []).append((k, a, b))
+    def same_shape(where: np.ndarray, frames: np.ndarray, a: np.ndarray, b: np.ndarray, originals: list | None) -> None:
+        distance, best = _same_shape_distance(frames, a, b, screen, subpixel=max(frames.shape[1:3]) >= GRID)
+        if originals is not None:
+            distance = np.minimum(distance, _native_shift_distance(originals, a, b, best, screen))
+        out[where], corr[where] = distance, best
+
+    def mixed(where: np.ndarray, large: list, small: list) -> None:
+        out[where], corr[where] = _different_shape_distance([_rgb(x) for x in large], [_rgb(x) for x in small], screen)
+
+    # Images are fetched here (the cache is this thread's) and batches scored on _THREADS threads; the next
+    # batch is formed while they run, so at most _THREADS + 1 batches are held.
+    with single_threaded_blas(), ThreadPoolExecutor(_THREADS, thread_name_prefix="copy-evidence") as pool:
+        pending: deque = deque()
         for key, everyone in groups.items():
-            for start in range(0, len(everyone), _CHUNK):
-                members = everyone[start : start + _CHUNK]
+            step = _CHUNK if len(key) == 1 else max(1, _BATCH_PIXELS // (key[1] * key[2] + key[3] * key[4]))
+            for start in range(0, len(everyone), step):
+                members = everyone[start : start + step]
                 where = np.array([k for k, _, _ in members])
                 if len(key) == 1:  # images (so frames) of one shape
                     ids = list(dict.fromkeys(x for _, a, b in members for x in (a, b)))
@@ -407,16 +670,16 @@ def copy_evidence(
                     frames = np.stack([get(x)[1] for x in ids])
                     a = np.array([code[x] for _, x, _ in members])
                     b = np.array([code[x] for _, _, x in members])
-                    subpixel = max(frames.shape[1:3]) >= GRID  # frames reduced from larger images
-                    out[where], corr[where] = _same_shape_distance(frames, a, b, screen, subpixel)
-                    if subpixel and get(ids[0])[0] is not get(ids[0])[1]:
-                        originals = [get(x)[0] for x in ids]
-                        out[where] = np.minimum(out[where], _native_shift_distance(originals, a, b, corr[where], screen))
+                    # Frames reduced from images of up to _NATIVE_RESIZE_SIDE are also shifted at native scale.
+                    native = max(frames.shape[1:3]) >= GRID and get(ids[0])[0] is not get(ids[0])[1]
+                    originals = [get(x)[0] for x in ids] if native else None
+                    pending.append(pool.submit(same_shape, where, frames, a, b, originals))
                 else:
-                    large = [get(x) for _, x, _ in members]
-                    small = [get(x) for _, _, x in members]
-                    out[where], corr[where] = _different_shape_distance(
-                        np.stack([f for _, f in large]), np.stack([f for _, f in small]), screen,
-                        np.stack([_rgb(r) for r, _ in large]), np.stack([_rgb(r) for r, _ in small]),
-                    )  # fmt: skip
+                    large = [get(x)[0] for _, x, _ in members]
+                    small = [get(x)[0] for _, _, x in members]
+                    pending.append(pool.submit(mixed, where, large, small))
+                while len(pending) > _THREADS:
+                    pending.popleft().result()
+        for job in pending:
+            job.result()
     return out, corr

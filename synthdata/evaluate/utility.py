@@ -131,18 +131,23 @@ class SeededUtility:
     ratio: Seeded  # per-seed TSTR / TRTR
     trts: Seeded  # real-trained model tested on the synthetic set
     tstr_per_class: dict[int, Seeded]  # class index -> TSTR accuracy on that class's real test rows
+    ratio_val: Seeded | None = None  # the same models' TSTR / TRTR on real val: what floors are chosen on
 
 
 def _acc(pred: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean()) if len(y) else float("nan")
 
 
-def seeded_utility(real_x, real_y, synth_x, synth_y, test_x, test_y, num_classes: int, seeds) -> SeededUtility:
-    """TRTR / TSTR / TRTS of the reference logistic regression over `seeds` (tensors in, one format)."""
+def seeded_utility(real_x, real_y, synth_x, synth_y, test_x, test_y, num_classes: int, seeds,
+                   val_x=None, val_y=None) -> SeededUtility:  # fmt: skip
+    """TRTR / TSTR / TRTS of the reference logistic regression over `seeds` (tensors in, one format); with a
+    non-empty real val split, also the TSTR/TRTR ratio of the same fits on val (`ratio_val`)."""
     from synthdata.evaluate.features import torch_threads
 
     test_np, synth_np = test_y.numpy(), synth_y.numpy()
-    trtr, tstr, ratio, trts = [], [], [], []
+    on_val = val_x is not None and len(val_x) > 0
+    val_np = val_y.numpy() if on_val else None
+    trtr, tstr, ratio, trts, ratio_val = [], [], [], [], []
     per_class: dict[int, list[float]] = {c: [] for c in np.unique(test_np).tolist()}
     with torch_threads():
         for seed in seeds:
@@ -154,10 +159,14 @@ def seeded_utility(real_x, real_y, synth_x, synth_y, test_x, test_y, num_classes
             tstr.append(a_synth)
             ratio.append(a_synth / a_real if a_real > 0 else float("nan"))
             trts.append(_acc(real_model(synth_x), synth_np))
+            if on_val:
+                v_real, v_synth = _acc(real_model(val_x), val_np), _acc(synth_model(val_x), val_np)
+                ratio_val.append(v_synth / v_real if v_real > 0 else float("nan"))
             for c in per_class:
                 per_class[c].append(_acc(pred_synth[test_np == c], test_np[test_np == c]))
     return SeededUtility(Seeded(tuple(trtr)), Seeded(tuple(tstr)), Seeded(tuple(ratio)), Seeded(tuple(trts)),
-                         {c: Seeded(tuple(v)) for c, v in per_class.items()})  # fmt: skip
+                         {c: Seeded(tuple(v)) for c, v in per_class.items()},
+                         Seeded(tuple(ratio_val)) if on_val else None)  # fmt: skip
 
 
 CNN_MAX_ROWS = 5000  # training rows per utility CNN (seeded subsample): 6 fits must fit a 2-3 minute evaluation
