@@ -10,9 +10,10 @@ log = logging.getLogger(__name__)
 # instance runs one step of a pool at a time, so a backfill's parallel runs queue instead of colliding. The
 # pool is held per step (`granularity: op`), not per run: a run's checks and reads overlap the next run's write,
 # and up to 4 runs may start while their writing step waits for the slot (the default, 0, launched one at a time).
-# Run monitoring marks a run whose worker died as failed (so `quality_alerts` reports it) and frees the pool
-# slot it held; run retries re-launch such a run once when its job opts in (`dagster/max_retries` tag) but
-# never re-run a step that failed on its own (asset retry policies decide that, where a retry is safe).
+# Run monitoring fails runs that never start or never finish cancelling and frees the pool slots of failed
+# runs (a run whose worker died is failed by the code server that launched it, then `quality_alerts` reports
+# it); run retries re-launch such a run once when its job opts in (`dagster/max_retries` tag) but never
+# re-run a step that failed on its own (asset retry policies decide that, where a retry is safe).
 DAGSTER_YAML = """\
 concurrency:
   pools:

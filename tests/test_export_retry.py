@@ -5,7 +5,6 @@ on), a temporary SYNTHDATA_HOME, 500 digits, a real small GAN and evaluation, as
 
 import threading
 import time
-from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -13,9 +12,15 @@ import pytest
 
 from conftest import query
 from dagster_project.instance import ensure_instance
-from synthdata.io.landing import export_as_drops
 from synthdata.io.paths import SynthdataPaths
-from test_quality_gate import DATE, FAST, STRICT, loose_floors, make_defs, materialize, materialized, step_error
+from test_quality_gate import (
+    STRICT,
+    ingested_and_synthesized,
+    loose_floors,
+    materialize,
+    materialized,
+    step_error,
+)
 
 pytestmark = pytest.mark.slow
 STEP = "training_set"
@@ -46,16 +51,10 @@ def env(tmp_path_factory, digits):
     """One drop of 500 digits, ingested; synthesis_job run once with loose floors (a training set is published)."""
     home = tmp_path_factory.mktemp("home")
     paths = SynthdataPaths(home=home, landing=home / "landing").ensure()
-    images, labels, names = digits
-    export_as_drops(images[:500], labels[:500], names, paths.landing, [DATE], seed=0)
     ensure_instance(paths.dagster_home)
     with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
-        ingest = make_defs(paths).resolve_job_def("daily_ingest_job").execute_in_process(instance=instance, partition_key=DATE)
-        assert ingest.success
-        first = make_defs(paths, loose_floors()).resolve_job_def("synthesis_job").execute_in_process(
-            instance=instance, partition_key="gan", run_config=FAST, raise_on_error=False
-        )
-        assert first.success and STEP in materialized(first)
+        first = ingested_and_synthesized(paths, digits, instance)
+        assert STEP in materialized(first)
         yield paths, instance
 
 

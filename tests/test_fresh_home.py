@@ -24,7 +24,7 @@ from pathlib import Path
 from synthdata.io.warehouse import opened
 with opened(sys.argv[1], holder="run abcd1234 (daily_ingest_job)"):
     print("held", flush=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + float(sys.argv[3] if len(sys.argv) > 3 else 120)
     while not Path(sys.argv[2]).exists() and time.monotonic() < deadline:
         time.sleep(0.2)
 """

@@ -66,23 +66,29 @@ def export_files(paths) -> dict[str, tuple[bytes, int]]:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())} if folder.exists() else {}
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, digits):
-    """One drop of 500 labelled digits and 12 unlabeled ones, ingested; synthesis_job run once with loose floors."""
-    home = tmp_path_factory.mktemp("home")
-    paths = SynthdataPaths(home=home, landing=home / "landing").ensure()
+def ingested_and_synthesized(paths, digits, instance: dg.DagsterInstance, unlabeled: int = 0):
+    """One drop of 500 labelled digits (and `unlabeled` without a label) ingested into `paths`, then
+    synthesis_job run once for gan with loose floors: its result."""
     images, labels, names = digits
     export_as_drops(images[:500], labels[:500], names, paths.landing, [DATE], seed=0)
-    for i in range(N_UNLABELED):  # straight in the drop folder: label NULL
+    for i in range(unlabeled):  # straight in the drop folder: label NULL
         write_atomic(paths.landing / DATE / f"unlabeled_{i:03d}.png", png(images[600 + i]))
-    instance = dg.DagsterInstance.ephemeral()
     ingest = make_defs(paths).resolve_job_def("daily_ingest_job").execute_in_process(instance=instance, partition_key=DATE)
     assert ingest.success
     first = make_defs(paths, loose_floors()).resolve_job_def("synthesis_job").execute_in_process(
         instance=instance, partition_key="gan", run_config=FAST, raise_on_error=False
     )
     assert first.success, [e.message for e in first.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    return paths, instance, first
+    return first
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, digits):
+    """One drop of 500 labelled digits and 12 unlabeled ones, ingested; synthesis_job run once with loose floors."""
+    home = tmp_path_factory.mktemp("home")
+    paths = SynthdataPaths(home=home, landing=home / "landing").ensure()
+    instance = dg.DagsterInstance.ephemeral()
+    return paths, instance, ingested_and_synthesized(paths, digits, instance, N_UNLABELED)
 
 
 @slow
