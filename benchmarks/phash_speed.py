@@ -7,8 +7,9 @@ half grayscale ("L") and half RGB, already decoded into PIL images so only hashi
 ways on those same images:
 
 * ``ours(PIL)``: ``phash_images`` on the whole list;
-* ``ours(ingest)``: ``phash_and_crop_hashes`` the way ingestion calls it, once per ingest batch
-  (``synthdata.curation.ingest.ingest_items``' ``chunk_size``), computing the crop-robust hash too;
+* ``ours(ingest)``: ``phash_and_crop_hashes`` once per ingest batch (``synthdata.curation.ingest.ingest_items``'
+  ``chunk_size``), computing the crop-robust hash too (ingestion itself calls ``image_hashes``, which also
+  computes the shift hashes: 16-24 us more per image, see docs/benchmarks.md; they have no imagehash twin);
 * ``ours(array)``: ``phash_arrays`` on a ready uint8 (N, H, W) batch.
 
 Every hash must equal imagehash's bit for bit; the script fails loudly if a single one differs. The machine

@@ -82,3 +82,12 @@ def test_the_full_report_shows_verdict_tables_findings_and_every_figure():
     pngs = [base64.b64decode(m) for m in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)]
     assert len(pngs) == 5  # per class, utility vs fraction, distances, closest pairs, samples
     assert all(Image.open(io.BytesIO(png)).size[0] > 50 for png in pngs)
+
+
+def test_the_floor_table_shows_the_value_the_gate_judged():
+    """The gate judges utility on val (gate.judge): the report's floor row must show that value, not test's."""
+    text, result = _full_report()
+    val = result.value("tstr_trtr_ratio_val")
+    row = re.search(r"^\| tstr_trtr_ratio \(val\) \| ([0-9.]+) \|", text, re.M)
+    assert row is not None, "no floor row for the val ratio"
+    assert abs(float(row.group(1)) - val) < 5e-4 and abs(val - result.value("tstr_trtr_ratio")) > 0  # not test's

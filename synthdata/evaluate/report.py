@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from synthdata.evaluate.metrics import per_class_values
 from synthdata.io.atomic import write_atomic
 from synthdata.render import markdown_image
 
@@ -81,9 +82,11 @@ def _verdict_section(verdict: Verdict | None, floors: Sequence[Floor] | None, ov
         return head
     lines = ["| floor | value | min | max | |", "|---|---|---|---|---|"]
     for f in floors:
-        v = overall.get(f.metric)
+        # The value the gate judged: the val row where the evaluation has one (gate.judge), else the overall row.
+        on_val = f"{f.metric}_val" in overall
+        v = verdict.checked.get(f.metric, overall.get(f"{f.metric}_val" if on_val else f.metric))
         ok = v is not None and not math.isnan(v) and (f.min is None or v >= f.min) and (f.max is None or v <= f.max)
-        lines.append(f"| {f.metric} | {_num(v)} | {_num(f.min, 2) if f.min is not None else ''} | "
+        lines.append(f"| {f.metric}{' (val)' if on_val else ''} | {_num(v)} | {_num(f.min, 2) if f.min is not None else ''} | "
                      f"{_num(f.max, 2) if f.max is not None else ''} | {'ok' if ok else '**fail**'} |")  # fmt: skip
     return head + "\n" + "\n".join(lines) + "\n"
 
@@ -116,7 +119,6 @@ def render_report(
     result: EvaluationResult | None = None,
     verdict: Verdict | None = None,
     floors: Sequence[Floor] | None = None,
-    sample_grid_png: bytes | None = None,
     counts: Mapping[str, int] | None = None,
 ) -> str:
     """Markdown for one evaluation. Pass `result` (and `verdict`, `floors`, `counts`) for the full report; the
@@ -130,16 +132,13 @@ def render_report(
     count_line = "; ".join(f"{k}: {v}" for k, v in counts.items())
     main = [r for r in overall_rows if not r.metric.startswith("scarcity_")]
     table = "\n".join(f"| {r.metric} | {_num(r.value)} | {_num(r.spread) if r.spread is not None else ''} | {r.split} |" for r in main)
-    classes: dict[str, dict[str, float]] = {}
-    for r in result.rows:
-        if r.class_label is not None:
-            classes.setdefault(r.class_label, {})[r.metric] = r.value
+    classes = per_class_values(result.rows)
     per_class = "\n".join(
         f"| {c} | " + " | ".join(_num(v.get(m), 3) for m in PER_CLASS_COLUMNS) + " |" for c, v in classes.items()
     )
     figures = "\n\n".join(f"### {title}\n\n{markdown_image(result.figures[name], name)}"
                           for name, title in FIGURES if name in result.figures)  # fmt: skip
-    grid = sample_grid_png or grid_png or result.figures.get("samples")
+    grid = grid_png or result.figures.get("samples")
     pairs = "\n".join(f"| {s} | {t} | {d:.4f} |" for s, t, d in result.closest_pairs[:10])
     notes = "\n".join(f"- {n}" for n in result.notes) or "- none"
     return f"""# Synthetic data quality: {family}

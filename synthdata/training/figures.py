@@ -19,8 +19,17 @@ def sample_grid(
     return render.image_grid(to_uint8(images, input_rank), ncol=per_class)
 
 
+# History-row keys that are not losses (the rest of a row is the model's losses at that step).
+NOT_LOSSES = ("step", "steps_per_second")
+
+
+def loss_names(row: dict[str, float]) -> list[str]:
+    """The loss names of one history row."""
+    return [k for k in row if k not in NOT_LOSSES]
+
+
 def loss_curve(history: list[dict[str, float]], family: str) -> bytes:
-    names = [k for k in history[0] if k != "step"] if history else []
+    names = loss_names(history[0]) if history else []
     series = {k: [row[k] for row in history] for k in names}
     return render.line_plot(series, x=[row["step"] for row in history], title=f"{family} training losses")
 
@@ -37,7 +46,7 @@ def training_curves(history: list[dict[str, float]], probes: list[dict[str, floa
 
     steps = [row["step"] for row in history]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), dpi=100)
-    for name in [k for k in history[0] if k not in ("step", "steps_per_second")] if history else []:
+    for name in loss_names(history[0]) if history else []:
         axes[0].plot(steps, [row[name] for row in history], label=name, linewidth=1.2)
     axes[0].set_title(f"{family} losses")
     axes[0].legend(loc="best", fontsize=7)

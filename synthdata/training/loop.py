@@ -44,7 +44,7 @@ from synthdata.training.checkpoint import (
 )
 from synthdata.training.distributed import ShardedSampler, average_gradients, setup_distributed
 from synthdata.training.ema import EMA
-from synthdata.training.figures import loss_curve, sample_grid, training_curves
+from synthdata.training.figures import loss_curve, loss_names, sample_grid, training_curves
 from synthdata.training.plan import PlanConfig, TrainingPlan, apply_plan, explicit_fields, plan_training
 from synthdata.training.quality import QualityProbe
 from synthdata.training.tensors import to_nchw
@@ -315,7 +315,7 @@ def train_generator(
             t_log, s_log = now, step
             history.append({"step": step, **{k: float(v) for k, v in losses.items()}, "steps_per_second": round(rate, 3)})
             say(f"[{config.family}] step {step} "
-                + " ".join(f"{k}={v:.4f}" for k, v in history[-1].items() if k not in ("step", "steps_per_second"))
+                + " ".join(f"{k}={history[-1][k]:.4f}" for k in loss_names(history[-1]))
                 + f" | {rate:.1f} steps/s")
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.max_steps:
             save(finished=False, seconds=prior_seconds + time.perf_counter() - t0 - eval_seconds)
@@ -352,7 +352,7 @@ def train_generator(
         steps=step,
         seconds=seconds,
         steps_per_second=rate,
-        final_losses={k: v for k, v in history[-1].items() if k not in ("step", "steps_per_second")} if history else {},
+        final_losses={k: history[-1][k] for k in loss_names(history[-1])} if history else {},
         history=history,
         resumed_from_step=resumed_from,
         sample_grid_png=grid_png,
