@@ -50,3 +50,19 @@ def md_table(df: pd.DataFrame, max_rows: int = 50) -> str:
     rows = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in shown.itertuples(index=False)]
     more = [f"\n_{len(df) - max_rows} more rows not shown_"] if len(df) > max_rows else []
     return "\n".join([header, sep, *rows, *more])
+
+
+def expectations_check(
+    df: pd.DataFrame, errors: list[tuple[str, dict]], warnings: list[tuple[str, dict]], name: str
+) -> dg.AssetCheckResult:
+    """Great Expectations over `df` as an asset check result: fails when any expectation fails, with severity
+    ERROR when one of `errors` (the table's structure) fails and WARN when only `warnings` (accepted data) do."""
+    from synthdata.expectations import validate
+
+    summary = validate(df, errors + warnings, name=name)
+    structure_ok = all(o.success for o in summary.outcomes[: len(errors)])
+    return dg.AssetCheckResult(
+        passed=summary.success,
+        severity=dg.AssetCheckSeverity.WARN if structure_ok else dg.AssetCheckSeverity.ERROR,
+        metadata={"rows": len(df), "results": dg.MetadataValue.md(summary.as_markdown()), "failed": len(summary.failed)},
+    )

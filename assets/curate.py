@@ -6,7 +6,7 @@ import json
 import dagster as dg
 import numpy as np
 
-from assets._util import md_table
+from assets._util import expectations_check, md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from synthdata.curation.curate import class_retention, curate
 from synthdata.curation.gallery import duplicate_gallery, gallery_rows
@@ -173,8 +173,6 @@ def images_class_balance(warehouse: WarehouseResource, quality: QualityResource)
     "sides within the quality resource's min_side..max_side (WARN: unlabeled drops and odd sizes are accepted data).",
 )
 def images_expectations(warehouse: WarehouseResource, quality: QualityResource) -> dg.AssetCheckResult:
-    from synthdata.expectations import validate
-
     with warehouse.read() as con:
         df = con.execute("SELECT image_id, label, width, height, blob_key, n_files FROM images").df()
     side = quality.side_bounds()
@@ -189,10 +187,4 @@ def images_expectations(warehouse: WarehouseResource, quality: QualityResource) 
         ("ExpectColumnValuesToBeBetween", {"column": "width", **side}),
         ("ExpectColumnValuesToBeBetween", {"column": "height", **side}),
     ]
-    summary = validate(df, errors + warnings, name="images")
-    structure_ok = all(o.success for o in summary.outcomes[: len(errors)])
-    return dg.AssetCheckResult(
-        passed=summary.success,
-        severity=dg.AssetCheckSeverity.WARN if structure_ok else dg.AssetCheckSeverity.ERROR,
-        metadata={"rows": len(df), "results": dg.MetadataValue.md(summary.as_markdown()), "failed": len(summary.failed)},
-    )
+    return expectations_check(df, errors, warnings, name="images")

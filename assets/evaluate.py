@@ -102,6 +102,7 @@ def quality_report(
     quality: QualityResource,
 ) -> dg.MaterializeResult:
     from synthdata.evaluate.gate import judge
+    from synthdata.evaluate.metrics import overall_values
     from synthdata.evaluate.suite import EvaluationInputs, evaluate_synthetic
 
     family = context.partition_key
@@ -155,10 +156,7 @@ def quality_report(
         insert_df(con, "quality_metrics", metrics)
         insert_df(con, "evaluations", evaluation)
 
-    overall: dict[str, float] = {}
-    for r in result.rows:  # the first overall row of a metric, as the gate reads it
-        if r.class_label is None:
-            overall.setdefault(r.metric, float(r.value))
+    overall = overall_values(result.rows)
     context.log.info(f"{family}: {'PASSED' if verdict.passed else 'FAILED'} {'; '.join(verdict.failures)}; report {report_path}")
     return dg.MaterializeResult(
         metadata={

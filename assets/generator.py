@@ -11,6 +11,7 @@ import pandas as pd
 import yaml
 
 from assets._util import load_split
+from assets.features import load_split_or_empty
 from assets.partitions import model_families
 from resources import ImageStoreResource, TorchDevice, WarehouseResource
 from synthdata.io.arrays import data_fingerprint, load_arrays
@@ -66,12 +67,10 @@ def load_training_set(con, store, mode: str, size: int, include_augmented: bool)
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[c] for c in labels], dtype=np.int64)
     val_x = val_y = None
-    n_val = con.execute("SELECT count(*) FROM splits WHERE split = 'val' AND label IS NOT NULL").fetchone()[0]
-    if n_val:
-        val = load_split(con, store, "val", train.mode, train.size)
-        known = [i for i, label in enumerate(val.labels) if label in index]  # a class absent from train can't be probed
-        if known:
-            val_x, val_y = val.pixels[known], np.array([index[val.labels[i]] for i in known], dtype=np.int64)
+    val = load_split_or_empty(con, store, "val", train.mode, train.size)
+    known = [i for i, label in enumerate(val.labels) if label in index]  # a class absent from train can't be probed
+    if known:
+        val_x, val_y = val.pixels[known], np.array([index[val.labels[i]] for i in known], dtype=np.int64)
     return TrainingSet(x, y, classes, ids, train.mode, val_x, val_y, left_out)
 
 

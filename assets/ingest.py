@@ -5,7 +5,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from assets._util import md_table
+from assets._util import expectations_check, md_table
 from assets.partitions import daily_drops
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from synthdata.curation.ingest import IngestBatch, ingest_partition
@@ -124,8 +124,6 @@ def raw_images(
 def raw_images_expectations(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, quality: QualityResource
 ) -> dg.AssetCheckResult:
-    from synthdata.expectations import validate
-
     with warehouse.read() as con:
         df = con.execute("SELECT image_id, partition_date, source_path, label, width, height FROM raw_images").df()
     side = quality.side_bounds()
@@ -141,10 +139,4 @@ def raw_images_expectations(
         ("ExpectColumnValuesToBeBetween", {"column": "width", **side}),
         ("ExpectColumnValuesToBeBetween", {"column": "height", **side}),
     ]
-    summary = validate(df, errors + warnings, name="raw_images")
-    structure_ok = all(o.success for o in summary.outcomes[: len(errors)])
-    return dg.AssetCheckResult(
-        passed=summary.success,
-        severity=dg.AssetCheckSeverity.WARN if structure_ok else dg.AssetCheckSeverity.ERROR,
-        metadata={"rows": len(df), "results": dg.MetadataValue.md(summary.as_markdown()), "failed": len(summary.failed)},
-    )
+    return expectations_check(df, errors, warnings, name="raw_images")

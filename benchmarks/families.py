@@ -121,10 +121,10 @@ def run_one(data: dict, family: str, seconds: float, seed: int, trtr: float, ddi
 def ddim_sweep(ckpt: Path, device: str, synth_y: np.ndarray, seed: int, data: dict, trtr: float, steps: list[int]) -> list[dict]:
     """Sample quality and time of 1,000 images against the number of DDIM steps, from one checkpoint."""
     out = []
+    gen = load_generator(ckpt, device)
+    y = np.resize(synth_y, 1000)
     for n in steps:
-        gen = load_generator(ckpt, device)
         gen.config.sampling_steps = n  # read at sampling time only: the trained network is the same
-        y = np.resize(synth_y, 1000)
         t0 = time.perf_counter()
         x = gen.sample(y, seed=seed + 1, batch_size=250)
         seconds = time.perf_counter() - t0

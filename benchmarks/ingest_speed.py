@@ -199,7 +199,6 @@ def run_without_warehouse(drop: Path, home: Path, workers: int | None) -> dict:
 def run_ours(drop: Path, home: Path, workers: int | None, dedup: bool = True, store: bool = True) -> dict:
     from synthdata.curation.curate import curate
     from synthdata.curation.ingest import ingest_partition
-    from synthdata.io.imageio import decode_image
     from synthdata.io.store import BlobStore
     from synthdata.io.warehouse import connect
 
@@ -212,7 +211,7 @@ def run_ours(drop: Path, home: Path, workers: int | None, dedup: bool = True, st
     result = {"images": stats.accepted + stats.rejected, "ingest_seconds": t_ingest, "ingest_rss": ingest_rss, **cpu_seconds()}
     if dedup:
         assert blobs is not None
-        cur = curate(con, lambda k: np.asarray(decode_image(blobs.read(k)).image))
+        cur = curate(con, lambda k: np.asarray(blobs.decode(k).image))  # under the store's limits, as at ingest
         result.update(unique=cur.images, exact_duplicates=cur.exact_duplicates, near_duplicates=cur.near_duplicates,
                       candidates=cur.candidates, curate_seconds={k: round(v, 2) for k, v in cur.seconds.items()})  # fmt: skip
     result["seconds"] = time.perf_counter() - start

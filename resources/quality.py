@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -72,8 +73,7 @@ class QualityResource(dg.ConfigurableResource):
         shorthand = {"tstr_trtr_ratio": ("min", self.min_tstr_trtr_ratio), "near_copy_fraction": ("max", self.max_copy_fraction)}
         for metric, (side, value) in shorthand.items():
             if value is not None:
-                old = floors.get(metric, Floor(metric))
-                floors[metric] = Floor(metric, **{"min": old.min, "max": old.max, side: float(value)})
+                floors[metric] = replace(floors.get(metric, Floor(metric)), **{side: float(value)})
         overrides = parse_floors(self.floors_yaml)
         for scope in (ALL_FAMILIES, family):
             for metric, bound in (overrides.get(scope) or {}).items():

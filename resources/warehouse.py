@@ -27,7 +27,7 @@ class WarehouseResource(dg.ConfigurableResource):
         "SYNTHDATA_LOCK_TIMEOUT_S or 300 (writers queue in the pool, so a long wait means something else holds it).",
     )  # fmt: skip
 
-    _holder: str = PrivateAttr(default="")
+    _holder: str = PrivateAttr(default="a Dagster process")
     _log: object = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -46,8 +46,8 @@ class WarehouseResource(dg.ConfigurableResource):
     def connect(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection (creates the folder and migrates the schema on a fresh home)."""
         with opened(
-            self.database, holder=self._holder or "a Dagster process", config=self.config(),
-            timeout_s=self._timeout() if timeout_s is None else timeout_s, on_wait=self._on_wait,
+            self.database, holder=self._holder, config=self.config(), timeout_s=self._timeout(timeout_s),
+            on_wait=self._on_wait,
         ) as con:  # fmt: skip
             yield con
 
@@ -55,12 +55,15 @@ class WarehouseResource(dg.ConfigurableResource):
     def read(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection: it can open only while no writer holds the file, so it waits for one."""
         with opened(
-            self.database, read_only=True, config=self.config(),
-            timeout_s=self._timeout() if timeout_s is None else timeout_s, on_wait=self._on_wait,
+            self.database, read_only=True, config=self.config(), timeout_s=self._timeout(timeout_s),
+            on_wait=self._on_wait,
         ) as con:  # fmt: skip
             yield con
 
-    def _timeout(self) -> float:
+    def _timeout(self, timeout_s: float | None) -> float:
+        """The caller's wait, else the configured one, else SYNTHDATA_LOCK_TIMEOUT_S, else 300 s."""
+        if timeout_s is not None:
+            return timeout_s
         return self.lock_timeout_s if self.lock_timeout_s is not None else float(os.environ.get(LOCK_TIMEOUT_ENV, "300"))
 
     def config(self) -> dict[str, object]:

@@ -142,14 +142,19 @@ def record_failure(con: duckdb.DuckDBPyConnection, alert: Alert) -> bool:
     if open_id:
         con.execute("UPDATE alerts SET occurrences = occurrences + 1 WHERE alert_id = ?", [open_id[0]])
         return False
+    _queue(con, alert, _now())
+    return True
+
+
+def _queue(con: duckdb.DuckDBPyConnection, alert: Alert, now: dt.datetime) -> None:
+    """Store a new alert row, its message pending delivery from `now`."""
     con.execute(
         """INSERT INTO alerts (alert_id, created_at, kind, asset_key, check_name, run_id, message, delivered, dedup_key,
                                occurrences, attempts, next_attempt_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, 1, 0, ?)""",
-        [alert.alert_id, _now(), alert.kind, alert.asset_key, alert.check_name, alert.run_id, alert.message,
-         alert.dedup_key, _now()],
+        [alert.alert_id, now, alert.kind, alert.asset_key, alert.check_name, alert.run_id, alert.message,
+         alert.dedup_key, now],
     )  # fmt: skip
-    return True
 
 
 def record_pass(con: duckdb.DuckDBPyConnection, dedup_key: str, run_id: str | None, what: str) -> Alert | None:
@@ -169,12 +174,7 @@ def record_pass(con: duckdb.DuckDBPyConnection, dedup_key: str, run_id: str | No
         dedup_key=dedup_key,
         message=f"{what} passes again" + (f" (run {run_id[:8]})" if run_id else "") + f" after {occurrences} failure(s)",
     )  # fmt: skip
-    con.execute(
-        """INSERT INTO alerts (alert_id, created_at, kind, asset_key, check_name, run_id, message, delivered, dedup_key,
-                               occurrences, attempts, next_attempt_at)
-           VALUES (?, ?, 'resolved', ?, ?, ?, ?, 'pending', ?, 1, 0, ?)""",
-        [resolved.alert_id, now, asset_key, check_name, run_id, resolved.message, dedup_key, now],
-    )  # fmt: skip
+    _queue(con, resolved, now)
     return resolved
 
 

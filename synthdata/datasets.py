@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 
 
@@ -47,24 +50,34 @@ def load_fashion_mnist(
 
     ``split`` is ``train`` (60,000), ``test`` (10,000) or ``all`` (train then test).
     """
-    from pathlib import Path
-
     root = Path(path or FASHION_MNIST_DIR)
+    images, labels = _read_idx_split(
+        split,
+        lambda prefix: (root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"),
+        lambda missing: f"Fashion-MNIST not found ({missing}): install it with "
+        f"`apt-get install dataset-fashion-mnist`, or pass path= to a folder holding the IDX .gz files",
+    )
+    return images, labels, list(FASHION_MNIST_CLASSES)
+
+
+def _read_idx_split(
+    split: str, files_of: Callable[[str], tuple[Path, Path]], not_found: Callable[[str], str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images and int64 labels of an MNIST-style ``split`` (``train``, ``test`` or ``all``: train then test):
+    ``files_of(prefix)`` names the (images, labels) IDX files of ``train`` / ``t10k``; ``not_found(missing)``
+    words the error when some are absent."""
     parts = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}
     if split not in parts:
         raise ValueError(f"split must be one of {sorted(parts)}, got {split!r}")
     images, labels = [], []
     for prefix in parts[split]:
-        files = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
+        files = files_of(prefix)
         missing = [str(f) for f in files if not f.exists()]
         if missing:
-            raise FileNotFoundError(
-                f"Fashion-MNIST not found ({', '.join(missing)}): install it with "
-                f"`apt-get install dataset-fashion-mnist`, or pass path= to a folder holding the IDX .gz files"
-            )
+            raise FileNotFoundError(not_found(", ".join(missing)))
         images.append(_read_idx(files[0]))
         labels.append(_read_idx(files[1]).astype(np.int64))
-    return np.concatenate(images), np.concatenate(labels), list(FASHION_MNIST_CLASSES)
+    return np.concatenate(images), np.concatenate(labels)
 
 
 MNIST_INSTALL = (
@@ -87,20 +100,12 @@ def load_mnist(path: str | None = None, split: str = "all") -> tuple[np.ndarray,
 
     ``split`` is ``train`` (60,000), ``test`` (10,000) or ``all`` (train then test).
     """
-    from pathlib import Path
-
     root = Path(path or mnist_dir())
-    parts = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}
-    if split not in parts:
-        raise ValueError(f"split must be one of {sorted(parts)}, got {split!r}")
-    images, labels = [], []
-    for prefix in parts[split]:
-        files = [next((f for f in (root / f"{prefix}-{kind}-ubyte", root / f"{prefix}-{kind}-ubyte.gz") if f.exists()),
-                      root / f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")]  # fmt: skip
-        missing = [str(f) for f in files if not f.exists()]
-        if missing:
-            raise FileNotFoundError(f"MNIST not found ({', '.join(missing)}): install it with `{MNIST_INSTALL}`, "
-                                    "or set SYNTHDATA_MNIST_DIR to a folder holding the IDX files")  # fmt: skip
-        images.append(_read_idx(files[0]))
-        labels.append(_read_idx(files[1]).astype(np.int64))
-    return np.concatenate(images), np.concatenate(labels), [str(i) for i in range(10)]
+    images, labels = _read_idx_split(
+        split,
+        lambda prefix: tuple(next((f for f in (root / f"{prefix}-{kind}-ubyte", root / f"{prefix}-{kind}-ubyte.gz") if f.exists()),
+                                  root / f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")),  # fmt: skip
+        lambda missing: f"MNIST not found ({missing}): install it with `{MNIST_INSTALL}`, "
+        "or set SYNTHDATA_MNIST_DIR to a folder holding the IDX files",
+    )
+    return images, labels, [str(i) for i in range(10)]

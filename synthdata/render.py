@@ -5,13 +5,9 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-
-if TYPE_CHECKING:
-    from synthdata.io.imageio import DecodeLimits
 
 
 def to_png_bytes(image: Image.Image) -> bytes:
@@ -20,16 +16,16 @@ def to_png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def thumbnail(image: Image.Image | bytes, side: int, limits: DecodeLimits | None = None) -> np.ndarray:
+def thumbnail(image: Image.Image | bytes, side: int) -> np.ndarray:
     """uint8 (side, side, 3) preview, nearest-neighbour so pixels stay crisp.
 
     `image` is decoded already (a stored image: `BlobStore.decode(key).image`, under the store's limits) or
-    encoded bytes, decoded under `limits` (default: `DecodeLimits()`).
+    encoded bytes, decoded under the default `DecodeLimits()`.
     """
-    from synthdata.io.imageio import DecodeLimits, decode_image
+    from synthdata.io.imageio import decode_image
 
     if isinstance(image, bytes):
-        image = decode_image(image, limits or DecodeLimits()).image
+        image = decode_image(image).image
     return np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.NEAREST))
 
 

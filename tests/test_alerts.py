@@ -15,6 +15,7 @@ from dagster_project.sensors import quality_alerts
 from resources import AlertingResource, WarehouseResource
 from synthdata.alerts import Alert, EmailChannel, RetryPolicy, WebhookChannel, deliver_due, record_failure, record_pass
 from synthdata.io.warehouse import connect
+from _webserver import free_port  # a port nothing listens on
 
 
 class Hook(BaseHTTPRequestHandler):
@@ -50,7 +51,7 @@ class Inbox:
 @pytest.fixture
 def smtp():
     inbox = Inbox()
-    inbox.port = _closed_port()
+    inbox.port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
     controller.start()
     yield inbox
@@ -122,7 +123,7 @@ def test_a_dead_endpoint_is_retried_with_backoff_inside_the_time_budget(tmp_path
 def test_delivery_gives_up_after_max_attempts(tmp_path):
     con = connect(tmp_path / "w.duckdb")
     record_failure(con, alert())
-    refused = f"http://127.0.0.1:{_closed_port()}/hook"
+    refused = f"http://127.0.0.1:{free_port()}/hook"
     for _ in range(3):
         con.execute("UPDATE alerts SET next_attempt_at = now()::TIMESTAMP - INTERVAL 1 SECOND WHERE next_attempt_at IS NOT NULL")
         deliver_due(con, [WebhookChannel(refused)], budget_s=5, policy=RetryPolicy(base_s=60, max_attempts=3))
@@ -132,19 +133,13 @@ def test_delivery_gives_up_after_max_attempts(tmp_path):
     con.close()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize(
     "url",
     ["hooks.slack.com/services/T000/B000/XXXXSECRET", "ftp://hooks.example.org/XXXXSECRET", "http://user:XXXXSECRET@127.0.0.1:{port}/x",
      "http://127.0.0.1:notaport/XXXXSECRET", "http://[XXXXSECRET/"],
 )  # fmt: skip
 def test_a_bad_or_unreachable_url_never_raises_and_never_shows_the_secret(url):
-    outcome = WebhookChannel(url.format(port=_closed_port())).send(alert(), 2)
+    outcome = WebhookChannel(url.format(port=free_port())).send(alert(), 2)
     assert not outcome.ok and "XXXXSECRET" not in outcome.detail and "127.0.0.1" not in outcome.detail
     assert "XXXXSECRET" not in repr(WebhookChannel(url)) and "XXXXSECRET" not in repr(
         EmailChannel("h", 25, "f", ("t",), "user", "XXXXSECRET")
@@ -152,7 +147,7 @@ def test_a_bad_or_unreachable_url_never_raises_and_never_shows_the_secret(url):
 
 
 def test_smtp_failure_names_no_credentials():
-    outcome = EmailChannel("127.0.0.1", _closed_port(), "f@x", ("t@x",), "user", "XXXXSECRET").send(alert(), 2)
+    outcome = EmailChannel("127.0.0.1", free_port(), "f@x", ("t@x",), "user", "XXXXSECRET").send(alert(), 2)
     assert outcome.detail == "failed: ConnectionRefusedError: Connection refused"
 
 

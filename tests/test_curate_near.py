@@ -12,7 +12,6 @@ from resources import QualityResource
 from synthdata.curation.curate import curate
 from synthdata.dedup.calibrate import TRANSFORMS
 from synthdata.curation.ingest import ingest_partition
-from synthdata.io.imageio import decode_image
 from synthdata.io.store import BlobStore
 from synthdata.io.warehouse import connect
 
@@ -61,7 +60,7 @@ def warehouse(tmp_path):
 
 
 def loader(store):
-    return lambda key: np.asarray(decode_image(store.read(key)).image)
+    return lambda key: np.asarray(store.decode(key).image)
 
 
 def test_near_duplicates_across_drops_are_folded_into_the_first_seen(warehouse):

@@ -25,7 +25,8 @@ with opened(sys.argv[1], holder="run abcd1234 (daily_ingest_job)"):
 
 
 def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
-    """Another process holding the writer lock (as a running step would), with its holder note."""
+    """Another process holding the writer lock (as a running step would), with its holder note; it creates the
+    warehouse at `path` when there is none yet, as a writer does."""
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
@@ -69,7 +70,6 @@ def test_a_reader_in_the_writers_process_shares_its_connection_settings(tmp_path
 
 def test_a_held_lock_fails_fast_naming_the_run_that_holds_it(tmp_path):
     path = tmp_path / "warehouse.duckdb"
-    connect(path).close()
     holder = hold_lock(path, 30)
     heard: list[str] = []
     try:
@@ -88,7 +88,6 @@ def test_a_held_lock_fails_fast_naming_the_run_that_holds_it(tmp_path):
 
 def test_a_reader_waits_visibly_for_the_writer_then_opens(tmp_path):
     path = tmp_path / "warehouse.duckdb"
-    connect(path).close()
     holder = hold_lock(path, 3)
     heard: list[str] = []
     try:

@@ -608,8 +608,9 @@ def copy_evidence(
     best luma correlation over the alignments tried.
 
     Pairs whose best correlation is below ``screen`` are not scored in full: their distance is
-    inf (:mod:`synthdata.dedup.calibrate` sets the screen below every planted copy it measured). Images of
-    one pair of shapes are compared as stacks; each image is loaded once unless evicted from a bounded cache.
+    inf (:mod:`synthdata.dedup.calibrate` sets the screen below every planted copy it measured). Pairs of
+    one shape are compared as stacks, pairs of two shapes in padded batches (:func:`_different_shape_distance`);
+    each image is loaded once unless evicted from a bounded cache.
     """
     pairs = list(pairs)
     out, corr = np.empty(len(pairs)), np.ones(len(pairs), np.float32)

@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from synthdata.evaluate.metrics import MetricRow
+from synthdata.evaluate.metrics import MetricRow, overall_values
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,7 @@ def judge(rows: Sequence[MetricRow], floors: Sequence[Floor]) -> Verdict:
     utility ratio), the floor judges that one: publishing is a selection (a team retrains until the gate
     passes), and selection reads val so that test stays a clean report. Without a val split the test row is
     judged, and the failure says which split it read."""
-    overall: dict[str, float] = {}
-    for row in rows:
-        if row.class_label is None and row.metric not in overall:
-            overall[row.metric] = float(row.value)
+    overall = overall_values(rows)
     failures: list[str] = []
     checked: dict[str, float] = {}
     for floor in floors:

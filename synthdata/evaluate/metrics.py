@@ -45,6 +45,24 @@ class FeatureSets:
     cache: dict | None = None  # results shared between metrics (the privacy distances feed the report)
 
 
+def overall_values(rows: Sequence[MetricRow]) -> dict[str, float]:
+    """metric -> value of its first overall row (class_label None), as the gate reads it."""
+    overall: dict[str, float] = {}
+    for row in rows:
+        if row.class_label is None:
+            overall.setdefault(row.metric, float(row.value))
+    return overall
+
+
+def per_class_values(rows: Sequence[MetricRow]) -> dict[str, dict[str, float]]:
+    """class -> metric -> value of the per-class rows."""
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if row.class_label is not None:
+            out.setdefault(row.class_label, {})[row.metric] = row.value
+    return out
+
+
 MetricFn = Callable[[FeatureSets], list[MetricRow]]
 METRICS: dict[str, MetricFn] = {}
 

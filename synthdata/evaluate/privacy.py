@@ -89,10 +89,10 @@ def membership_attack(member_scores: np.ndarray, nonmember_scores: np.ndarray) -
     """(ROC AUC, max TPR - FPR) of telling members (higher score) from non-members."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    labels = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
-    scores = np.r_[member_scores, nonmember_scores]
     if len(member_scores) == 0 or len(nonmember_scores) == 0:
         return float("nan"), float("nan")
+    labels = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
+    scores = np.r_[member_scores, nonmember_scores]
     fpr, tpr, _ = roc_curve(labels, scores)
     return float(roc_auc_score(labels, scores)), float(np.max(tpr - fpr))
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from synthdata.evaluate import figures, metrics
 from synthdata.evaluate.features import FeatureExtractor, extract_features, to_tensor, torch_threads
-from synthdata.evaluate.metrics import MetricRow
+from synthdata.evaluate.metrics import MetricRow, per_class_values
 from synthdata.evaluate.scarcity import format_fraction, scarcity_notes, scarcity_study
 from synthdata.evaluate.utility import cnn_utility, seeded_utility
 
@@ -149,7 +149,7 @@ def evaluate_synthetic(
             MetricRow("tstr_trtr_ratio", u.ratio.mean, spread=u.ratio.std),
             MetricRow("trts_accuracy", u.trts.mean, spread=u.trts.std, split="synthetic"),
         ]
-        if u.ratio_val is not None:  # the floors are chosen on this one (benchmarks/evaluation.py); the gate reports test
+        if u.ratio_val is not None:  # the gate judges this one where it exists (gate.judge); the report also shows test
             rows.append(MetricRow("tstr_trtr_ratio_val", u.ratio_val.mean, spread=u.ratio_val.std, split="val"))
         rows += [MetricRow("tstr_class_accuracy", s.mean, class_label=classes[c], spread=s.std)
                  for c, s in sorted(u.tstr_per_class.items())]  # fmt: skip
@@ -201,7 +201,7 @@ def evaluate_synthetic(
         pair_train = _uint8(to_tensor(np.asarray(inputs.train_x)[[p[1] for p in closest[:12]]], fx.image_mode, fx.image_size))
         local = [(i, i, d) for i, (_, _, d) in enumerate(closest[:12])]
         figs = {
-            "per_class": figures.per_class_bars(classes, _per_class_values(rows)),
+            "per_class": figures.per_class_bars(classes, per_class_values(rows)),
             "dcr_histogram": figures.dcr_histograms(priv.synth_dcr, priv.holdout_dcr, holdout_split),
             "closest_pairs": figures.pairs_grid(pair_synth, pair_train, local),
             "samples": figures.sample_grid(_uint8(sy_x), synth_y[np.isin(synth_y, classes)], classes),
@@ -217,14 +217,6 @@ def evaluate_synthetic(
                             seconds=seconds)  # fmt: skip
 
 
-def _per_class_values(rows: Sequence[MetricRow]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for r in rows:
-        if r.class_label is not None:
-            out.setdefault(r.class_label, {})[r.metric] = r.value
-    return out
-
-
 def _findings(rows: Sequence[MetricRow], classes: Sequence[str]) -> list[str]:
     """Plain-language readings of the overall and per-class rows (the gate's verdict is separate)."""
     v = {r.metric: r.value for r in rows if r.class_label is None}
@@ -235,7 +227,7 @@ def _findings(rows: Sequence[MetricRow], classes: Sequence[str]) -> list[str]:
     if v.get("closer_than_holdout_fraction", 0) > 0.10:
         notes.append(f"{v['closer_than_holdout_fraction']:.0%} of synthetic images are closer to a training image than "
                      "95% of unseen real images are: likely copies (see the closest pairs)")  # fmt: skip
-    per = _per_class_values(rows)
+    per = per_class_values(rows)
     cov = {c: per[c]["coverage"] for c in classes if "coverage" in per.get(c, {})}
     if cov:
         worst = min(cov, key=cov.get)

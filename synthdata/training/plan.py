@@ -99,7 +99,7 @@ class TrainingPlan:
     budget_seconds: float | None
     budget_steps: int
     target_steps: int
-    source: str  # planned | overridden | reference (step budget) | off | resumed
+    source: str  # planned | overridden | reference (step budget) | off; a resumed run keeps it (see `reused`)
     arch: str
     width: int
     batch_size: int
@@ -184,13 +184,12 @@ def plan_training(
 def _allowed(candidates: list[Candidate], config: TrainConfig, explicit: list[str]) -> list[Candidate]:
     """The ladder with the explicitly set fields forced (duplicates dropped, order kept)."""
     fam_cfg, out = config.family_config(), []
+    forced_arch = f"{config.family}.arch" in explicit and fam_cfg.arch != "auto"
     for c in candidates:
-        arch = c.arch
-        if f"{config.family}.arch" in explicit and fam_cfg.arch != "auto":
-            if fam_cfg.arch != c.arch:
-                continue
+        if forced_arch and fam_cfg.arch != c.arch:
+            continue
         c = Candidate(
-            arch,
+            c.arch,
             fam_cfg.width if f"{config.family}.width" in explicit else c.width,
             config.batch_size if "batch_size" in explicit else c.batch_size,
         )
