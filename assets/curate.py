@@ -10,7 +10,7 @@ from assets._util import expectations_check, md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from synthdata.curation.curate import class_retention, curate
 from synthdata.curation.gallery import duplicate_gallery, gallery_rows
-from synthdata.dedup.calibrate import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FALSE_RATE
+from synthdata.dedup.calibrate import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FALSE_RATE, FIT_IMAGES
 from synthdata.dedup.candidates import DEFAULT_RADIUS
 
 
@@ -25,6 +25,9 @@ class CurateConfig(dg.Config):
     calibration_seed: int = 0
     # Calibrate again even though a rule is stored (every image is then compared again).
     recalibrate: bool = False
+    # A stored rule is tested on planted copies of this many of each run's new images (0: not tested); a drop
+    # it no longer fits fails the `images_near_rule_fits` check (WARN) and says to recalibrate.
+    rule_fit_images: int = FIT_IMAGES
     # A fixed copy-distance threshold instead of the calibrated one (None: calibrate).
     copy_distance_threshold: float | None = None
 
@@ -59,7 +62,7 @@ def images(
         stats = curate(
             con, load_pixels, config.near_duplicates, config.hamming_radius, config.copy_distance_threshold,
             target_false_rate=config.target_false_rate, calibration_images=config.calibration_images,
-            seed=config.calibration_seed, recalibrate=config.recalibrate,
+            seed=config.calibration_seed, recalibrate=config.recalibrate, fit_images=config.rule_fit_images,
         )  # fmt: skip
         retention = class_retention(con)
         per_label = con.execute(
@@ -92,6 +95,8 @@ def images(
         context.log.warning(stats.rule_change)
     for warning in stats.rule.warnings if stats.rule else ():
         context.log.warning(warning)
+    if stats.rule_fit is not None and not stats.rule_fit.fits:
+        context.log.warning(stats.rule_fit.message)
     metadata: dict[str, object] = {
         "dagster/row_count": stats.images,
         "raw_files": stats.raw_files,
@@ -135,6 +140,9 @@ def _rule_metadata(stats) -> dict[str, object]:
             out[f"near_rule_{name}"] = float(as_dict[name])
     if stats.observed_false_rate is not None:
         out["near_observed_false_rate"] = float(stats.observed_false_rate)
+    if stats.rule_fit is not None:
+        out["near_rule_fits_new_images"] = stats.rule_fit.fits
+        out["near_rule_recall_new_images"] = dg.MetadataValue.json({k: round(v, 4) for k, v in stats.rule_fit.recall.items()})
     return out
 
 
@@ -163,6 +171,36 @@ def images_class_balance(warehouse: WarehouseResource, quality: QualityResource)
             "warn_above": quality.class_removed_warn,
             "error_above": quality.class_removed_error,
             "class_retention": dg.MetadataValue.md(md_table(retention.round(4), max_rows=500)),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=images,
+    description="WARN when the stored near-duplicate rule, calibrated on earlier drops, keeps clearly fewer planted "
+    "copies of the latest run's new images than it promised (`near_rule_fits`): those images may need another "
+    "rule; set the images config `recalibrate: true`.",
+)
+def images_near_rule_fits(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.read() as con:
+        row = con.execute(
+            """SELECT f.rule_id, f.new_images, f.sampled, f.recall, f.promised, f.fits, f.message
+               FROM near_rule_fits f JOIN near_duplicate_rules r ON r.rule_id = f.rule_id AND r.active
+               ORDER BY f.checked_at DESC LIMIT 1"""
+        ).fetchone()
+    if row is None:
+        return dg.AssetCheckResult(passed=True, metadata={"tested": "no run has been judged by a stored rule yet"})
+    rule_id, new_images, sampled, recall, promised, fits, message = row
+    return dg.AssetCheckResult(
+        passed=bool(fits),
+        severity=dg.AssetCheckSeverity.WARN,
+        description=message or None,
+        metadata={
+            "rule_id": rule_id,
+            "new_images": int(new_images),
+            "sampled": int(sampled),
+            "recall_new_images": dg.MetadataValue.json(json.loads(recall)),
+            "recall_promised": dg.MetadataValue.json(json.loads(promised)),
         },
     )
 

@@ -97,12 +97,22 @@ def retrain_on_new_data(context: dg.SensorEvaluationContext, warehouse: Warehous
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _key_part(partition: str | None) -> str:
+    """A partition's part of an alert's dedup key (one alert per job or check and partition)."""
+    return f":{partition}" if partition else ""
+
+
+def _shown_part(partition: str | None) -> str:
+    """A partition as alert messages show it."""
+    return f" [{partition}]" if partition else ""
+
+
 def outcomes_in_run(instance: dg.DagsterInstance, run_id: str) -> tuple[list[Alert], list[tuple[str, str]]]:
     """A finished run's failures (failed checks, the run's own failure) and passes ((dedup_key, what) of each
     passing check, and of the run when it succeeded): passes resolve open alerts of the same key."""
     run = instance.get_run_by_id(run_id)
     partition = run.tags.get("dagster/partition") if run else None
-    job_key = f"run:{run.job_name}" + (f":{partition}" if partition else "") if run else f"run:{run_id}"
+    job_key = f"run:{run.job_name}{_key_part(partition)}" if run else f"run:{run_id}"
     failures: list[Alert] = []
     passes: list[tuple[str, str]] = []
     for entry in instance.all_logs(
@@ -112,15 +122,15 @@ def outcomes_in_run(instance: dg.DagsterInstance, run_id: str) -> tuple[list[Ale
         if event.event_type == dg.DagsterEventType.RUN_FAILURE:
             failures.append(Alert(
                 alert_id=new_id(), kind="run_failed", run_id=run_id, dedup_key=job_key,
-                message=f"run {run_id[:8]} ({entry.job_name}{f' [{partition}]' if partition else ''}) failed: "
+                message=f"run {run_id[:8]} ({entry.job_name}{_shown_part(partition)}) failed: "
                 f"{entry.message or entry.user_message}",
             ))  # fmt: skip
             continue
         evaluation = event.event_specific_data
         key = evaluation.asset_key.to_user_string()
         check_partition = getattr(evaluation, "partition", None)
-        dedup = f"check:{key}:{evaluation.check_name}" + (f":{check_partition}" if check_partition else "")
-        what = f"check {key}:{evaluation.check_name}" + (f" [{check_partition}]" if check_partition else "")
+        dedup = f"check:{key}:{evaluation.check_name}{_key_part(check_partition)}"
+        what = f"check {key}:{evaluation.check_name}{_shown_part(check_partition)}"
         if evaluation.passed:
             passes.append((dedup, what))
             continue
@@ -131,7 +141,7 @@ def outcomes_in_run(instance: dg.DagsterInstance, run_id: str) -> tuple[list[Ale
             + (f": {evaluation.description}" if evaluation.description else ""),
         ))  # fmt: skip
     if run is not None and run.status == dg.DagsterRunStatus.SUCCESS:
-        passes.append((job_key, f"job {run.job_name}" + (f" [{partition}]" if partition else "")))
+        passes.append((job_key, f"job {run.job_name}{_shown_part(partition)}"))
     return failures, passes
 
 

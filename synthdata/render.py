@@ -56,6 +56,26 @@ def image_grid(images: np.ndarray, ncol: int = 10, scale: int = 4, pad: int = 1)
     return to_png_bytes(img)
 
 
+def figure(width: float, height: float, ncols: int = 1):
+    """A matplotlib figure and its axes (one per column) on the Agg backend (no display needed); finish it
+    with :func:`figure_png`. Returns (pyplot, figure, axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(1, ncols, figsize=(width, height), dpi=100)
+
+
+def figure_png(plt, fig) -> bytes:
+    """PNG bytes of a figure from :func:`figure`, which is closed (pyplot keeps every open figure)."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def line_plot(
     series: Mapping[str, Sequence[float]],
     x: Sequence[float] | None = None,
@@ -64,12 +84,7 @@ def line_plot(
     ylabel: str = "",
 ) -> bytes:
     """Plot named series against a shared x axis (e.g. loss curves) and return PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    plt, fig, ax = figure(6, 3.2)
     for name, values in series.items():
         xs = list(x) if x is not None else list(range(len(values)))
         ax.plot(xs[: len(values)], list(values), label=name, linewidth=1.2)
@@ -79,11 +94,7 @@ def line_plot(
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(plt, fig)
 
 
 def png_data_uri(png: bytes) -> str:

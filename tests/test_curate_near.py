@@ -214,3 +214,55 @@ def test_class_balance_check_fails_when_dedup_thins_one_class(tmp_path):
     relaxed = next(e.event_specific_data for e in quality.all_events
                    if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION)  # fmt: skip
     assert relaxed.passed is False and relaxed.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_a_stored_rule_that_does_not_fit_a_later_drop_warns_and_says_to_recalibrate(tmp_path):
+    """A real materialization. The rule is calibrated on Fashion-MNIST garments, where distinct look-alikes
+    sit close and the threshold is tight. A later drop of the same kind fits it; a drop of photo tiles does
+    not (re-encoded copies of photos lie farther than the rule allows): the `images_near_rule_fits` check
+    fails with WARN, names the transforms that fell short and says to recalibrate. Recalibrating fits again."""
+    import dagster as dg
+
+    from assets.curate import images, images_near_rule_fits
+    from assets.ingest import raw_images
+    from dagster_project.definitions import build_resources
+    from synthdata.datasets import load_fashion_mnist
+    from synthdata.io.paths import SynthdataPaths
+
+    try:
+        x, y, _ = load_fashion_mnist(split="test")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    paths = SynthdataPaths(home=tmp_path, landing=tmp_path / "landing").ensure()
+    for i in range(1500):
+        save(paths.landing / "2024-01-01" / f"c{y[i]}" / f"f{i:04d}.png", Image.fromarray(x[i]))
+    for i in range(1500, 1564):
+        save(paths.landing / "2024-01-02" / f"c{y[i]}" / f"f{i:04d}.png", Image.fromarray(x[i]))
+    for i, t in enumerate(tiles(64, seed=5)):
+        save(paths.landing / "2024-01-03" / "photo" / f"t{i:02d}.png", Image.fromarray(t))
+    resources = build_resources(paths)
+
+    def run_day(day: str, **config) -> tuple[dg.AssetCheckEvaluation, dict]:
+        assert dg.materialize([raw_images], partition_key=day, resources=resources).success
+        result = dg.materialize([images, images_near_rule_fits], resources=resources, raise_on_error=False,
+                                run_config={"ops": {"images": {"config": config}}} if config else None)  # fmt: skip
+        evaluation = next(e.event_specific_data for e in result.all_events
+                          if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION)  # fmt: skip
+        return evaluation, result.asset_materializations_for_node("images")[0].metadata
+
+    calibrated, meta = run_day("2024-01-01")
+    assert calibrated.passed and "near_rule_fits_new_images" not in meta  # calibrated on these very images
+
+    same_kind, meta = run_day("2024-01-02")
+    assert same_kind.passed and meta["near_rule_fits_new_images"].value is True
+    assert same_kind.metadata["sampled"].value == 64
+
+    other_kind, meta = run_day("2024-01-03")
+    assert other_kind.passed is False and other_kind.severity == dg.AssetCheckSeverity.WARN
+    assert meta["near_rule_fits_new_images"].value is False
+    recall = other_kind.metadata["recall_new_images"].value
+    assert min(recall["jpeg"], recall["webp"]) < 0.9, recall
+    assert "recalibrate: true" in other_kind.description and "jpeg" in other_kind.description
+
+    recalibrated, meta = run_day("2024-01-03", recalibrate=True)
+    assert recalibrated.passed and meta["near_rule_changed"].value != "no"

@@ -171,3 +171,70 @@ def test_scores_do_not_depend_on_the_number_of_threads(monkeypatch) -> None:
     monkeypatch.setattr(evidence, "_THREADS", 1)
     one = copy_evidence(pairs, images.__getitem__, screen=0.5)
     assert np.array_equal(two[0], one[0]) and np.array_equal(two[1], one[1])
+
+
+@pytest.mark.parametrize(
+    ("shape", "sigma"),
+    [((6, 3, 40, 56), (0, 0, 0.5, 0.5)), ((6, 33, 20, 3), (0, 0.5, 0.5, 0)), ((4, 1, 1, 3), (0, 0.5, 0.5, 0)),
+     ((3, 2, 7, 3), (0, 0.5, 0.5, 0)), ((2, 3, 150, 9), (0, 0, 0.5, 0.5)), ((2, 3, 5, 1), (0, 0, 1.5, 0.5))],
+)  # fmt: skip
+def test_the_matrix_blur_is_ndimages_gaussian_filter(shape: tuple[int, ...], sigma: tuple[float, ...]) -> None:
+    """The residual's blur as matrix products (and ndimage's filter on long sides): the same numbers as
+    ``gaussian_filter(mode="nearest")`` to float rounding, edges and one-pixel sides included."""
+    stack = np.random.default_rng(5).normal(0, 30, shape).astype(np.float32)
+    blurred = evidence._blur(stack, sigma)
+    assert blurred.dtype == np.float32 and blurred.shape == stack.shape
+    reference = ndimage.gaussian_filter(stack, sigma, mode="nearest")
+    np.testing.assert_allclose(blurred, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+
+
+def test_batched_resize_weights_are_pillows_weights_of_each_pair(monkeypatch) -> None:
+    """Line maps of a batch built from weights computed together (and from a cache that is emptied when full)
+    are the maps of each size pair alone: filter_weights in the corner, the last row repeated, zeros beyond."""
+    from synthdata.dedup.resample import filter_weights
+
+    rng = np.random.default_rng(6)
+    n_in, n_out = rng.integers(1, 120, 40), rng.integers(1, 120, 40)
+    n_out[:8] = n_in[:8]  # equal sides: the identity
+    pad_in, pad_out = int(n_in.max()) + 3, int(n_out.max()) + 5
+    monkeypatch.setattr(evidence, "_WEIGHT_CACHE_BYTES", 200_000)  # a few maps: evicted along the way
+    monkeypatch.setattr(evidence, "_weight_cache", {})
+    monkeypatch.setattr(evidence, "_weight_cache_bytes", [0])
+    for method in FILTERS:
+        for _ in range(2):  # computed, then (partly) from the cache
+            maps = evidence._line_maps(n_in, n_out, method, pad_in, pad_out)
+            for i, (a, b) in enumerate(zip(n_in.tolist(), n_out.tolist())):
+                core = filter_weights(a, b, method).astype(np.float32)
+                np.testing.assert_allclose(maps[i, :b, :a], core, rtol=0, atol=1e-7)
+                assert np.array_equal(maps[i, b:, :a], np.broadcast_to(maps[i, b - 1, :a], (pad_out - b, a)))
+                assert not maps[i, :, a:].any()
+
+
+def test_pixel_scale_search_on_the_callers_luma_canvases_is_the_same() -> None:
+    """:func:`_pixel_scale_batch` given the lumas of the canvases it would make gives the same numbers."""
+    images = _photo_crops(8, seed=7)
+    rng = np.random.default_rng(7)
+    large, small = [], []
+    for image in images:
+        h, w = image.shape[:2]
+        t, b, left, r = (int(v) for v in rng.integers(0, 4, size=4))
+        large.append(evidence._rgb(image))
+        small.append(evidence._rgb(image[t : h - b, left : w - r]))
+    canvases = []
+    for views in (small, large):
+        canvas = np.zeros((len(views), 100, 100), np.float32)
+        for i, view in enumerate(views):
+            canvas[i, : view.shape[0], : view.shape[1]] = view.mean(axis=2)
+        canvases.append(canvas)
+    given = evidence._pixel_scale_batch(large, small, -1.0, (canvases[0], canvases[1]))
+    made = evidence._pixel_scale_batch(large, small, -1.0)
+    assert np.array_equal(given[0], made[0]) and np.array_equal(given[1], made[1])
+
+
+def test_a_thin_image_and_its_crop_are_compared_on_the_summed_area_tables() -> None:
+    """A shift of up to 5% of the long side exceeds a thin strip's short side: the pixel-scale search leaves
+    such windows empty instead of reading past its tables (an IndexError before)."""
+    strip = data.astronaut()[100:106, 50:300]
+    assert copy_distance(strip, np.ascontiguousarray(strip[1:, 3:-2])) < 0.02
+    other = np.random.default_rng(8).integers(0, 256, (5, 248, 3), dtype=np.uint8)
+    assert copy_distance(strip, other) > 0.3

@@ -11,24 +11,13 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
+from _holder import hold_warehouse
 
 from synthdata.io.landing import export_as_drops
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = "2024-01-01"
 pytestmark = pytest.mark.slow
-
-HOLD_UNTIL = """
-import sys, time
-from pathlib import Path
-from synthdata.io.warehouse import opened
-with opened(sys.argv[1], holder="run abcd1234 (daily_ingest_job)"):
-    print("held", flush=True)
-    deadline = time.monotonic() + float(sys.argv[3] if len(sys.argv) > 3 else 120)
-    while not Path(sys.argv[2]).exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-"""
-
 
 def fresh_env(home: Path, landing: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "SYNTHDATA_HOME", "SYNTHDATA_LANDING")}
@@ -43,8 +32,7 @@ def test_the_cli_wrapper_runs_on_the_homes_instance_and_waits_visibly_for_a_lock
     warehouse = home / "warehouse.duckdb"
     # Someone else holds the warehouse when the step starts: the run must say so while it waits, then go on.
     release = tmp_path / "release"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL, str(warehouse), str(release)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_warehouse(warehouse, 120, release)
     log_path = tmp_path / "materialize.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(

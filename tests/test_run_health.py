@@ -4,14 +4,13 @@ runs them (the local run launcher's code server sees its child die and fails the
 import os
 import re
 import signal
-import subprocess
 import sys
 
 import dagster as dg
 import duckdb
 import pytest
-from _webserver import graphql, serving, wait_until
-from test_fresh_home import HOLD_UNTIL  # holds the warehouse (the run's ingest waits) until a file appears
+from _holder import hold_warehouse
+from _webserver import graphql, serving, wait_until  # holds the warehouse (the run's ingest waits) until a file appears
 
 from synthdata.io.landing import export_as_drops
 from synthdata.io.paths import SynthdataPaths
@@ -52,9 +51,7 @@ def test_a_killed_run_worker_is_marked_failed_and_alerted(tmp_path, digits):
     paths = SynthdataPaths(home=home, landing=home / "landing").ensure()
     export_as_drops(images[:40], labels[:40], names, paths.landing, [DAY], seed=0)
     release = tmp_path / "release"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL, str(paths.warehouse), str(release), "300"],
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_warehouse(paths.warehouse, 300, release)
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env.update(SYNTHDATA_HOME=str(home), GX_ANALYTICS_ENABLED="false", SYNTHDATA_LOCK_TIMEOUT_S="300")
     instance_dir = str(home / "dagster")

@@ -2,8 +2,6 @@
 and a held lock that is reported (who holds it, while waiting) instead of ~100 s of silent retries."""
 
 import inspect
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,25 +10,9 @@ import duckdb
 import pytest
 import yaml
 
+from _holder import hold_warehouse
 from resources import WarehouseResource
 from synthdata.io.warehouse import WarehouseLocked, connect, opened
-
-HOLD = """
-import sys, time
-from synthdata.io.warehouse import opened
-with opened(sys.argv[1], holder="run abcd1234 (daily_ingest_job)"):
-    print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
-"""
-
-
-def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
-    """Another process holding the writer lock (as a running step would), with its holder note; it creates the
-    warehouse at `path` when there is none yet, as a writer does."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
-
 
 def settings(con: duckdb.DuckDBPyConnection) -> tuple[str, int]:
     return con.execute("SELECT current_setting('memory_limit'), current_setting('threads')").fetchone()
@@ -70,7 +52,7 @@ def test_a_reader_in_the_writers_process_shares_its_connection_settings(tmp_path
 
 def test_a_held_lock_fails_fast_naming_the_run_that_holds_it(tmp_path):
     path = tmp_path / "warehouse.duckdb"
-    holder = hold_lock(path, 30)
+    holder = hold_warehouse(path, 30)
     heard: list[str] = []
     try:
         start = time.monotonic()
@@ -88,7 +70,7 @@ def test_a_held_lock_fails_fast_naming_the_run_that_holds_it(tmp_path):
 
 def test_a_reader_waits_visibly_for_the_writer_then_opens(tmp_path):
     path = tmp_path / "warehouse.duckdb"
-    holder = hold_lock(path, 3)
+    holder = hold_warehouse(path, 3)
     heard: list[str] = []
     try:
         con = connect(path, read_only=True, timeout_s=30, on_wait=heard.append, wait_log_every_s=1.0)

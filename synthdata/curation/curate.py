@@ -37,9 +37,12 @@ from synthdata.dedup.calibrate import (
     STATISTIC,
     NearDuplicateRule,
     Positives,
+    FIT_IMAGES,
+    RuleFit,
     choose_rule,
     measure_positives,
     nearest_distinct,
+    rule_fit,
 )
 from synthdata.dedup.candidates import DEFAULT_MAX_PARTNERS, DEFAULT_RADIUS, candidate_pairs
 from synthdata.dedup.evidence import copy_evidence
@@ -61,6 +64,7 @@ class CurationStats:
     confirmed: int = 0
     rule: NearDuplicateRule | None = None
     rule_change: str | None = None  # set when this run replaced the active rule
+    rule_fit: RuleFit | None = None  # how a stored rule did on copies of this run's new images
     observed_false_rate: float | None = None  # new images with a different-label near-duplicate
     group_sizes: dict[int, int] = field(default_factory=dict)
     largest_group: int = 1
@@ -78,6 +82,7 @@ class RuleRequest:
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES
     seed: int = 0
     recalibrate: bool = False
+    fit_images: int = FIT_IMAGES  # new images whose copies test a stored rule (0: no test)
 
     def accepts(self, rule: NearDuplicateRule, radius: int) -> bool:
         """Whether a stored rule answers this request (else a new rule replaces it)."""
@@ -100,16 +105,19 @@ def curate(
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     seed: int = 0,
     recalibrate: bool = False,
+    fit_images: int = FIT_IMAGES,
 ) -> CurationStats:
     """Rebuild `images` and `duplicate_groups` from `raw_images` in one transaction.
 
     `load_gray(blob_key)` returns an image's pixels (grey or colour; used only for near-duplicates).
     ``threshold`` fixes the copy-distance threshold instead of calibrating one; the calibration targets
-    ``target_false_rate`` with ``calibration_images`` seeded images (see synthdata.dedup.calibrate).
+    ``target_false_rate`` with ``calibration_images`` seeded images (see synthdata.dedup.calibrate). A stored
+    calibrated rule is tested on planted copies of ``fit_images`` of the run's new images (`near_rule_fits`).
     """
     request = RuleRequest(
-        DEFAULT_RADIUS if radius is None else radius, threshold, target_false_rate, calibration_images, seed, recalibrate
-    )
+        DEFAULT_RADIUS if radius is None else radius, threshold, target_false_rate, calibration_images, seed,
+        recalibrate, fit_images,
+    )  # fmt: skip
     stats = CurationStats()
     t0 = time.perf_counter()
     # Exact: the first file seen for every image_id, plus how many files and labels it came with.
@@ -212,6 +220,10 @@ def _near_duplicates(
             sample = np.random.default_rng(request.seed).choice(len(ids), min(request.calibration_images, len(ids)), replace=False)
             positives = measure_positives([load_id(ids[i]) for i in sorted(sample)], request.seed)
         stats.seconds["calibrate"] = time.perf_counter() - t
+        if positives is None and rule.null_source != "fixed" and request.fit_images:
+            t = time.perf_counter()
+            stats.rule_fit = _test_rule_fit(con, rule, request, load_id, stats.new_compared)
+            stats.seconds["rule_fit"] = time.perf_counter() - t
         pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True, max_partners=DEFAULT_MAX_PARTNERS)
         stats.candidates = len(pairs)
         t = time.perf_counter()
@@ -252,6 +264,25 @@ def _near_duplicates(
         return _NO_GROUPS
     order = [i for (i,) in con.execute("SELECT image_id FROM _reps ORDER BY first_seen").fetchall()]
     return group_duplicates(order, None, scores)
+
+
+def _test_rule_fit(
+    con: duckdb.DuckDBPyConnection,
+    rule: NearDuplicateRule,
+    request: RuleRequest,
+    load_id: Callable[[str], np.ndarray],
+    new_images: int,
+) -> RuleFit:
+    """The stored rule judged on planted copies of a seeded sample of this run's new images, recorded in
+    `near_rule_fits` (the `images_near_rule_fits` check reads it)."""
+    new_ids = [i for (i,) in con.execute("SELECT image_id FROM _hashes WHERE is_new ORDER BY image_id").fetchall()]
+    pick = np.random.default_rng(request.seed).choice(len(new_ids), min(request.fit_images, len(new_ids)), replace=False)
+    fit = rule_fit(rule, [load_id(new_ids[i]) for i in sorted(pick)], request.seed)
+    con.execute(
+        "INSERT INTO near_rule_fits (rule_id, new_images, sampled, recall, promised, fits, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [fit.rule_id, new_images, fit.sampled, json.dumps(fit.recall), json.dumps(fit.promised), fit.fits, fit.message],
+    )
+    return fit
 
 
 def _finish(

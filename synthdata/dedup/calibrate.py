@@ -59,6 +59,13 @@ CONFLICT_QUANTILE = 0.5
 SCREEN_QUANTILE = 0.002
 SCREEN_MARGIN = 0.03
 SCREEN_CAP = 0.95
+# A later drop is judged by the stored rule. Planted copies of this many of its new images (seeded) test
+# whether the rule still keeps them: a drop of another kind of image (line art after photos, 8 px thumbnails
+# after 64 px ones) may need another rule, and that must show rather than silently lower recall.
+FIT_IMAGES = 64
+# ...and the rule is reported as not fitting when a transform keeps this much less of the drop's copies than
+# the rule promised (capped at 99%). Beyond sampling noise: at 64 copies, 0.05 is three more misses.
+FIT_TOLERANCE = 0.05
 
 
 def _reencode(image: np.ndarray, fmt: str, quality: int) -> np.ndarray:
@@ -218,6 +225,11 @@ class Positives:
         kept = self.screened_distance <= threshold
         return {str(k): float(np.mean(kept[self.kinds == k])) for k in dict.fromkeys(self.kinds)}
 
+    def recall_under(self, rule: NearDuplicateRule) -> dict[str, float]:
+        """Share of these copies a stored rule keeps, per transform (its own screen and threshold)."""
+        kept = (self.correlation >= rule.screen) & (self.distance <= rule.threshold)
+        return {str(k): float(np.mean(kept[self.kinds == k])) for k in dict.fromkeys(self.kinds)}
+
     @property
     def conflict_floor(self) -> float:
         """Different-label pairs at or under this distance are label conflicts, not known distinct."""
@@ -248,6 +260,42 @@ def measure_positives(images: Sequence[np.ndarray], seed: int) -> Positives:
     n = len(originals)
     distance, correlation = copy_evidence([(i, n + i) for i in range(n)], (originals + copies).__getitem__)
     return Positives(np.array(kinds), distance, correlation.astype(np.float64))
+
+
+@dataclass(frozen=True)
+class RuleFit:
+    """How a stored rule does on planted copies of a later drop's new images (:func:`rule_fit`)."""
+
+    rule_id: str
+    sampled: int
+    recall: dict[str, float]  # per transform, on this drop's copies
+    promised: dict[str, float]  # per transform, the rule's own (from its calibration)
+    short: dict[str, float]  # transforms kept FIT_TOLERANCE less than promised (at most 99%): recall here
+
+    @property
+    def fits(self) -> bool:
+        return not self.short
+
+    @property
+    def message(self) -> str:
+        if self.fits:
+            return ""
+        return (
+            f"near-duplicate rule {self.rule_id} was calibrated on other images: on planted copies of "
+            f"{self.sampled} of this run's new images it keeps "
+            + ", ".join(f"{k} {v:.1%} (promised {self.promised.get(k, float('nan')):.1%})" for k, v in self.short.items())
+            + "; copies of these images may be kept as distinct. Calibrate on everything with the images "
+            "config `recalibrate: true` (every image is then compared again)"
+        )
+
+
+def rule_fit(rule: NearDuplicateRule, images: Sequence[np.ndarray], seed: int) -> RuleFit:
+    """Planted copies of ``images`` (a sample of a later drop) judged by ``rule``: the recall it gives them,
+    against what it promised on the drop it was calibrated on."""
+    positives = measure_positives(images, seed)
+    recall = positives.recall_under(rule)
+    short = {k: v for k, v in recall.items() if v < min(0.99, rule.recall.get(k, 1.0)) - FIT_TOLERANCE}
+    return RuleFit(rule.rule_id, len(images), recall, dict(rule.recall), short)
 
 
 def nearest_distinct(

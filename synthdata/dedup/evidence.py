@@ -35,6 +35,7 @@ rounding, so a change to any of them is a change of the statistic and is read, r
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,7 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix, csr_matrix
 
 from synthdata.blas import single_threaded_blas
-from synthdata.dedup.resample import filter_weights
+from synthdata.dedup.resample import filter_weights, padded_filter_weights
 
 GRID = 64
 MAX_SHIFT = 2  # grid pixels tried each way at the same pixel scale (1-2 px shifts and crops)
@@ -172,15 +173,20 @@ def _residuals(
     count (see :func:`_masked_residual`); ``blur`` is the blur's sigma per axis of x."""
     p = len(x)
     xf, yf = x.reshape(p, -1), y.reshape(p, -1)
+    # Pixels at or beyond a clip level, found once per image: they are few, so the clip rule below looks at
+    # them alone instead of testing every pixel again in each direction.
+    clipped = [(v <= _CLIP_LO) | (v >= _CLIP_HI) for v in (yf, xf)]
     # Fit on pixels clipped in neither image (a clipped pixel says nothing about the gain).
-    ok = (xf > _CLIP_LO) & (xf < _CLIP_HI) & (yf > _CLIP_LO) & (yf < _CLIP_HI)
+    ok = np.logical_not(clipped[0] | clipped[1])
     if valid is not None:
         ok &= valid
-    few = np.count_nonzero(ok, axis=1) < 8
+    w = ok.astype(np.float32)
+    n = w.sum(axis=1)  # (counts: exact in float32)
+    few = n < 8
     if few.any():
         ok[few] = True if valid is None else valid[few]
-    w = ok.astype(np.float32)
-    n = w.sum(axis=1)
+        w = ok.astype(np.float32)
+        n = w.sum(axis=1)
     mx, my = np.einsum("pd,pd->p", w, xf) / n, np.einsum("pd,pd->p", w, yf) / n
     cx, cy = xf - mx[:, None], yf - my[:, None]
     wcx = cx * w
@@ -195,9 +201,11 @@ def _residuals(
         pred += level[:, None]
         np.subtract(dst, pred, out=r[k])
         # A copy clipped at black or white is not held to values beyond the clip.
-        np.putmask(r[k], ((dst <= _CLIP_LO) & (pred < dst)) | ((dst >= _CLIP_HI) & (pred > dst)), 0.0)
+        at = np.flatnonzero(clipped[k])
+        d, q = dst.reshape(-1)[at], pred.reshape(-1)[at]
+        r[k].reshape(-1)[at[((d <= _CLIP_LO) & (q < d)) | ((d >= _CLIP_HI) & (q > d))]] = 0.0
     # Edge-replicated padding blurs into nothing but copies of the edge: the valid part is as without it.
-    r = ndimage.gaussian_filter(r.reshape(2 * p, *x.shape[1:]), blur, mode="nearest").reshape(2, p, -1)
+    r = _blur(r.reshape(2 * p, *x.shape[1:]), blur).reshape(2, p, -1)
     r *= r
     if valid is None:
         var = np.maximum(np.stack([yf.var(axis=1), xf.var(axis=1)]), _MIN_STD**2)
@@ -205,12 +213,51 @@ def _residuals(
     count = valid.sum(axis=1)
     mask = valid.astype(np.float32)
     var = []
+    centred = np.empty(yf.shape, np.float64)  # (the mean is float64: so is the centred copy)
     for dst in (yf, xf):
-        centred = dst - (np.einsum("pd,pd->p", mask, dst) / count)[:, None]
+        np.subtract(dst, (np.einsum("pd,pd->p", mask, dst) / count)[:, None], out=centred)
         centred *= mask
         var.append(np.einsum("pd,pd->p", centred, centred) / count)
     var = np.maximum(np.stack(var), _MIN_STD**2)
     return np.sqrt(np.einsum("kpd,pd->kp", r, mask) / count / var).min(axis=0)
+
+
+# Sides up to this are blurred by a dense matrix product (a BLAS product of n taps per value beats the 5 taps
+# of ndimage's line-by-line filter ~3x at 64 px); longer ones, where n taps cost more, by ndimage itself.
+_BLUR_MATRIX_SIDE = 128
+
+
+@lru_cache(maxsize=512)
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) float32: ``ndimage.gaussian_filter1d(.., sigma, mode="nearest")`` (truncate 4) of a line of n
+    values as a matrix (taps beyond an end fold onto the end value)."""
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    taps = np.exp(-0.5 / (sigma * sigma) * x**2)  # scipy's kernel, so the same weights to the last bit
+    taps /= taps.sum()
+    rows = np.repeat(np.arange(n), len(taps))
+    cols = np.clip(rows + np.tile(x, n), 0, n - 1)
+    matrix = coo_matrix((np.tile(taps, n), (rows, cols)), shape=(n, n)).toarray()  # duplicates add up
+    return matrix.astype(np.float32)
+
+
+def _blur(stack: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
+    """``ndimage.gaussian_filter(stack, sigma, mode="nearest")`` of a float32 stack, to float rounding: per
+    blurred axis one matrix product (:func:`_blur_matrix`) where the axis is short."""
+    for axis, s in enumerate(sigma):
+        n = stack.shape[axis]
+        if not s or n == 1:  # a line of one value blurs into itself
+            continue
+        if n > _BLUR_MATRIX_SIDE:
+            stack = ndimage.gaussian_filter1d(stack, s, axis=axis, mode="nearest")
+            continue
+        shape, matrix = stack.shape, _blur_matrix(n, float(s))
+        trailing = int(np.prod(shape[axis + 1 :]))
+        if trailing == 1:  # the last axis: one product of all lines at once
+            stack = (stack.reshape(-1, n) @ matrix.T).reshape(shape)
+        else:
+            stack = np.matmul(matrix, stack.reshape(-1, n, trailing)).reshape(shape)
+    return stack
 
 
 def _aligned_residual(
@@ -387,9 +434,36 @@ def _ceil(side: int) -> int:
     return -(-side // _PAD_STEP) * _PAD_STEP
 
 
-@lru_cache(maxsize=2048)
-def _weights(n_in: int, n_out: int, method: Image.Resampling) -> np.ndarray:
-    return filter_weights(n_in, n_out, method).astype(np.float32)
+# Resize weights per (n_in, n_out, filter), float32, held up to this many bytes (then dropped all at once and
+# rebuilt as needed): sides of 24..64 px and three filters make ~5,000 maps of ~8 KB, more than an LRU of
+# 2,048 held (it missed on nearly every new batch).
+_WEIGHT_CACHE_BYTES = 64 << 20
+_weight_cache: dict[tuple[int, int, int], np.ndarray] = {}
+_weight_cache_bytes = [0]
+_weight_cache_lock = threading.Lock()
+
+
+def _weights(sizes: Sequence[tuple[int, int]], method: Image.Resampling) -> list[np.ndarray]:
+    """``filter_weights(n_in, n_out, method)`` as float32 for each (n_in, n_out) of ``sizes``, from the cache;
+    the missing ones are computed together (:func:`padded_filter_weights`: one vectorised pass over the
+    taps of all of them, not ~30 array operations per size pair)."""
+    code = int(method)  # an Enum hashes in Python: int keys keep the per-pair lookups cheap
+    # Held here, not looked up again: another thread may empty the cache meanwhile.
+    cores = {size: _weight_cache.get((*size, code)) for size in set(sizes)}
+    missing = sorted(size for size, core in cores.items() if core is None)
+    if missing:
+        n_in, n_out = np.array([a for a, _ in missing]), np.array([b for _, b in missing])
+        maps = padded_filter_weights(n_in, n_out, method, int(n_in.max()), int(n_out.max()))
+        fresh = {(a, b): np.ascontiguousarray(map_[:b, :a]) for map_, (a, b) in zip(maps, missing)}
+        cores.update(fresh)
+        with _weight_cache_lock:
+            added = sum(core.nbytes for core in fresh.values())
+            if _weight_cache_bytes[0] + added > _WEIGHT_CACHE_BYTES:
+                _weight_cache.clear()
+                _weight_cache_bytes[0] = 0
+            _weight_cache.update({(a, b, code): core for (a, b), core in fresh.items()})
+            _weight_cache_bytes[0] += added
+    return [cores[size] for size in sizes]
 
 
 def _line_maps(
@@ -400,17 +474,21 @@ def _line_maps(
     resize with ``method`` (Pillow's weights), a Gaussian + BOX shrink (:func:`_shrink_matrix`, ``sigma[i]``)
     when ``method`` is None, the identity when the sizes are equal. Columns beyond n_in are zero (padding is
     never read), rows beyond n_out repeat the last one (the output is edge-replicated, as the canvases are).
-    Built per batch from the cached per-size weights, so memory follows the batch, not the sizes seen."""
+    Built per batch from per-size weights (cached up to _WEIGHT_CACHE_BYTES), so memory follows the batch,
+    not the sizes seen."""
     out = np.zeros((len(n_in), pad_out, pad_in), np.float32)
-    for i, (a, b) in enumerate(zip(n_in.tolist(), n_out.tolist())):
+    sizes = list(zip(n_in.tolist(), n_out.tolist()))
+    resized = iter(_weights([(a, b) for a, b in sizes if a != b], method) if method is not None else ())
+    for i, (view, (a, b)) in enumerate(zip(out, sizes)):
         if a == b:
             core = _identity(a)
         elif method is None:
             core = _shrink_matrix(a, b, sigma[i])
         else:
-            core = _weights(a, b, method)
-        out[i, :b, :a] = core
-        out[i, b:, :a] = core[-1]
+            core = next(resized)
+        view[:b, :a] = core
+        if b < pad_out:
+            view[b:, :a] = core[-1]
     return out
 
 
@@ -436,10 +514,16 @@ def _valid(h: np.ndarray, w: np.ndarray, height: int, width: int) -> np.ndarray:
     return (np.arange(height)[None, :, None] < h[:, None, None]) & (np.arange(width)[None, None, :] < w[:, None, None])
 
 
-def _map(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """rows[i] @ stack[i] @ cols[i].T for every image i (and channel, if ``stack`` has them)."""
-    # Transposed views as operands of stacked products are slower than a contiguous copy of them (1.7x).
-    cols_t = np.ascontiguousarray(cols.transpose(0, 2, 1))
+def _transposed(maps: np.ndarray) -> np.ndarray:
+    """Column maps (P, pad_out, pad_in) as the right operands of :func:`_map`: (P, pad_in, pad_out), contiguous.
+    Transposed views as operands of stacked products are slower than a contiguous copy of them (1.7x); the
+    copy is made once per batch, not per product."""
+    return np.ascontiguousarray(maps.transpose(0, 2, 1))
+
+
+def _map(stack: np.ndarray, rows: np.ndarray, cols_t: np.ndarray) -> np.ndarray:
+    """rows[i] @ stack[i] @ cols_t[i] for every image i (and channel, if ``stack`` has them): ``cols_t`` is a
+    column map from :func:`_transposed`."""
     if stack.ndim == 4:
         return np.matmul(np.matmul(rows[:, None], stack), cols_t[:, None])
     return np.matmul(np.matmul(rows, stack), cols_t)
@@ -451,11 +535,13 @@ def _masked_residual(x: np.ndarray, y: np.ndarray, h: np.ndarray, w: np.ndarray)
     return _residuals(x, y, valid, (0, 0, BLUR_SIGMA, BLUR_SIGMA))
 
 
-def _unit_masked(luma: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Lumas (P, H, W) zero-mean and unit-norm over ``valid`` (P, H, W), zero elsewhere (as :func:`_unit`)."""
+def _unit_masked(luma: np.ndarray, mask: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Lumas (P, H, W) zero-mean and unit-norm over ``mask`` (P, H * W: 1.0 where valid, else 0.0; ``count``
+    its row sums), zero elsewhere (as :func:`_unit`). The mask is made once per canvas by the caller: one
+    canvas is normalised against four views."""
     p = len(luma)
-    flat, mask = luma.reshape(p, -1), valid.reshape(p, -1).astype(np.float32)
-    centred = flat - (np.einsum("pd,pd->p", flat, mask) / mask.sum(axis=1))[:, None]
+    flat = luma.reshape(p, -1)
+    centred = flat - (np.einsum("pd,pd->p", flat, mask) / count)[:, None]
     centred *= mask
     centred /= np.maximum(np.sqrt(np.einsum("pd,pd->p", centred, centred)), 1e-6)[:, None]
     return centred
@@ -470,8 +556,9 @@ def _grid_residual(x: np.ndarray, y: np.ndarray, h: np.ndarray, w: np.ndarray) -
         return _masked_residual(x, y, h, w)
     height, width = _ceil(int(gh.max())), _ceil(int(gw.max()))
     sigma = [0.5 * max(a / c, b / d) for a, b, c, d in zip(h.tolist(), w.tolist(), gh.tolist(), gw.tolist())]
-    rows, cols = _line_maps(h, gh, None, x.shape[2], height, sigma), _line_maps(w, gw, None, x.shape[3], width, sigma)
-    return _masked_residual(_map(x, rows, cols), _map(y, rows, cols), gh, gw)
+    rows = _line_maps(h, gh, None, x.shape[2], height, sigma)
+    cols_t = _transposed(_line_maps(w, gw, None, x.shape[3], width, sigma))
+    return _masked_residual(_map(x, rows, cols_t), _map(y, rows, cols_t), gh, gw)
 
 
 def _different_shape_distance(
@@ -490,52 +577,66 @@ def _different_shape_distance(
     hs, ws = np.array([v.shape[0] for v in small]), np.array([v.shape[1] for v in small])
     Hl, Wl, Hs, Ws = (_ceil(int(v.max())) for v in (hl, wl, hs, ws))  # noqa: N806
     big, little = _canvas(large, Hl, Wl), _canvas(small, Hs, Ws)
-    maps = []  # per filter: (rows, cols) resizing large to small, then small to large
+    maps = []  # per filter: (rows, transposed cols) resizing large to small, then small to large
     for method in _RESIZE_FILTERS:
         sides = ((hl, hs, Hl, Hs), (wl, ws, Wl, Ws), (hs, hl, Hs, Hl), (ws, wl, Ws, Wl))
-        maps.append([_line_maps(n_in, n_out, method, pa, pb) for n_in, n_out, pa, pb in sides])
+        down_r, down_c, up_r, up_c = (_line_maps(n_in, n_out, method, pa, pb) for n_in, n_out, pa, pb in sides)
+        maps.append((down_r, _transposed(down_c), up_r, _transposed(up_c)))
     # The screen on luma alone: a resize is linear, so the luma of a resized view is the resized luma (a
     # third of the work); the colour views are made for the pairs that pass.
     big_luma, little_luma = big.mean(axis=1), little.mean(axis=1)
-    valid_l, valid_s = _valid(hl, wl, Hl, Wl), _valid(hs, ws, Hs, Ws)
-    unit_l, unit_s = _unit_masked(big_luma, valid_l), _unit_masked(little_luma, valid_s)
+    mask_l = _valid(hl, wl, Hl, Wl).reshape(p, -1).astype(np.float32)
+    mask_s = _valid(hs, ws, Hs, Ws).reshape(p, -1).astype(np.float32)
+    count_l, count_s = mask_l.sum(axis=1), mask_s.sum(axis=1)
+    unit_l, unit_s = _unit_masked(big_luma, mask_l, count_l), _unit_masked(little_luma, mask_s, count_s)
     corr = np.full(p, -np.inf)
     for down_r, down_c, up_r, up_c in maps:
-        down = _unit_masked(_map(big_luma, down_r, down_c), valid_s)
-        up = _unit_masked(_map(little_luma, up_r, up_c), valid_l)
+        down = _unit_masked(_map(big_luma, down_r, down_c), mask_s, count_s)
+        up = _unit_masked(_map(little_luma, up_r, up_c), mask_l, count_l)
         corr = np.maximum(corr, np.maximum(np.einsum("pd,pd->p", down, unit_s), np.einsum("pd,pd->p", up, unit_l)))
     out = np.full(p, np.inf)
     keep = np.flatnonzero(corr >= screen)
     if len(keep):
         scores = []
+        big_k, little_k = big[keep], little[keep]  # (copies: taken once for the six views)
         for down_r, down_c, up_r, up_c in maps:
-            scores.append(_grid_residual(_map(big[keep], down_r[keep], down_c[keep]), little[keep], hs[keep], ws[keep]))
-            scores.append(_grid_residual(big[keep], _map(little[keep], up_r[keep], up_c[keep]), hl[keep], wl[keep]))
+            scores.append(_grid_residual(_map(big_k, down_r[keep], down_c[keep]), little_k, hs[keep], ws[keep]))
+            scores.append(_grid_residual(big_k, _map(little_k, up_r[keep], up_c[keep]), hl[keep], wl[keep]))
         out[keep] = np.min(scores, axis=0)
     m = np.array([_max_shift((a, b)) for a, b in zip(hs.tolist(), ws.tolist())])
     near = np.flatnonzero((np.abs(hl - hs) <= 2 * m) & (np.abs(wl - ws) <= 2 * m))
     if len(near):
-        pixel, pixel_corr = _pixel_scale_batch([large[i] for i in near], [small[i] for i in near], screen)
+        # The lumas of the canvases, zero beyond each image: the ones the pixel-scale search would make.
+        lumas = (little_luma[near] * mask_s[near].reshape(-1, Hs, Ws),
+                 big_luma[near] * mask_l[near].reshape(-1, Hl, Wl))  # fmt: skip
+        pixel, pixel_corr = _pixel_scale_batch([large[i] for i in near], [small[i] for i in near], screen, lumas)
         out[near], corr[near] = np.minimum(out[near], pixel), np.maximum(corr[near], pixel_corr)
     return out, corr
 
 
 def _pixel_scale_batch(
-    large: Sequence[np.ndarray], small: Sequence[np.ndarray], screen: float
-) -> tuple[np.ndarray, np.ndarray]:
+    large: Sequence[np.ndarray], small: Sequence[np.ndarray], screen: float,
+    canvases: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """:func:`_pixel_scale_distance` of pairs (small[i] within/over large[i], (h, w, 3) float32) of any
     shapes at once: the cross terms of every offset from one FFT correlation per pair (zero-padded, so a
     lag's sum covers exactly the overlap), window sums from summed-area tables, the best offset by luma
-    correlation (the first in :func:`_offsets`' order on ties), then :func:`residual` there on padded views."""
+    correlation (the first in :func:`_offsets`' order on ties), then :func:`residual` there on padded views.
+    ``canvases``: the lumas of small and large, each in the top-left corner of a zero canvas (any sizes that
+    hold them), where the caller has them (one channel mean per image costs more than its FFT)."""
     q = len(large)
     hs, ws = np.array([v.shape[0] for v in small]), np.array([v.shape[1] for v in small])
     hl, wl = np.array([v.shape[0] for v in large]), np.array([v.shape[1] for v in large])
     m = np.array([_max_shift((a, b)) for a, b in zip(hs.tolist(), ws.tolist())])
     height, width = int(max(hs.max(), hl.max())), int(max(ws.max(), wl.max()))
     lumas = np.zeros((2, q, height, width))
-    for i, (a, b) in enumerate(zip(small, large)):
-        lumas[0, i, : a.shape[0], : a.shape[1]] = a.mean(axis=2)
-        lumas[1, i, : b.shape[0], : b.shape[1]] = b.mean(axis=2)
+    if canvases is not None:
+        for k, canvas in enumerate(canvases):
+            lumas[k, :, : canvas.shape[1], : canvas.shape[2]] = canvas[:, :height, :width]
+    else:
+        for i, (a, b) in enumerate(zip(small, large)):
+            lumas[0, i, : a.shape[0], : a.shape[1]] = a.mean(axis=2)
+            lumas[1, i, : b.shape[0], : b.shape[1]] = b.mean(axis=2)
     lo_y, hi_y = np.minimum(0, hl - hs) - m, np.maximum(0, hl - hs) + m  # each pair's offsets, as _offsets
     lo_x, hi_x = np.minimum(0, wl - ws) - m, np.maximum(0, wl - ws) + m
     ty, tx = np.arange(lo_y.min(), hi_y.max() + 1), np.arange(lo_x.min(), hi_x.max() + 1)
@@ -551,8 +652,9 @@ def _pixel_scale_batch(
     ok = ((ty[None, :] >= lo_y[:, None]) & (ty[None, :] <= hi_y[:, None]) & (y1 > y0))[:, :, None] & (
         (tx[None, :] >= lo_x[:, None]) & (tx[None, :] <= hi_x[:, None]) & (x1 > x0))[:, None, :]  # fmt: skip
     ok &= n >= _MIN_OVERLAP * (hs * ws)[:, None, None]
-    y0, y1 = np.broadcast_to(y0, y1.shape), np.maximum(y1, y0)  # empty windows: sums of nothing
-    x0, x1 = np.broadcast_to(x0, x1.shape), np.maximum(x1, x0)
+    # Empty windows: sums of nothing, at a corner on the tables (a shift of a thin image can exceed its side).
+    y0, x0 = np.broadcast_to(np.minimum(y0, height), y1.shape), np.broadcast_to(np.minimum(x0, width), x1.shape)
+    y1, x1 = np.maximum(y1, y0), np.maximum(x1, x0)
     rows = np.arange(q)[:, None, None]
 
     def box(table: np.ndarray, r0: np.ndarray, r1: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:

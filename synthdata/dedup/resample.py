@@ -153,6 +153,40 @@ def filter_weights(in_size: int, out_size: int, method: Image.Resampling) -> np.
     return np.divide(k, total, out=k, where=total != 0.0)
 
 
+def padded_filter_weights(
+    in_sizes: np.ndarray, out_sizes: np.ndarray, method: Image.Resampling, pad_in: int, pad_out: int
+) -> np.ndarray:
+    """(P, pad_out, pad_in) float32: :func:`filter_weights` (in_sizes[i], out_sizes[i]) of every line pair at
+    once, in the top-left corner of a padded map whose rows beyond out_sizes[i] repeat the last one and
+    whose columns beyond in_sizes[i] are zero (the identity where the sizes are equal). The same formulas
+    on each row's taps only (a band of ~2 x support columns, not every input pixel) for the whole batch:
+    one map per size pair from :func:`filter_weights` cost ~0.1 ms, and a set of many image sizes has
+    thousands of pairs, each seen in few batches. Only a row's sum associates differently (float rounding)."""
+    n_in = np.asarray(in_sizes, np.int64)[:, None]
+    n_out = np.asarray(out_sizes, np.int64)[:, None]
+    filter_support, _ = _FILTERS[method]
+    scale = n_in / n_out
+    filterscale = np.maximum(scale, 1.0)
+    support = filter_support * filterscale
+    row = np.minimum(np.arange(pad_out)[None, :], n_out - 1)  # (P, pad_out): padding rows repeat the last
+    center = (row + 0.5) * scale
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum((center + support + 0.5).astype(np.int64), n_in)
+    width = max(1, min(pad_in, int((xmax - xmin).max())))
+    # Each row's band starts early enough to stay on the canvas: its columns are distinct and cover the taps.
+    x = np.minimum(xmin, pad_in - width)[..., None] + np.arange(width)  # (P, pad_out, width)
+    taps = (x >= xmin[..., None]) & (x < xmax[..., None])
+    k = np.where(taps, _np_kernel(method, (x - center[..., None] + 0.5) / filterscale[..., None]), 0.0)
+    total = k.sum(axis=-1, keepdims=True)
+    np.divide(k, total, out=k, where=total != 0.0)
+    same = (n_in == n_out)[:, 0]
+    if same.any():  # Pillow skips that pass (filter_weights: the identity)
+        k[same] = x[same] == row[same][..., None]
+    out = np.zeros((len(n_in), pad_out, pad_in), np.float32)
+    np.put_along_axis(out, x, k.astype(np.float32), axis=2)
+    return out
+
+
 @lru_cache(maxsize=256)
 def _resample_matrix(in_size: int, out_size: int) -> np.ndarray:
     """Dense (in_size, out_size) float64 matrix of Pillow's fixed-point LANCZOS weights for one axis:

@@ -1,12 +1,11 @@
 """The evaluation's pictures, as PNG bytes: per-class fidelity/diversity bars, utility against the real fraction,
 distance-to-closest-record histograms, the closest synthetic/training pairs and a sample grid.
 
-Drawn with matplotlib's Agg backend, as `synthdata.render.line_plot` draws the training curves.
+Drawn with matplotlib's Agg backend (`synthdata.render.figure`), as the training curves are.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,27 +13,10 @@ import numpy as np
 from synthdata import render
 
 
-def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt, *plt.subplots(figsize=(width, height), dpi=100)
-
-
-def _png(plt, fig) -> bytes:
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def per_class_bars(classes: Sequence[str], values: dict[str, dict[str, float]]) -> bytes:
     """Grouped bars: for each class, precision / recall / density (capped at 1.5) / coverage."""
     names = ["precision", "recall", "density", "coverage"]
-    plt, fig, ax = _figure(max(6.0, 0.7 * len(classes) + 2), 3.4)
+    plt, fig, ax = render.figure(max(6.0, 0.7 * len(classes) + 2), 3.4)
     x = np.arange(len(classes))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
@@ -46,12 +28,12 @@ def per_class_bars(classes: Sequence[str], values: dict[str, dict[str, float]]) 
     ax.set_title("fidelity (precision, density) and diversity (recall, coverage) per class")
     ax.set_ylim(0, 1.8)  # bars stop at 1.5: the band above holds the legend
     ax.legend(fontsize=7, ncol=4, loc="upper center")
-    return _png(plt, fig)
+    return render.figure_png(plt, fig)
 
 
 def utility_vs_fraction(series: dict[str, list[tuple[float, float, float]]]) -> bytes:
     """One line per arm: (fraction, mean test accuracy, std over seeds) points with error bars."""
-    plt, fig, ax = _figure(6.0, 3.4)
+    plt, fig, ax = render.figure(6.0, 3.4)
     for arm, points in series.items():
         pts = sorted(points)
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
@@ -64,12 +46,12 @@ def utility_vs_fraction(series: dict[str, list[tuple[float, float, float]]]) -> 
     ax.set_title("scarcity study (logistic regression, mean +/- std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(plt, fig)
+    return render.figure_png(plt, fig)
 
 
 def dcr_histograms(synth_dcr: np.ndarray, holdout_dcr: np.ndarray, holdout_split: str) -> bytes:
     """Distance to the closest training image: synthetic vs real holdout, with the 5th-percentile line."""
-    plt, fig, ax = _figure(6.0, 3.2)
+    plt, fig, ax = render.figure(6.0, 3.2)
     hi = float(np.percentile(np.r_[synth_dcr, holdout_dcr], 99.5)) if len(synth_dcr) + len(holdout_dcr) else 1.0
     bins = np.linspace(0.0, max(hi, 1e-6), 50)
     ax.hist(holdout_dcr, bins=bins, density=True, alpha=0.55, label=f"real {holdout_split} (never trained on)")
@@ -81,7 +63,7 @@ def dcr_histograms(synth_dcr: np.ndarray, holdout_dcr: np.ndarray, holdout_split
     ax.set_ylabel("density")
     ax.set_title("distance to the closest training image")
     ax.legend(fontsize=8)
-    return _png(plt, fig)
+    return render.figure_png(plt, fig)
 
 
 def pairs_grid(synth: np.ndarray, train: np.ndarray, pairs: Sequence[tuple[int, int, float]], n: int = 12) -> bytes:

@@ -100,6 +100,16 @@ SCHEMA: dict[str, str] = {
         null_source VARCHAR, null_images INTEGER, positives INTEGER, seed INTEGER, radius INTEGER,
         rule_json VARCHAR                     -- the whole rule, as synthdata.dedup.calibrate writes it
     """,
+    # How the stored rule did on planted copies of each later run's new images (synthdata.dedup.calibrate.rule_fit):
+    # a drop of another kind of image than the one calibrated on shows here instead of silently losing recall.
+    "near_rule_fits": """
+        rule_id VARCHAR NOT NULL,             -- the stored rule that judged the run's new images
+        checked_at TIMESTAMP DEFAULT current_timestamp,
+        new_images INTEGER, sampled INTEGER,  -- new images in the run; how many had copies planted
+        recall VARCHAR, promised VARCHAR,     -- JSON per transform: kept of this run's copies; the rule's own
+        fits BOOLEAN NOT NULL,
+        message VARCHAR                       -- what fell short, and what to do ('' when it fits)
+    """,
     "splits": """
         image_id VARCHAR PRIMARY KEY,
         label VARCHAR,

@@ -37,15 +37,8 @@ def loss_curve(history: list[dict[str, float]], family: str) -> bytes:
 def training_curves(history: list[dict[str, float]], probes: list[dict[str, float]], family: str) -> bytes:
     """One figure, three panels against step: the losses, steps/s, and the quality probe (TSTR/TRTR in
     miniature on the val split). A probe still rising at the last step says more budget would help."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = [row["step"] for row in history]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), dpi=100)
+    plt, fig, axes = render.figure(12, 3.2, ncols=3)
     for name in loss_names(history[0]) if history else []:
         axes[0].plot(steps, [row[name] for row in history], label=name, linewidth=1.2)
     axes[0].set_title(f"{family} losses")
@@ -61,8 +54,4 @@ def training_curves(history: list[dict[str, float]], probes: list[dict[str, floa
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return render.figure_png(plt, fig)
