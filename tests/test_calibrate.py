@@ -19,6 +19,7 @@ from synthdata.dedup.calibrate import (
     measure_positives,
     nearest_distinct,
     plant_copy,
+    rule_fit,
 )
 from synthdata.dedup.candidates import candidate_pairs
 from synthdata.dedup.confirm import confirm_pairs, similarity
@@ -94,7 +95,6 @@ def test_on_faces_the_calibrated_rule_folds_far_fewer_distinct_images_and_keeps_
     images = [np.rint(f * 255).astype(np.uint8) for f in skimage.data.lfw_subset()]
     labels = np.array([0] * 100 + [1] * 100)
     pairs, distance, rule = calibrated(images, labels, sample=50, radius=64)
-    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
     fixed = confirm_pairs(pairs, images.__getitem__, 0.95)
     assert len(fixed) >= 15 and (labels[fixed["a"]] == labels[fixed["b"]]).all()
     assert (distance <= rule.threshold).sum() <= 2
@@ -168,3 +168,18 @@ def test_one_picture_under_two_labels_is_a_label_conflict_not_a_distinct_look_al
     d, _ = copy_evidence(list(zip(a, b)), images.__getitem__, positives.screen)
     old_null = nearest_distinct(a, b, d, (labels[a] != labels[b]) | (d > np.quantile(positives.screened_distance, 0.95)), ids)
     assert choose_rule(positives, old_null, 0.001, True, 0).threshold <= 0.0
+
+
+def test_a_rule_fit_flags_a_drop_its_copies_fall_outside_but_not_one_miss_of_a_tiny_run():
+    """A rule whose threshold keeps hardly any re-encoded copy of photo tiles: judged on 12 tiles it falls
+    short on JPEG (and says so, naming it and the promise); judged on one tile, one miss per kind is sampling
+    noise (FIT_MIN_MISSES), not a verdict. A rule wide enough for the copies fits."""
+    tiles = [skimage.data.astronaut()[y : y + 64, x : x + 64].copy() for y in range(0, 384, 128) for x in range(0, 512, 128)]
+    promised = dict.fromkeys(TRANSFORMS, 1.0)
+    tight = NearDuplicateRule(threshold=1e-6, screen=-1.0, target_false_rate=0.001, est_false_rate=0.0, recall=promised)
+    fit = rule_fit(tight, tiles, seed=0)
+    assert fit.sampled == 12 and not fit.fits and fit.short["jpeg"] < 0.5
+    assert "jpeg" in fit.message and "promised 100.0%" in fit.message and "recalibrate: true" in fit.message
+    assert rule_fit(tight, tiles[:1], seed=0).fits
+    wide = NearDuplicateRule(threshold=1.0, screen=-1.0, target_false_rate=0.001, est_false_rate=0.0, recall=promised)
+    assert rule_fit(wide, tiles, seed=0).fits and rule_fit(wide, tiles, seed=0).message == ""

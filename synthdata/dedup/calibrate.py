@@ -64,8 +64,10 @@ SCREEN_CAP = 0.95
 # after 64 px ones) may need another rule, and that must show rather than silently lower recall.
 FIT_IMAGES = 64
 # ...and the rule is reported as not fitting when a transform keeps this much less of the drop's copies than
-# the rule promised (capped at 99%). Beyond sampling noise: at 64 copies, 0.05 is three more misses.
+# the rule promised (capped at 99%), and misses at least FIT_MIN_MISSES of them. Beyond sampling noise: at 64
+# copies, 0.05 is three more misses; a run of a few new images is not judged on one miss.
 FIT_TOLERANCE = 0.05
+FIT_MIN_MISSES = 2
 
 
 def _reencode(image: np.ndarray, fmt: str, quality: int) -> np.ndarray:
@@ -294,7 +296,9 @@ def rule_fit(rule: NearDuplicateRule, images: Sequence[np.ndarray], seed: int) -
     against what it promised on the drop it was calibrated on."""
     positives = measure_positives(images, seed)
     recall = positives.recall_under(rule)
-    short = {k: v for k, v in recall.items() if v < min(0.99, rule.recall.get(k, 1.0)) - FIT_TOLERANCE}
+    copies = {k: int(np.sum(positives.kinds == k)) for k in recall}
+    short = {k: v for k, v in recall.items()
+             if v < min(0.99, rule.recall.get(k, 1.0)) - FIT_TOLERANCE and round((1 - v) * copies[k]) >= FIT_MIN_MISSES}  # fmt: skip
     return RuleFit(rule.rule_id, len(images), recall, dict(rule.recall), short)
 
 
