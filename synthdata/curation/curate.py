@@ -204,7 +204,8 @@ def _near_duplicates(
            SELECT r.image_id, r.phash, r.phash2, r.shift_hashes, r.label, r.blob_key, x.image_id IS NULL AS is_new
            FROM _reps r LEFT JOIN near_duplicate_index x USING (image_id) WHERE r.phash IS NOT NULL"""
     )
-    stats.new_compared = con.execute("SELECT count(*) FROM _hashes WHERE is_new").fetchone()[0]
+    new_ids = [i for (i,) in con.execute("SELECT image_id FROM _hashes WHERE is_new ORDER BY image_id").fetchall()]
+    stats.new_compared = len(new_ids)
     keys = dict(con.execute("SELECT image_id, blob_key FROM _hashes").fetchall())
 
     def load_id(image_id: str) -> np.ndarray:
@@ -216,13 +217,12 @@ def _near_duplicates(
         t = time.perf_counter()
         positives = None
         if rule is None:  # calibrate: planted copies of a seeded sample of the data set's own images
-            ids = sorted(keys)
-            sample = np.random.default_rng(request.seed).choice(len(ids), min(request.calibration_images, len(ids)), replace=False)
-            positives = measure_positives([load_id(ids[i]) for i in sorted(sample)], request.seed)
+            sample = _seeded_sample(sorted(keys), request.calibration_images, request.seed)
+            positives = measure_positives([load_id(i) for i in sample], request.seed)
         stats.seconds["calibrate"] = time.perf_counter() - t
         if positives is None and rule.null_source != "fixed" and request.fit_images:
             t = time.perf_counter()
-            stats.rule_fit = _test_rule_fit(con, rule, request, load_id, stats.new_compared)
+            stats.rule_fit = _test_rule_fit(con, rule, request, load_id, new_ids)
             stats.seconds["rule_fit"] = time.perf_counter() - t
         pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True, max_partners=DEFAULT_MAX_PARTNERS)
         stats.candidates = len(pairs)
@@ -231,7 +231,7 @@ def _near_duplicates(
         distance, _ = copy_evidence(list(zip(pairs["a"], pairs["b"])), load_id, screen)
         stats.seconds["confirm"] = time.perf_counter() - t
         stats.screened = int(np.isfinite(distance).sum())
-        rule = _finish(con, request, rule, positives, pairs, distance, stats)
+        rule = _finish(con, request, rule, positives, pairs, distance, stats, new_ids)
         keep = distance <= rule.threshold
         stats.confirmed = int(keep.sum())
         confirmed = pairs[keep]
@@ -266,21 +266,26 @@ def _near_duplicates(
     return group_duplicates(order, None, scores)
 
 
+def _seeded_sample(ids: list[str], n: int, seed: int) -> list[str]:
+    """Up to ``n`` of ``ids``, drawn with ``seed``, in their given order."""
+    pick = np.random.default_rng(seed).choice(len(ids), min(n, len(ids)), replace=False)
+    return [ids[i] for i in sorted(pick)]
+
+
 def _test_rule_fit(
     con: duckdb.DuckDBPyConnection,
     rule: NearDuplicateRule,
     request: RuleRequest,
     load_id: Callable[[str], np.ndarray],
-    new_images: int,
+    new_ids: list[str],
 ) -> RuleFit:
     """The stored rule judged on planted copies of a seeded sample of this run's new images, recorded in
     `near_rule_fits` (the `images_near_rule_fits` check reads it)."""
-    new_ids = [i for (i,) in con.execute("SELECT image_id FROM _hashes WHERE is_new ORDER BY image_id").fetchall()]
-    pick = np.random.default_rng(request.seed).choice(len(new_ids), min(request.fit_images, len(new_ids)), replace=False)
-    fit = rule_fit(rule, [load_id(new_ids[i]) for i in sorted(pick)], request.seed)
+    sample = _seeded_sample(new_ids, request.fit_images, request.seed)
+    fit = rule_fit(rule, [load_id(i) for i in sample], request.seed)
     con.execute(
         "INSERT INTO near_rule_fits (rule_id, new_images, sampled, recall, promised, fits, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [fit.rule_id, new_images, fit.sampled, json.dumps(fit.recall), json.dumps(fit.promised), fit.fits, fit.message],
+        [fit.rule_id, len(new_ids), fit.sampled, json.dumps(fit.recall), json.dumps(fit.promised), fit.fits, fit.message],
     )
     return fit
 
@@ -293,12 +298,12 @@ def _finish(
     pairs: pd.DataFrame,
     distance: np.ndarray,
     stats: CurationStats,
+    new_ids: list[str],
 ) -> NearDuplicateRule:
     """The rule (calibrated here from the scored candidates when there is none yet) and, on a labelled set,
     the share of this run's new images that have a different-label look-alike within it."""
     labels = dict(con.execute("SELECT image_id, label FROM _hashes WHERE label IS NOT NULL").fetchall())
     labelled = len(set(labels.values())) >= 2
-    new_ids = [i for (i,) in con.execute("SELECT image_id FROM _hashes WHERE is_new ORDER BY image_id").fetchall()]
     a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
     la, lb = pairs["a"].map(labels).to_numpy(), pairs["b"].map(labels).to_numpy()
     distinct = pd.notna(la) & pd.notna(lb) & (la != lb)

@@ -223,13 +223,10 @@ class Positives:
                 ranges.append(float(np.quantile(d, COPY_QUANTILE)))
         return max(ranges, default=0.0)
 
-    def recall(self, threshold: float) -> dict[str, float]:
-        kept = self.screened_distance <= threshold
-        return {str(k): float(np.mean(kept[self.kinds == k])) for k in dict.fromkeys(self.kinds)}
-
-    def recall_under(self, rule: NearDuplicateRule) -> dict[str, float]:
-        """Share of these copies a stored rule keeps, per transform (its own screen and threshold)."""
-        kept = (self.correlation >= rule.screen) & (self.distance <= rule.threshold)
+    def recall(self, threshold: float, screen: float | None = None) -> dict[str, float]:
+        """Share of these copies kept per transform at ``threshold``, behind ``screen`` (default: the screen
+        these copies set; a stored rule's own when judging it on other images)."""
+        kept = (self.correlation >= (self.screen if screen is None else screen)) & (self.distance <= threshold)
         return {str(k): float(np.mean(kept[self.kinds == k])) for k in dict.fromkeys(self.kinds)}
 
     @property
@@ -295,7 +292,7 @@ def rule_fit(rule: NearDuplicateRule, images: Sequence[np.ndarray], seed: int) -
     """Planted copies of ``images`` (a sample of a later drop) judged by ``rule``: the recall it gives them,
     against what it promised on the drop it was calibrated on."""
     positives = measure_positives(images, seed)
-    recall = positives.recall_under(rule)
+    recall = positives.recall(rule.threshold, rule.screen)
     copies = {k: int(np.sum(positives.kinds == k)) for k in recall}
     short = {k: v for k, v in recall.items()
              if v < min(0.99, rule.recall.get(k, 1.0)) - FIT_TOLERANCE and round((1 - v) * copies[k]) >= FIT_MIN_MISSES}  # fmt: skip

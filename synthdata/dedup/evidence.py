@@ -320,10 +320,10 @@ def _window_sums(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def _box(table: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
-    """Sums over one window of every image, from its summed-area table: (P,)."""
-    return (table[:, rows.stop, cols.stop] - table[:, rows.start, cols.stop]
-            - table[:, rows.stop, cols.start] + table[:, rows.start, cols.start])  # fmt: skip
+def _box(table: np.ndarray, r0, r1, c0, c1, images: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """Sums over windows rows r0:r1, columns c0:c1, from summed-area tables (P, h + 1, w + 1): ints (one window
+    of every image: (P,)) or index arrays that broadcast with ``images`` (one window per entry)."""
+    return table[images, r1, c1] - table[images, r0, c1] - table[images, r1, c0] + table[images, r0, c0]
 
 
 def _best_offsets(small: np.ndarray, large: np.ndarray, offsets: list) -> tuple[np.ndarray, np.ndarray]:
@@ -336,9 +336,10 @@ def _best_offsets(small: np.ndarray, large: np.ndarray, offsets: list) -> tuple[
     (s1, s2), (l1, l2) = _window_sums(small), _window_sums(large)
     for k, (_, _, sy, sx, ly, lx) in enumerate(offsets):
         n = (sy.stop - sy.start) * (sx.stop - sx.start)
-        xs, ys = _box(s1, sy, sx), _box(l1, ly, lx)
+        small_window, large_window = (sy.start, sy.stop, sx.start, sx.stop), (ly.start, ly.stop, lx.start, lx.stop)
+        xs, ys = _box(s1, *small_window), _box(l1, *large_window)
         cross = np.einsum("pij,pij->p", small[:, sy, sx], large[:, ly, lx], dtype=np.float64) - xs * ys / n
-        var = np.maximum(_box(s2, sy, sx) - xs * xs / n, 0.0) * np.maximum(_box(l2, ly, lx) - ys * ys / n, 0.0)
+        var = np.maximum(_box(s2, *small_window) - xs * xs / n, 0.0) * np.maximum(_box(l2, *large_window) - ys * ys / n, 0.0)
         corr = np.divide(cross, np.sqrt(var), out=np.zeros(p), where=var > 1e-6).astype(np.float32)
         better = corr > best
         best[better], pick[better] = corr[better], k
@@ -656,20 +657,18 @@ def _pixel_scale_batch(
     y0, x0 = np.broadcast_to(np.minimum(y0, height), y1.shape), np.broadcast_to(np.minimum(x0, width), x1.shape)
     y1, x1 = np.maximum(y1, y0), np.maximum(x1, x0)
     rows = np.arange(q)[:, None, None]
-
-    def box(table: np.ndarray, r0: np.ndarray, r1: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
-        r0, r1, c0, c1 = r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
-        return table[rows, r1, c1] - table[rows, r0, c1] - table[rows, r1, c0] + table[rows, r0, c0]
-
     (s1, s2), (l1, l2) = _window_sums(lumas[0]), _window_sums(lumas[1])
     # Large-side windows are the small-side ones moved by the offset; clipped where the offset is not used.
     ly0, ly1 = np.clip(y0 + ty, 0, height), np.clip(y1 + ty, 0, height)
     lx0, lx1 = np.clip(x0 + tx, 0, width), np.clip(x1 + tx, 0, width)
     safe = np.maximum(n, 1.0)
-    xs, ys = box(s1, y0, y1, x0, x1), box(l1, ly0, ly1, lx0, lx1)
+    # Every (row offset, column offset) window of each pair: (q, TY, 1) rows by (q|1, 1, TX) columns.
+    small_window = (y0[:, :, None], y1[:, :, None], x0[:, None, :], x1[:, None, :])
+    large_window = (ly0[:, :, None], ly1[:, :, None], lx0[:, None, :], lx1[:, None, :])
+    xs, ys = _box(s1, *small_window, rows), _box(l1, *large_window, rows)
     centred = cross - xs * ys / safe
-    var = np.maximum(box(s2, y0, y1, x0, x1) - xs * xs / safe, 0.0)
-    var *= np.maximum(box(l2, ly0, ly1, lx0, lx1) - ys * ys / safe, 0.0)
+    var = np.maximum(_box(s2, *small_window, rows) - xs * xs / safe, 0.0)
+    var *= np.maximum(_box(l2, *large_window, rows) - ys * ys / safe, 0.0)
     corr = np.divide(centred, np.sqrt(var), out=np.zeros_like(var), where=var > 1e-6).astype(np.float32)
     corr[~ok] = -np.inf
     flat = corr.reshape(q, -1)

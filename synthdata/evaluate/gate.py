@@ -18,7 +18,7 @@ all, and every collapsed or memorizing stand-in failed at least one diversity or
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from synthdata.evaluate.metrics import MetricRow, overall_values
@@ -71,6 +71,12 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1e-2 and v != 0 else f"{v:.2f}" if abs(v) < 1e3 else f"{v:.4g}"
 
 
+def judged_metric(metric: str, overall: Mapping[str, float]) -> str:
+    """The row a floor on ``metric`` judges among ``overall``'s: ``<metric>_val`` where the evaluation measured
+    it on val (see :func:`judge`), else ``metric``."""
+    return f"{metric}_val" if f"{metric}_val" in overall else metric
+
+
 def judge(rows: Sequence[MetricRow], floors: Sequence[Floor]) -> Verdict:
     """Check each floor against the overall row of its metric; a missing or NaN metric is a failure.
 
@@ -82,7 +88,7 @@ def judge(rows: Sequence[MetricRow], floors: Sequence[Floor]) -> Verdict:
     failures: list[str] = []
     checked: dict[str, float] = {}
     for floor in floors:
-        name = f"{floor.metric}_val" if f"{floor.metric}_val" in overall else floor.metric
+        name = judged_metric(floor.metric, overall)
         shown = f"{floor.metric} (val)" if name != floor.metric else floor.metric
         if name not in overall:
             failures.append(f"{floor.metric} missing (the evaluation did not produce it)")

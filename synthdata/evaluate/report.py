@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from synthdata.evaluate.gate import judged_metric
 from synthdata.evaluate.metrics import per_class_values
 from synthdata.io.atomic import write_atomic
 from synthdata.render import markdown_image
@@ -82,9 +83,10 @@ def _verdict_section(verdict: Verdict | None, floors: Sequence[Floor] | None, ov
         return head
     lines = ["| floor | value | min | max | |", "|---|---|---|---|---|"]
     for f in floors:
-        # The value the gate judged: the val row where the evaluation has one (gate.judge), else the overall row.
-        on_val = f"{f.metric}_val" in overall
-        v = verdict.checked.get(f.metric, overall.get(f"{f.metric}_val" if on_val else f.metric))
+        # The value the gate judged: the val row where the evaluation has one, else the overall row.
+        judged = judged_metric(f.metric, overall)
+        on_val = judged != f.metric
+        v = verdict.checked.get(f.metric, overall.get(judged))
         ok = v is not None and not math.isnan(v) and (f.min is None or v >= f.min) and (f.max is None or v <= f.max)
         lines.append(f"| {f.metric}{' (val)' if on_val else ''} | {_num(v)} | {_num(f.min, 2) if f.min is not None else ''} | "
                      f"{_num(f.max, 2) if f.max is not None else ''} | {'ok' if ok else '**fail**'} |")  # fmt: skip
