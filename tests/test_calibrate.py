@@ -110,7 +110,8 @@ def test_planted_copies_of_photographs_are_found_by_the_calibrated_rule():
         for y in range(0, photo.shape[0] - 63, 64):
             for x in range(0, photo.shape[1] - 63, 64):
                 tile = np.ascontiguousarray(photo[y : y + 64, x : x + 64])
-                if tile.std() >= 12:  # near-flat patches (sky) are not meaningfully distinct
+                grey = tile.mean(axis=2) if tile.ndim == 3 else tile  # (a flat blue sky has RGB std above 12)
+                if grey.std() >= 12:  # near-flat patches (sky) are not meaningfully distinct
                     tiles.append(tile)
                     labels.append(name)
     _, _, rule = calibrated(tiles, np.array(labels), sample=60)
@@ -127,6 +128,32 @@ def test_colour_counts_a_red_and_a_grey_button_are_not_copies():
     assert copy_distance(red, grey) > 0.5
     brighter = np.clip(red.astype(int) + 20, 0, 255).astype(np.uint8)  # a brightness change is still a copy
     assert copy_distance(red, brighter) < 0.05
+
+
+def test_the_chroma_fringe_of_a_re_encoded_colour_drawing_is_forgiven_and_grey_is_unchanged(monkeypatch):
+    """JPEG and WebP keep chroma at half resolution, so a re-encoded copy of saturated line art (scikit-image's
+    logo, 64 px on white) carries a colour fringe along every edge: the residual's chroma is blurred more than
+    its luma. Scored with chroma blurred like luma, the same copies lie about twice as far. A grey image has
+    no chroma: its distance is the same to the bit (and a red and a grey button still differ, above)."""
+    from synthdata.dedup import evidence
+
+    logo = Image.fromarray(skimage.data.logo())
+    white = Image.new("RGBA", logo.size, (255, 255, 255, 255))
+    art = np.asarray(Image.alpha_composite(white, logo).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS))
+    grey = np.asarray(Image.fromarray(art).convert("L"))
+    pairs = [(art, plant_copy(art, kind, np.random.default_rng(seed))) for kind in ("jpeg", "webp") for seed in (0, 1)]
+    pairs.append((grey, plant_copy(grey, "jpeg", np.random.default_rng(0))))
+
+    def distances() -> np.ndarray:
+        images = [x for pair in pairs for x in pair]
+        return evidence.copy_evidence([(2 * i, 2 * i + 1) for i in range(len(pairs))], images.__getitem__)[0]
+
+    forgiven = distances()
+    monkeypatch.setattr(evidence, "CHROMA_BLUR_SIGMA", evidence.BLUR_SIGMA)
+    as_luma = distances()
+    assert (as_luma[:-1] >= 1.8 * forgiven[:-1]).all(), (forgiven, as_luma)
+    assert forgiven[:-1].max() < 0.07
+    assert as_luma[-1] == forgiven[-1]
 
 
 def test_the_distance_is_symmetric_and_zero_for_exact_transforms():

@@ -218,10 +218,11 @@ def test_class_balance_check_fails_when_dedup_thins_one_class(tmp_path):
 
 def test_a_stored_rule_that_does_not_fit_a_later_drop_warns_and_says_to_recalibrate(tmp_path):
     """A real materialization. The rule is calibrated on Fashion-MNIST garments, where distinct look-alikes
-    sit close and the threshold is tight. A later drop of the same kind fits it; a drop of photo tiles does
-    not (re-encoded copies of photos lie farther than the rule allows): the `images_near_rule_fits` check
+    sit close and the threshold is tight. A later drop of the same kind fits it; a drop of tiles of printed text
+    does not (re-encoded copies of sharp glyphs lie farther than the rule allows): the `images_near_rule_fits` check
     fails with WARN, names the transforms that fell short and says to recalibrate. Recalibrating fits again."""
     import dagster as dg
+    import skimage.data
 
     from assets.curate import images, images_near_rule_fits
     from assets.ingest import raw_images
@@ -238,8 +239,10 @@ def test_a_stored_rule_that_does_not_fit_a_later_drop_warns_and_says_to_recalibr
         save(paths.landing / "2024-01-01" / f"c{y[i]}" / f"f{i:04d}.png", Image.fromarray(x[i]))
     for i in range(1500, 1564):
         save(paths.landing / "2024-01-02" / f"c{y[i]}" / f"f{i:04d}.png", Image.fromarray(x[i]))
-    for i, t in enumerate(tiles(64, seed=5)):
-        save(paths.landing / "2024-01-03" / "photo" / f"t{i:02d}.png", Image.fromarray(t))
+    page = skimage.data.text()  # a real scan of printed text, in 32 px tiles
+    text = [page[y : y + 32, x : x + 32] for y in range(0, page.shape[0] - 31, 32) for x in range(0, page.shape[1] - 31, 32)]
+    for i, tile in enumerate(text[:64]):
+        save(paths.landing / "2024-01-03" / "text" / f"t{i:02d}.png", Image.fromarray(np.ascontiguousarray(tile)))
     resources = build_resources(paths)
 
     def run_day(day: str, **config) -> tuple[dg.AssetCheckEvaluation, dict]:
