@@ -269,3 +269,47 @@ def test_a_stored_rule_that_does_not_fit_a_later_drop_warns_and_says_to_recalibr
 
     recalibrated, meta = run_day("2024-01-03", recalibrate=True)
     assert recalibrated.passed and meta["near_rule_changed"].value != "no"
+
+
+def test_a_rule_held_below_its_copies_by_known_distinct_pairs_shows_them(tmp_path):
+    """Real materializations. On scikit-learn's 1,797 8x8 digits a few distinct digits (two handwritten 1s)
+    lie closer to each other than copies may, so they set the threshold, and the `images` metadata shows the
+    closest known-distinct pairs side by side, closest first, with their files, labels and copy distances
+    (`near_rule_limiting_pairs`) for a person to judge. On 1,500 Fashion-MNIST garments the copies' range
+    limits the rule and there is nothing to show."""
+    import dagster as dg
+
+    from assets.curate import images
+    from assets.ingest import raw_images
+    from dagster_project.definitions import build_resources
+    from synthdata.curation.curate import LIMITING_PAIRS
+    from synthdata.datasets import load_digits_uint8, load_fashion_mnist
+    from synthdata.io.paths import SynthdataPaths
+
+    def curated(name: str, files: list[tuple[str, np.ndarray]]) -> dict:
+        paths = SynthdataPaths(home=tmp_path / name, landing=tmp_path / name / "landing").ensure()
+        for i, (label, pixels) in enumerate(files):
+            save(paths.landing / "2024-01-01" / label / f"f{i:04d}.png", Image.fromarray(pixels))
+        resources = build_resources(paths)
+        assert dg.materialize([raw_images], partition_key="2024-01-01", resources=resources).success
+        return dg.materialize([images], resources=resources).asset_materializations_for_node("images")[0].metadata
+
+    digits, digit_labels, _ = load_digits_uint8()
+    files = [(f"digit{label}", image) for label, image in zip(digit_labels, digits)]
+    meta = curated("digits", files)
+    threshold = meta["near_rule_threshold"].value
+    assert meta["near_rule"].value["limited_by"] == "null"
+    gallery = meta["near_rule_limiting_pairs"].value
+    assert f"{threshold:.4g}" in gallery and "![" in gallery
+    captions = [line for line in gallery.splitlines() if line.startswith("- copy distance")]
+    distances = [float(line.split()[3].rstrip(":")) for line in captions]
+    assert 1 <= len(captions) <= LIMITING_PAIRS and distances == sorted(distances)
+    assert distances[0] >= float(f"{threshold:.4g}")  # the closest known-distinct pair lies just beyond the rule
+    assert all(line.count(".png") == 2 and line.count("(digit") == 2 for line in captions), captions
+
+    try:
+        x, y, names = load_fashion_mnist(split="test")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    meta = curated("fashion", [(names[y[i]], x[i]) for i in range(1500)])
+    assert meta["near_rule"].value["limited_by"] == "copies" and "near_rule_limiting_pairs" not in meta

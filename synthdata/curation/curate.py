@@ -66,9 +66,16 @@ class CurationStats:
     rule_change: str | None = None  # set when this run replaced the active rule
     rule_fit: RuleFit | None = None  # how a stored rule did on copies of this run's new images
     observed_false_rate: float | None = None  # new images with a different-label near-duplicate
+    # Calibrated here and limited by the null: the closest pairs taken as known distinct (a, b, copy distance).
+    # They set the threshold; a person can see whether they really are distinct (one artwork filed under two
+    # labels is not, and then pins the rule below its copies: fix the labels and recalibrate).
+    limiting_pairs: list[tuple[str, str, float]] = field(default_factory=list)
     group_sizes: dict[int, int] = field(default_factory=dict)
     largest_group: int = 1
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+LIMITING_PAIRS = 6  # closest known-distinct pairs reported when they limit a new rule
 
 
 @dataclass(frozen=True)
@@ -309,9 +316,13 @@ def _finish(
     distinct = pd.notna(la) & pd.notna(lb) & (la != lb)
     scope = [i for i in new_ids if i in labels]
     if rule is None:
-        null = nearest_distinct(a, b, distance, positives.null_pairs(distinct, distance), new_ids)
+        known = positives.null_pairs(distinct, distance)
+        null = nearest_distinct(a, b, distance, known, new_ids)
         rule = choose_rule(positives, null, request.target_false_rate, labelled, request.seed,
                            positives.label_conflicts(distinct, distance))  # fmt: skip
+        if rule.limited_by == "null":
+            closest = np.flatnonzero(known)[np.argsort(distance[known], kind="stable")[:LIMITING_PAIRS]]
+            stats.limiting_pairs = [(str(a[k]), str(b[k]), float(distance[k])) for k in closest]
     if labelled and scope:
         stats.observed_false_rate = float(np.mean(nearest_distinct(a, b, distance, distinct, scope) <= rule.threshold))
     return rule
