@@ -9,7 +9,7 @@ import numpy as np
 from assets._util import expectations_check, md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from synthdata.curation.curate import class_retention, curate
-from synthdata.curation.gallery import duplicate_gallery, gallery_rows, pair_gallery
+from synthdata.curation.gallery import duplicate_gallery, gallery_rows, limiting_gallery
 from synthdata.dedup.calibrate import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FALSE_RATE, FIT_IMAGES
 from synthdata.dedup.candidates import DEFAULT_RADIUS
 
@@ -129,25 +129,15 @@ def images(
 
 
 def _limiting_gallery(con, stats, store) -> str:
-    """Markdown gallery of the closest pairs a new rule took as known distinct, when they set its threshold
-    ("" otherwise): if they are one picture under two labels, the rule is tighter than its copies need."""
+    """The gallery of the closest pairs a new rule took as known distinct, when they set its threshold."""
     if not stats.limiting_pairs:
         return ""
     ids = list({i for a, b, _ in stats.limiting_pairs for i in (a, b)})
-    rows = {r[0]: r[1:] for r in con.execute(
+    files = {image_id: (key, path, label) for image_id, key, path, label in con.execute(
         """SELECT image_id, any_value(blob_key), any_value(source_path), any_value(label) FROM raw_images
            WHERE image_id IN (SELECT unnest(?)) GROUP BY image_id""", [ids]
     ).fetchall()}  # fmt: skip
-    shown = [(a, b, d) for a, b, d in stats.limiting_pairs if a in rows and b in rows]
-    captions = [f"- copy distance {d:.4g}: `{rows[a][1]}` ({rows[a][2]}) / `{rows[b][1]}` ({rows[b][2]})" for a, b, d in shown]
-    heading = (
-        f"The closest pairs the calibration took as distinct: the threshold ({stats.rule.threshold:.4g}) stops "
-        "just below them, whatever recall of copies that costs (`near_rule_recall`). If a pair is one picture "
-        "filed under two labels, correct the labels and set `recalibrate: true`; if they are distinct, the rule "
-        "is right, and only a higher `target_false_rate` would keep more copies, by folding pairs like these:"
-    )
-    return pair_gallery(heading, [(rows[a][0], rows[b][0]) for a, b, _ in shown], captions,
-                        lambda key: store.decode(key).image)  # fmt: skip
+    return limiting_gallery(stats.limiting_pairs, files, stats.rule.threshold, store)
 
 
 def _rule_metadata(stats) -> dict[str, object]:

@@ -50,6 +50,7 @@ from synthdata.dedup.groups import group_duplicates, group_sizes
 from synthdata.io.warehouse import insert_df, transaction
 
 _NO_GROUPS = pd.DataFrame(columns=["representative", "member", "kind", "distance", "evidence"])  # never modified
+LIMITING_PAIRS = 6  # closest known-distinct pairs reported when they limit a new rule
 
 
 @dataclass
@@ -73,9 +74,6 @@ class CurationStats:
     group_sizes: dict[int, int] = field(default_factory=dict)
     largest_group: int = 1
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-LIMITING_PAIRS = 6  # closest known-distinct pairs reported when they limit a new rule
 
 
 @dataclass(frozen=True)

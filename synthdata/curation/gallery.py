@@ -1,4 +1,5 @@
-"""The duplicate gallery shown with `images`: kept image and duplicate side by side, so a person can judge the pairs."""
+"""The galleries shown with `images`: kept image and duplicate side by side, and the closest known-distinct
+pairs that limit a new near-duplicate rule, so a person can judge the pairs."""
 
 from __future__ import annotations
 
@@ -55,3 +56,26 @@ def duplicate_gallery(shown: pd.DataFrame, key_of: Mapping[str, str], store: Blo
         pairs.append(pair)
         captions.append(f"- {row.kind} (hamming {row.hamming}, similarity {row.similarity:.3f}): `{row.member_source}`")
     return pair_gallery("Kept (left) and duplicate (right):", pairs, captions, lambda key: store.decode(key).image)
+
+
+def limiting_gallery(
+    pairs: Sequence[tuple[str, str, float]], files: Mapping[str, tuple[str, str, str | None]], threshold: float,
+    store: BlobStore,
+) -> str:  # fmt: skip
+    """Markdown: the closest pairs a new near-duplicate rule took as known distinct (image ids a, b and their
+    copy distance, closest first), side by side with their files and labels, and what to do about them.
+
+    `files` maps image ids to (blob key, source path, label); a pair whose image is not in it is left out.
+    "" when nothing to show.
+    """
+    shown = [(a, b, d) for a, b, d in pairs if a in files and b in files]
+    captions = [f"- copy distance {d:.4g}: `{files[a][1]}` ({files[a][2]}) / `{files[b][1]}` ({files[b][2]})"
+                for a, b, d in shown]  # fmt: skip
+    heading = (
+        f"The closest pairs the calibration took as distinct: the threshold ({threshold:.4g}) stops "
+        "just below them, whatever recall of copies that costs (`near_rule_recall`). If a pair is one picture "
+        "filed under two labels, correct the labels and set `recalibrate: true`; if they are distinct, the rule "
+        "is right, and only a higher `target_false_rate` would keep more copies, by folding pairs like these:"
+    )
+    return pair_gallery(heading, [(files[a][0], files[b][0]) for a, b, _ in shown], captions,
+                        lambda key: store.decode(key).image)  # fmt: skip

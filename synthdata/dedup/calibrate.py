@@ -38,7 +38,8 @@ from PIL import Image
 
 from synthdata.dedup.evidence import copy_evidence
 
-STATISTIC = "copy_distance/v3"  # bump when evidence.py changes what the number means (v2: native-scale shifts, v3: chroma blurred more)
+# Bump when evidence.py changes what the number means (v2: native-scale shifts; v3: chroma blurred more).
+STATISTIC = "copy_distance/v3"
 DEFAULT_TARGET_FALSE_RATE = 0.001
 DEFAULT_CALIBRATION_IMAGES = 256
 # The copies' range: this quantile of each transform's planted copies' distances, the largest over transforms;
