@@ -39,7 +39,8 @@ class CurateConfig(dg.Config):
     kinds={"duckdb", "python"},
     description=(
         "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) and "
-        "near-duplicates (pHash candidates within `hamming_radius`, confirmed by a copy distance after alignment "
+        "near-duplicates (pHash candidates within `hamming_radius`, plus shift/crop hashes and resized copies of "
+        "images under 8 px, confirmed by a copy distance after alignment "
         "and a brightness/contrast fit, under a rule calibrated on this data set for `target_false_rate` and "
         "stored in `near_duplicate_rules`) collapse onto the first file seen (earliest drop, then path); a member "
         "joins only the group whose representative confirmed it (no chaining); every other copy is recorded in "

@@ -28,6 +28,8 @@ The pipeline runs as curation does, in two drops: drop 1 holds half the distinct
 rule (planted copies of a seeded sample of drop 1, different-label look-alikes among drop 1's candidates);
 drop 2 (the rest plus all copies) is judged by that rule, its images compared against everything. Groups
 never chain (``synthdata.dedup.groups``). ``--threshold`` fixes the copy-distance threshold instead.
+Candidates come from the channels curation uses: pHash, shift and crop hashes, and resized copies of small
+images (``synthdata.dedup.small_images``; ``--phash-only`` leaves all but pHash out).
 
 Reported per set: recall per kind (copy grouped with its original), false duplicates (distinct images that
 share a group with another distinct image), the lowest per-class retained fraction, candidates and
@@ -57,6 +59,7 @@ from synthdata.dedup.calibrate import (  # noqa: E402
     DEFAULT_TARGET_FALSE_RATE,
     TRANSFORMS,
     NearDuplicateRule,
+    Positives,
     PIXEL_SHIFT_MIN_SIDE,
     applies,
     choose_rule,
@@ -76,6 +79,7 @@ from synthdata.dedup.evidence import copy_evidence  # noqa: E402
 from synthdata.dedup.groups import group_duplicates  # noqa: E402
 from synthdata.dedup.phash import image_hashes, to_signed  # noqa: E402
 from synthdata.dedup.shift_hash import stored  # noqa: E402
+from synthdata.dedup.small_images import SCREEN_SLACK, merge_pairs, resized_small_pairs  # noqa: E402
 
 PHOTOS = (
     "astronaut", "camera", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "moon", "coins",
@@ -229,9 +233,11 @@ def clocks() -> np.ndarray:
 
 
 def find_candidates(
-    drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int
+    drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int,
+    small_floor: float | None = -1.0,
 ) -> tuple[list[pd.DataFrame], np.ndarray]:
-    """Candidate pairs of each drop's new images against everything so far, as curation searches them."""
+    """Candidate pairs of each drop's new images against everything so far, as curation searches them (the
+    small-image channel keeps pairs from ``small_floor`` up; None leaves the channel out)."""
     con = duckdb.connect()
     con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN)")
     found, seconds = [], np.zeros(2)
@@ -243,17 +249,29 @@ def find_candidates(
         frame = pd.DataFrame({"image_id": drop, "phash": to_signed(hashes), "phash2": to_signed(crop_hashes),
                               "shift_hashes": shift_lists, "is_new": True})  # fmt: skip
         con.execute("INSERT INTO hashes SELECT * FROM frame")
-        found.append(candidate_pairs(con, "hashes", radius, new_only=True, crop_radius=crop_radius,
-                                     shift_radius=shift_radius, max_partners=max_partners or None))  # fmt: skip
+        pairs = candidate_pairs(con, "hashes", radius, new_only=True, crop_radius=crop_radius,
+                                shift_radius=shift_radius, max_partners=max_partners or None)  # fmt: skip
+        if small_floor is not None:  # resized copies of small images, as curation adds them (synthdata.dedup.small_images)
+            ids, new = con.execute("SELECT image_id, is_new FROM hashes ORDER BY image_id").fetchnumpy().values()
+            small = resized_small_pairs(list(ids), [images[i].shape[:2] for i in ids], new, images.__getitem__,
+                                        min_correlation=small_floor)  # fmt: skip
+            pairs = merge_pairs(pairs, small, dict(con.execute("SELECT image_id, phash FROM hashes").fetchall()))
+        found.append(pairs)
         seconds += clocks() - t
     return found, seconds
 
 
-def calibrate_on(drop: list[str], pairs: pd.DataFrame, images: dict, labels: dict, args) -> tuple[NearDuplicateRule, np.ndarray]:
-    """The rule from drop 1 alone (as curation calibrates on the first drop), and drop 1's distances."""
+def positives_of(drop: list[str], images: dict, args) -> Positives:
+    """Planted copies of a seeded sample of drop 1 (as curation calibrates on the first drop)."""
     rng = np.random.default_rng(args.seed)
     sample = sorted(rng.choice(len(drop), min(args.calibration_images, len(drop)), replace=False))
-    positives = measure_positives([images[drop[i]] for i in sample], args.seed)
+    return measure_positives([images[drop[i]] for i in sample], args.seed)
+
+
+def calibrate_on(
+    drop: list[str], pairs: pd.DataFrame, images: dict, labels: dict, args, positives: Positives
+) -> tuple[NearDuplicateRule, np.ndarray]:
+    """The rule from drop 1 alone and its planted copies, and drop 1's distances."""
     distance, _ = copy_evidence(list(zip(pairs["a"], pairs["b"])), images.__getitem__, positives.screen)
     la, lb = pairs["a"].map(labels).to_numpy(), pairs["b"].map(labels).to_numpy()
     null = nearest_distinct(pairs["a"].to_numpy(), pairs["b"].to_numpy(), distance,
@@ -319,10 +337,15 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     crop_radius = None if args.phash_only else CROP_RADIUS
     shift_radius = None if args.phash_only or args.no_shift else SHIFT_RADIUS
 
-    found, t_cand = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners)
     t = clocks()
-    if args.threshold is None:
-        rule, first = calibrate_on(drops[0], found[0], images, labels, args)
+    positives = positives_of(drops[0], images, args) if args.threshold is None else None
+    t_positives = clocks() - t
+    # Curation knows the screen before it searches (the small-image channel keeps pairs near or above it).
+    floor = None if args.phash_only else (positives.screen if positives else -1.0) - SCREEN_SLACK
+    found, t_cand = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners, floor)
+    t = clocks() - t_positives
+    if positives is not None:
+        rule, first = calibrate_on(drops[0], found[0], images, labels, args, positives)
     else:
         rule = NearDuplicateRule.fixed(args.threshold)
         first, _ = copy_evidence(list(zip(found[0]["a"], found[0]["b"])), images.__getitem__, rule.screen)

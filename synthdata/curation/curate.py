@@ -47,6 +47,7 @@ from synthdata.dedup.calibrate import (
 from synthdata.dedup.candidates import DEFAULT_MAX_PARTNERS, DEFAULT_RADIUS, candidate_pairs
 from synthdata.dedup.evidence import copy_evidence
 from synthdata.dedup.groups import group_duplicates, group_sizes
+from synthdata.dedup.small_images import POOL_SIDE, SCREEN_SLACK, merge_pairs, resized_small_pairs
 from synthdata.io.warehouse import insert_df, transaction
 
 _NO_GROUPS = pd.DataFrame(columns=["representative", "member", "kind", "distance", "evidence"])  # never modified
@@ -206,7 +207,8 @@ def _near_duplicates(
         con.execute("DELETE FROM near_duplicate_pairs")
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _hashes AS
-           SELECT r.image_id, r.phash, r.phash2, r.shift_hashes, r.label, r.blob_key, x.image_id IS NULL AS is_new
+           SELECT r.image_id, r.phash, r.phash2, r.shift_hashes, r.label, r.blob_key, r.height, r.width,
+                  x.image_id IS NULL AS is_new
            FROM _reps r LEFT JOIN near_duplicate_index x USING (image_id) WHERE r.phash IS NOT NULL"""
     )
     new_ids = [i for (i,) in con.execute("SELECT image_id FROM _hashes WHERE is_new ORDER BY image_id").fetchall()]
@@ -230,9 +232,10 @@ def _near_duplicates(
             stats.rule_fit = _test_rule_fit(con, rule, request, load_id, new_ids)
             stats.seconds["rule_fit"] = time.perf_counter() - t
         pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True, max_partners=DEFAULT_MAX_PARTNERS)
+        screen = rule.screen if rule is not None else positives.screen
+        pairs = with_small_resizes(con, pairs, load_id, screen - SCREEN_SLACK)
         stats.candidates = len(pairs)
         t = time.perf_counter()
-        screen = rule.screen if rule is not None else positives.screen
         distance, _ = copy_evidence(list(zip(pairs["a"], pairs["b"])), load_id, screen)
         stats.seconds["confirm"] = time.perf_counter() - t
         stats.screened = int(np.isfinite(distance).sum())
@@ -269,6 +272,20 @@ def _near_duplicates(
         return _NO_GROUPS
     order = [i for (i,) in con.execute("SELECT image_id FROM _reps ORDER BY first_seen").fetchall()]
     return group_duplicates(order, None, scores)
+
+
+def with_small_resizes(
+    con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame, load_id: Callable[[str], np.ndarray], min_correlation: float
+) -> pd.DataFrame:
+    """``pairs`` and the resized copies of small images that pHash cannot pair
+    (:mod:`synthdata.dedup.small_images`), marked ``crop_only`` (found beyond pHash's radius), sorted."""
+    rows = con.execute(
+        "SELECT image_id, height, width, is_new FROM _hashes WHERE greatest(height, width) <= ? ORDER BY image_id",
+        [POOL_SIDE],
+    ).fetchall()
+    small = resized_small_pairs([r[0] for r in rows], [(r[1], r[2]) for r in rows], [r[3] for r in rows], load_id,
+                                min_correlation=min_correlation)
+    return merge_pairs(pairs, small, dict(con.execute("SELECT image_id, phash FROM _hashes").fetchall()))
 
 
 def _seeded_sample(ids: list[str], n: int, seed: int) -> list[str]:
