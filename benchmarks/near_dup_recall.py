@@ -1,6 +1,6 @@
 """Recall and false-duplicate rate of near-duplicate curation on planted copies of real image sets.
 
-Run: ``python benchmarks/near_dup_recall.py [--set mix|fashion|mnist|icons] [--n N [N ...]] [--radius R] [--threshold T]
+Run: ``python benchmarks/near_dup_recall.py [--set mix|fashion|mnist|icons|icons16] [--n N [N ...]] [--radius R] [--threshold T]
 [--copies C] [--seed S] [--target-false-rate F] [--max-partners K] [--phash-only | --no-shift] [--no-baseline]``
 
 Sets of distinct real images:
@@ -19,6 +19,8 @@ Sets of distinct real images:
   byte-identical and flat ones once; labels = theme or clip-art category + context. Needs ``apt-get install
   moka-icon-theme mate-icon-theme oxygen-icon-theme lxde-icon-theme faenza-icon-theme elementary-xfce-icon-theme
   openclipart-png`` (the benchmark says so and stops when none is there).
+- ``icons16``: the same themes' 16 px icons, no clip art (small real images: shrunk copies of them lie under
+  16 px, where pHash alone loses some; see ``synthdata.dedup.small_images``).
 
 Planted copies of random distinct images (``--copies`` per kind, same label as the original): exact, and every
 transform of ``synthdata.dedup.calibrate.TRANSFORMS`` (JPEG / WebP q80-95, brightness/contrast +-15%, resize
@@ -157,16 +159,17 @@ def _on_white(image: Image.Image) -> np.ndarray:
     return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
 
 
-def icon_images(rng: np.random.Generator, n: int | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """Distinct real drawings: Debian's desktop icon themes (48 px, labels = theme/context) and Open Clip Art
-    (thumbnailed to CLIPART_SIDE, labels = clipart/category); byte-identical ones (theme aliases) and flat
-    ones once. Exits with the packages to install when none are there."""
+def icon_images(rng: np.random.Generator, n: int | None = None, side: int = 48) -> tuple[list[np.ndarray], list[str]]:
+    """Distinct real drawings: Debian's desktop icon themes (``side`` px, labels = theme/context) and, at 48 px,
+    Open Clip Art (thumbnailed to CLIPART_SIDE, labels = clipart/category); byte-identical ones (theme
+    aliases) and flat ones once. Exits with the packages to install when none are there."""
     paths = []
     for theme, size in ICON_THEMES.items():
+        size = size.replace("48", str(side))
         for path in sorted((ICON_ROOT / theme).glob(f"**/{size}/**/*.png")):
             parts = path.relative_to(ICON_ROOT / theme).parts
             paths.append((path, f"{theme.split('/')[0]}/{next(p for p in parts[:-1] if p != size)}", False))
-    if CLIPART_ROOT.is_dir():
+    if CLIPART_ROOT.is_dir() and side == 48:
         paths += [(p, f"clipart/{p.relative_to(CLIPART_ROOT).parts[0]}", True) for p in sorted(CLIPART_ROOT.rglob("*.png"))]
     if not paths:
         sys.exit(f"the icons set needs Debian's icon themes and clip art: apt-get install {ICON_PACKAGES}")
@@ -218,7 +221,9 @@ def plant(distinct_ids: list[str], images: dict, labels: dict, copies: int, rng)
     truth = {}
     for kind in KINDS:
         pool = [i for i in distinct_ids if kind == "exact" or applies(images[i], kind)]
-        for n, original in enumerate(rng.choice(pool, size=copies, replace=False)):
+        if not pool:  # (pixel crops and shifts of a set of images under PIXEL_SHIFT_MIN_SIDE)
+            continue
+        for n, original in enumerate(rng.choice(pool, size=min(copies, len(pool)), replace=False)):
             copy_id = f"c_{kind}_{n:04d}"
             original = str(original)
             images[copy_id] = images[original].copy() if kind == "exact" else plant_copy(images[original], kind, rng)
@@ -405,7 +410,7 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", choices=["mix", "fashion", "mnist", "icons"], default="mix")
+    parser.add_argument("--set", choices=["mix", "fashion", "mnist", "icons", "icons16"], default="mix")
     parser.add_argument("--n", type=int, nargs="+", default=[10000],
                         help="distinct images (fashion, mnist; fashion beyond 70,000 is filled up with MNIST), one run each")
     parser.add_argument("--radius", type=int, default=DEFAULT_RADIUS)
@@ -425,7 +430,8 @@ def main() -> None:
     for n in args.n if args.set in ("fashion", "mnist") else [0]:
         rng = np.random.default_rng(args.seed)
         load = {"fashion": lambda: fashion_images(n, rng), "mnist": lambda: mnist_images(n, rng),
-                "icons": lambda: icon_images(rng), "mix": lambda: mix_images(rng)}  # fmt: skip
+                "icons": lambda: icon_images(rng), "icons16": lambda: icon_images(rng, side=16),
+                "mix": lambda: mix_images(rng)}  # fmt: skip
         images, labels = load[args.set]()
         print(f"== {args.set}: {len(images):,} distinct images")
         run(images, labels, args, rng)

@@ -109,3 +109,28 @@ def test_curation_folds_shrunk_copies_of_digits_into_their_originals(tmp_path):
     folded = {Path(m).name: Path(r).name for m, r in near}
     assert {f"copy_of_{i:04d}.png": f"{i:04d}.png" for i, _ in copies}.items() <= folded.items()
     assert second.images == first.images  # every copy folded, no distinct digit lost
+
+
+def test_the_pairs_do_not_depend_on_how_the_comparison_is_chunked(monkeypatch):
+    """Memory is bounded by chunking both sides; the result (ties included: identical digits shrink alike)
+    must be the same as in one piece, whichever images are new."""
+    import synthdata.dedup.small_images as small_images
+
+    digits, _, _ = load_digits_uint8()
+    rng = np.random.default_rng(11)
+    images = list(digits[:600])
+    for i in rng.choice(600, 200, replace=False):
+        side = int(rng.integers(4, 17))
+        images.append(np.asarray(Image.fromarray(digits[i]).resize((side, side), FILTERS[int(rng.integers(3))])))
+    ids = [f"i{k:04d}" for k in range(len(images))]
+    by_id = dict(zip(ids, images))
+    shapes = [im.shape[:2] for im in images]
+    for new in ([k >= 600 for k in range(len(ids))], [k < 600 for k in range(len(ids))], list(rng.random(len(ids)) < 0.3)):
+        whole = resized_small_pairs(ids, shapes, new, by_id.__getitem__)
+        monkeypatch.setattr(small_images, "_ROWS", 37)
+        monkeypatch.setattr(small_images, "_COLS", 23)
+        chunked = resized_small_pairs(ids, shapes, new, by_id.__getitem__)
+        monkeypatch.undo()
+        assert len(whole) > 100
+        pd.testing.assert_frame_equal(whole[["a", "b"]], chunked[["a", "b"]])
+        np.testing.assert_allclose(whole["correlation"], chunked["correlation"], rtol=1e-5)
