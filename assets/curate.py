@@ -108,6 +108,7 @@ def images(
         "near_duplicates": stats.near_duplicates,
         "new_images_compared": stats.new_compared,
         "near_candidates": stats.candidates,
+        "near_candidates_small_images": stats.small_image_candidates,
         "near_scored": stats.screened,
         "near_confirmed": stats.confirmed,
         "largest_group": stats.largest_group,
@@ -152,8 +153,8 @@ def _rule_metadata(stats) -> dict[str, object]:
         "near_rule": dg.MetadataValue.json(as_dict),
         "near_rule_changed": stats.rule_change or "no",
     }
-    for name in ("target_false_rate", "est_false_rate"):
-        if name in as_dict:
+    for name in ("target_false_rate", "est_false_rate", "drop_fold_rate"):
+        if as_dict.get(name) is not None:
             out[f"near_rule_{name}"] = float(as_dict[name])
     if stats.observed_false_rate is not None:
         out["near_observed_false_rate"] = float(stats.observed_false_rate)

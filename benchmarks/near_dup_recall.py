@@ -281,7 +281,9 @@ def calibrate_on(
     la, lb = pairs["a"].map(labels).to_numpy(), pairs["b"].map(labels).to_numpy()
     null = nearest_distinct(pairs["a"].to_numpy(), pairs["b"].to_numpy(), distance,
                             positives.null_pairs(la != lb, distance), drop)  # fmt: skip
-    rule = choose_rule(positives, null, args.target_false_rate, True, args.seed, positives.label_conflicts(la != lb, distance))
+    nearest = nearest_distinct(pairs["a"].to_numpy(), pairs["b"].to_numpy(), distance, np.ones(len(distance), bool), drop)
+    rule = choose_rule(positives, null, args.target_false_rate, True, args.seed, positives.label_conflicts(la != lb, distance),
+                       nearest)  # fmt: skip
     return rule, distance
 
 
@@ -369,7 +371,8 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
           f"{'' if shift_radius is None else f' + shift channel {shift_radius}'}"
           f"{'' if crop_radius is None else f' + crop channel {crop_radius}'}")
     print(f"rule {rule.rule_id}: copy distance <= {rule.threshold:.4f}, screen {rule.screen:.3f}; target false rate "
-          f"{rule.target_false_rate:g}, estimated {rule.est_false_rate:.4%} over {rule.null_images:,} drop-1 images; "
+          f"{rule.target_false_rate:g}, estimated {rule.est_false_rate:.4%} over {rule.null_images:,} drop-1 images "
+          f"(folds {rule.drop_fold_rate or 0:.4%} of them); "
           f"limited by {rule.limited_by or 'hand'}")
     for warning in rule.warnings:
         print(f"  warning: {warning}")

@@ -109,6 +109,8 @@ def test_curation_folds_shrunk_copies_of_digits_into_their_originals(tmp_path):
     folded = {Path(m).name: Path(r).name for m, r in near}
     assert {f"copy_of_{i:04d}.png": f"{i:04d}.png" for i, _ in copies}.items() <= folded.items()
     assert second.images == first.images  # every copy folded, no distinct digit lost
+    # Digits of one size make no pairs of shapes; the shrunk copies are what the channel adds.
+    assert first.small_image_candidates == 0 and second.small_image_candidates >= len(copies)
 
 
 def test_the_pairs_do_not_depend_on_how_the_comparison_is_chunked(monkeypatch):

@@ -62,6 +62,7 @@ class CurationStats:
     near_duplicates: int = 0
     new_compared: int = 0
     candidates: int = 0
+    small_image_candidates: int = 0  # of which only the small-image channel found (synthdata.dedup.small_images)
     screened: int = 0  # candidates scored in full (the rest fell below the rule's correlation screen)
     confirmed: int = 0
     rule: NearDuplicateRule | None = None
@@ -233,7 +234,11 @@ def _near_duplicates(
             stats.seconds["rule_fit"] = time.perf_counter() - t
         pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True, max_partners=DEFAULT_MAX_PARTNERS)
         screen = rule.screen if rule is not None else positives.screen
+        t = time.perf_counter()
+        hashed = len(pairs)
         pairs = with_small_resizes(con, pairs, load_id, screen - SCREEN_SLACK)
+        stats.small_image_candidates = len(pairs) - hashed
+        stats.seconds["small_images"] = time.perf_counter() - t
         stats.candidates = len(pairs)
         t = time.perf_counter()
         distance, _ = copy_evidence(list(zip(pairs["a"], pairs["b"])), load_id, screen)
@@ -333,8 +338,9 @@ def _finish(
     if rule is None:
         known = positives.null_pairs(distinct, distance)
         null = nearest_distinct(a, b, distance, known, new_ids)
+        nearest = nearest_distinct(a, b, distance, np.ones(len(distance), bool), new_ids)
         rule = choose_rule(positives, null, request.target_false_rate, labelled, request.seed,
-                           positives.label_conflicts(distinct, distance))  # fmt: skip
+                           positives.label_conflicts(distinct, distance), nearest)  # fmt: skip
         if rule.limited_by == "null":
             closest = np.flatnonzero(known)[np.argsort(distance[known], kind="stable")[:LIMITING_PAIRS]]
             stats.limiting_pairs = [(str(a[k]), str(b[k]), float(distance[k])) for k in closest]
