@@ -46,7 +46,8 @@ class CurateConfig(dg.Config):
         "joins only the group whose representative confirmed it (no chaining); every other copy is recorded in "
         "`duplicate_groups` with its kind. New drops are compared against everything already accepted "
         "without rehashing old images. When known-distinct look-alikes hold a new rule below its copies, the "
-        "closest of them are shown (`near_rule_limiting_pairs`) for a person to judge."
+        "closest of them are shown (`near_rule_limiting_pairs`) for a person to judge; when a new rule folds far more "
+        "of its own drop than it estimates (`near_rule_drop_fold_rate`), it warns."
     ),
 )
 def images(
