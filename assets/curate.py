@@ -10,7 +10,7 @@ from assets._util import expectations_check, md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
 from synthdata.curation.curate import class_retention, curate
 from synthdata.curation.gallery import duplicate_gallery, gallery_rows, limiting_gallery
-from synthdata.dedup.calibrate import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FALSE_RATE, FIT_IMAGES
+from synthdata.dedup.calibrate import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FALSE_RATE, FIT_IMAGES, NearDuplicateRule
 from synthdata.dedup.candidates import DEFAULT_RADIUS
 
 
@@ -220,6 +220,40 @@ def images_near_rule_fits(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             "sampled": int(sampled),
             "recall_new_images": dg.MetadataValue.json(json.loads(recall)),
             "recall_promised": dg.MetadataValue.json(json.loads(promised)),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=images,
+    description="WARN when the near-duplicate rule in force folded far more of the drop it was calibrated on than "
+    "its known-distinct estimate allows (`drop_fold_rate` at least 10x the target or estimate, at least 5 images): "
+    "that drop held this many near-duplicates, or look-alikes under one label that the estimate cannot see are "
+    "folded. Look at the duplicate gallery; if they are distinct, set `copy_distance_threshold` below the threshold.",
+)
+def images_near_rule_estimate(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.read() as con:
+        row = con.execute(
+            "SELECT rule_json FROM near_duplicate_rules WHERE active ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+    if row is None:
+        return dg.AssetCheckResult(passed=True, metadata={"tested": "no near-duplicate rule yet"})
+    rule = NearDuplicateRule.from_json(row[0])
+    if rule.drop_fold_rate is None:
+        return dg.AssetCheckResult(passed=True, metadata={"tested": "not measured (a fixed or an older rule)",
+                                                          "rule_id": rule.rule_id})  # fmt: skip
+    warning = rule.fold_warning
+    return dg.AssetCheckResult(
+        passed=warning is None,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=warning,
+        metadata={
+            "rule_id": rule.rule_id,
+            "threshold": float(rule.threshold),
+            "drop_fold_rate": float(rule.drop_fold_rate),
+            "drop_folded": int(rule.drop_folded or 0),
+            "est_false_rate": float(rule.est_false_rate),
+            "target_false_rate": float(rule.target_false_rate),
         },
     )
 

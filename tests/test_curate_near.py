@@ -313,3 +313,45 @@ def test_a_rule_held_below_its_copies_by_known_distinct_pairs_shows_them(tmp_pat
         pytest.skip(str(e))
     meta = curated("fashion", [(names[y[i]], x[i]) for i in range(1500)])
     assert meta["near_rule"].value["limited_by"] == "copies" and "near_rule_limiting_pairs" not in meta
+
+
+def test_a_rule_that_folds_far_more_of_its_own_drop_than_it_estimates_fails_its_check(tmp_path):
+    """Real materializations on scikit-learn's digits. A first drop of 900 distinct digits calibrates a rule that
+    folds almost nothing: `images_near_rule_estimate` passes. The same digits arriving with JPEG and brightness
+    copies of 60 of them (their own labels) calibrate a rule that folds ~12% of the drop against an estimate of
+    ~0: the check fails with WARN, gives the rate and says which setting to lower."""
+    import dagster as dg
+
+    from assets.curate import images, images_near_rule_estimate
+    from assets.ingest import raw_images
+    from dagster_project.definitions import build_resources
+    from synthdata.dedup.calibrate import plant_copy
+    from synthdata.datasets import load_digits_uint8
+    from synthdata.io.paths import SynthdataPaths
+
+    digits, labels, _ = load_digits_uint8()
+    rng = np.random.default_rng(4)
+    copies = [(i, plant_copy(digits[i], ("jpeg", "brightness_contrast")[k % 2], rng))
+              for k, i in enumerate(rng.choice(900, 60, replace=False))]  # fmt: skip
+
+    def check_on(home: Path, with_copies: bool) -> tuple[dg.AssetCheckEvaluation, dict]:
+        paths = SynthdataPaths(home=home, landing=home / "landing").ensure()
+        for i in range(900):
+            save(paths.landing / "2024-01-01" / f"d{labels[i]}" / f"{i:04d}.png", Image.fromarray(digits[i]))
+        for i, copy in copies if with_copies else ():
+            save(paths.landing / "2024-01-01" / f"d{labels[i]}" / f"copy_{i:04d}.png", Image.fromarray(copy))
+        resources = build_resources(paths)
+        assert dg.materialize([raw_images], partition_key="2024-01-01", resources=resources).success
+        result = dg.materialize([images, images_near_rule_estimate], resources=resources, raise_on_error=False)
+        evaluation = next(e.event_specific_data for e in result.all_events
+                          if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION)  # fmt: skip
+        return evaluation, result.asset_materializations_for_node("images")[0].metadata
+
+    clean, meta = check_on(tmp_path / "clean", with_copies=False)
+    assert clean.passed and meta["near_rule_drop_fold_rate"].value <= 0.005
+    held, meta = check_on(tmp_path / "held", with_copies=True)
+    assert held.passed is False and held.severity == dg.AssetCheckSeverity.WARN
+    rate = held.metadata["drop_fold_rate"].value
+    assert rate >= 0.1 and rate >= 10 * max(held.metadata["est_false_rate"].value, 0.001)
+    assert meta["near_rule_drop_fold_rate"].value == rate
+    assert f"{rate:.2%}" in held.description and "`copy_distance_threshold` below" in held.description

@@ -31,7 +31,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from PIL import Image
@@ -176,14 +176,34 @@ class NearDuplicateRule:
     label_conflicts: int = 0  # different-label pairs as close as a typical copy: left out of the null
     # Share of the calibration drop's compared images with any scored look-alike (any label) within the
     # threshold: what the rule folds there (None: not measured). Far above est_false_rate, the estimate is not
-    # to be trusted.
+    # to be trusted (:attr:`fold_warning`).
     drop_fold_rate: float | None = None
+    drop_folded: int | None = None  # ...how many images that is
 
     @property
     def rule_id(self) -> str:
         """Identity of the decision (what is folded), not of how it was estimated."""
         key = f"{self.statistic}|{self.threshold:.6g}|{self.screen:.6g}"
         return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    @property
+    def fold_warning(self) -> str | None:
+        """The warning when the calibration drop folds FOLD_WARN_RATIO times what the rule expects (the target,
+        or the estimate if higher) and at least FOLD_WARN_MIN_IMAGES images; None otherwise."""
+        rate, folded = self.drop_fold_rate, self.drop_folded
+        if rate is None or folded is None or rate <= 0:
+            return None
+        est = self.est_false_rate if np.isfinite(self.est_false_rate) else 0.0
+        if folded < FOLD_WARN_MIN_IMAGES or rate < FOLD_WARN_RATIO * max(self.target_false_rate, est):
+            return None
+        return (
+            f"{rate:.2%} of the {round(folded / rate)} images this rule was calibrated on ({folded}) have a look-alike "
+            f"within it, against an estimated false-duplicate rate of {est:.3%} from known-distinct pairs: either "
+            "that drop holds this many near-duplicates, or look-alikes under one label that the known-distinct "
+            "sample cannot see (one template with different glyphs, plain shapes) are folded. Look at the "
+            "duplicate gallery and the class-balance check; if distinct images are folded, set the images config "
+            f"`copy_distance_threshold` below {self.threshold:.4g}"
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self) | {"rule_id": self.rule_id}, sort_keys=True)
@@ -363,24 +383,14 @@ def choose_rule(
             f"(copy distance <= {positives.conflict_floor:.4g}): one picture filed under two labels; they were "
             "left out of the known-distinct sample, fold as near-duplicates, and show as label conflicts"
         )
-    fold_rate = None
+    fold_rate = folded = None
     if nearest is not None and len(nearest):
         folded = int(np.sum(np.asarray(nearest, float) <= threshold))
         fold_rate = folded / len(nearest)
-        expected = max(target_false_rate, est if np.isfinite(est) else 0.0)
-        if folded >= FOLD_WARN_MIN_IMAGES and fold_rate >= FOLD_WARN_RATIO * expected:
-            warnings.append(
-                f"{fold_rate:.2%} of the {len(nearest)} images this rule was calibrated on ({folded}) have a look-alike "
-                f"within it, against an estimated false-duplicate rate of {est:.3%} from known-distinct pairs: either "
-                "that drop holds this many near-duplicates, or look-alikes under one label that the known-distinct "
-                "sample cannot see (one template with different glyphs, plain shapes) are folded. Look at the "
-                "duplicate gallery and the class-balance check; if distinct images are folded, set the images config "
-                f"`copy_distance_threshold` below {threshold:.4g}"
-            )
     if len(null) and allowed == 0:
         warnings.append(f"only {len(null)} images in the null sample: a false rate of {target_false_rate:g} "
                         "cannot be resolved, the closest known-distinct look-alike bounds the threshold")  # fmt: skip
-    return NearDuplicateRule(
+    rule = NearDuplicateRule(
         threshold=threshold,
         screen=positives.screen,
         target_false_rate=target_false_rate,
@@ -395,4 +405,7 @@ def choose_rule(
         warnings=tuple(warnings),
         label_conflicts=label_conflicts,
         drop_fold_rate=fold_rate,
+        drop_folded=folded,
     )
+    warning = rule.fold_warning
+    return replace(rule, warnings=(*rule.warnings, warning)) if warning else rule
