@@ -40,7 +40,7 @@ class CurateConfig(dg.Config):
     description=(
         "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) and "
         "near-duplicates (pHash candidates within `hamming_radius`, plus shift/crop hashes and resized copies of "
-        "images under 8 px, confirmed by a copy distance after alignment "
+        "images under 16 px, confirmed by a copy distance after alignment "
         "and a brightness/contrast fit, under a rule calibrated on this data set for `target_false_rate` and "
         "stored in `near_duplicate_rules`) collapse onto the first file seen (earliest drop, then path); a member "
         "joins only the group whose representative confirmed it (no chaining); every other copy is recorded in "
@@ -154,9 +154,11 @@ def _rule_metadata(stats) -> dict[str, object]:
         "near_rule": dg.MetadataValue.json(as_dict),
         "near_rule_changed": stats.rule_change or "no",
     }
-    for name in ("target_false_rate", "est_false_rate", "drop_fold_rate"):
-        if as_dict.get(name) is not None:
+    for name in ("target_false_rate", "est_false_rate"):
+        if name in as_dict:
             out[f"near_rule_{name}"] = float(as_dict[name])
+    if rule.drop_fold_rate is not None:
+        out["near_rule_drop_fold_rate"] = float(rule.drop_fold_rate)
     if stats.observed_false_rate is not None:
         out["near_observed_false_rate"] = float(stats.observed_false_rate)
     if stats.rule_fit is not None:
@@ -251,7 +253,7 @@ def images_near_rule_estimate(warehouse: WarehouseResource) -> dg.AssetCheckResu
             "rule_id": rule.rule_id,
             "threshold": float(rule.threshold),
             "drop_fold_rate": float(rule.drop_fold_rate),
-            "drop_folded": int(rule.drop_folded or 0),
+            "drop_folded": int(rule.drop_folded),
             "est_false_rate": float(rule.est_false_rate),
             "target_false_rate": float(rule.target_false_rate),
         },

@@ -64,10 +64,9 @@ from synthdata.dedup.calibrate import (  # noqa: E402
     Positives,
     PIXEL_SHIFT_MIN_SIDE,
     applies,
-    choose_rule,
     measure_positives,
-    nearest_distinct,
     plant_copy,
+    rule_from_pairs,
 )
 from synthdata.dedup.candidates import (  # noqa: E402
     CROP_RADIUS,
@@ -279,11 +278,8 @@ def calibrate_on(
     """The rule from drop 1 alone and its planted copies, and drop 1's distances."""
     distance, _ = copy_evidence(list(zip(pairs["a"], pairs["b"])), images.__getitem__, positives.screen)
     la, lb = pairs["a"].map(labels).to_numpy(), pairs["b"].map(labels).to_numpy()
-    null = nearest_distinct(pairs["a"].to_numpy(), pairs["b"].to_numpy(), distance,
-                            positives.null_pairs(la != lb, distance), drop)  # fmt: skip
-    nearest = nearest_distinct(pairs["a"].to_numpy(), pairs["b"].to_numpy(), distance, np.ones(len(distance), bool), drop)
-    rule = choose_rule(positives, null, args.target_false_rate, True, args.seed, positives.label_conflicts(la != lb, distance),
-                       nearest)  # fmt: skip
+    rule, _ = rule_from_pairs(positives, pairs["a"].to_numpy(), pairs["b"].to_numpy(), distance, la != lb, drop,
+                              args.target_false_rate, True, args.seed)  # fmt: skip
     return rule, distance
 
 

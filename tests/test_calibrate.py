@@ -20,6 +20,7 @@ from synthdata.dedup.calibrate import (
     nearest_distinct,
     plant_copy,
     rule_fit,
+    rule_from_pairs,
 )
 from synthdata.dedup.candidates import candidate_pairs
 from synthdata.dedup.confirm import confirm_pairs, similarity
@@ -43,10 +44,7 @@ def calibrated(images: list[np.ndarray], labels: np.ndarray, sample: int, seed: 
     a, b = pairs["a"].astype(int).to_numpy(), pairs["b"].astype(int).to_numpy()
     positives = measure_positives(images[:: max(1, len(images) // sample)][:sample], seed)
     distance, _ = copy_evidence(list(zip(a, b)), images.__getitem__, positives.screen)
-    different = labels[a] != labels[b]
-    null = nearest_distinct(a, b, distance, positives.null_pairs(different, distance), ids)
-    nearest = nearest_distinct(a, b, distance, np.ones(len(a), bool), ids)
-    rule = choose_rule(positives, null, 0.001, True, seed, positives.label_conflicts(different, distance), nearest)
+    rule, _ = rule_from_pairs(positives, a, b, distance, labels[a] != labels[b], ids, 0.001, True, seed)
     return pairs.assign(a=a, b=b), distance, rule
 
 

@@ -39,10 +39,10 @@ from synthdata.dedup.calibrate import (
     Positives,
     FIT_IMAGES,
     RuleFit,
-    choose_rule,
     measure_positives,
     nearest_distinct,
     rule_fit,
+    rule_from_pairs,
 )
 from synthdata.dedup.candidates import DEFAULT_MAX_PARTNERS, DEFAULT_RADIUS, candidate_pairs
 from synthdata.dedup.evidence import copy_evidence
@@ -284,13 +284,15 @@ def with_small_resizes(
 ) -> pd.DataFrame:
     """``pairs`` and the resized copies of small images that pHash cannot pair
     (:mod:`synthdata.dedup.small_images`), marked ``crop_only`` (found beyond pHash's radius), sorted."""
+    # Both images of such a pair are at most POOL_SIDE px: these rows hold every hash the merge needs.
     rows = con.execute(
-        "SELECT image_id, height, width, is_new FROM _hashes WHERE greatest(height, width) <= ? ORDER BY image_id",
+        """SELECT image_id, height, width, is_new, phash FROM _hashes WHERE greatest(height, width) <= ?
+           ORDER BY image_id""",
         [POOL_SIDE],
     ).fetchall()
     small = resized_small_pairs([r[0] for r in rows], [(r[1], r[2]) for r in rows], [r[3] for r in rows], load_id,
                                 min_correlation=min_correlation)
-    return merge_pairs(pairs, small, dict(con.execute("SELECT image_id, phash FROM _hashes").fetchall()))
+    return merge_pairs(pairs, small, {r[0]: r[4] for r in rows})
 
 
 def _seeded_sample(ids: list[str], n: int, seed: int) -> list[str]:
@@ -336,11 +338,8 @@ def _finish(
     distinct = pd.notna(la) & pd.notna(lb) & (la != lb)
     scope = [i for i in new_ids if i in labels]
     if rule is None:
-        known = positives.null_pairs(distinct, distance)
-        null = nearest_distinct(a, b, distance, known, new_ids)
-        nearest = nearest_distinct(a, b, distance, np.ones(len(distance), bool), new_ids)
-        rule = choose_rule(positives, null, request.target_false_rate, labelled, request.seed,
-                           positives.label_conflicts(distinct, distance), nearest)  # fmt: skip
+        rule, known = rule_from_pairs(positives, a, b, distance, distinct, new_ids, request.target_false_rate,
+                                      labelled, request.seed)  # fmt: skip
         if rule.limited_by == "null":
             closest = np.flatnonzero(known)[np.argsort(distance[known], kind="stable")[:LIMITING_PAIRS]]
             stats.limiting_pairs = [(str(a[k]), str(b[k]), float(distance[k])) for k in closest]

@@ -174,11 +174,11 @@ class NearDuplicateRule:
     limited_by: str = ""  # "copies" (POSITIVE_MARGIN times their range) or "null" (the target false rate)
     warnings: tuple[str, ...] = ()
     label_conflicts: int = 0  # different-label pairs as close as a typical copy: left out of the null
-    # Share of the calibration drop's compared images with any scored look-alike (any label) within the
-    # threshold: what the rule folds there (None: not measured). Far above est_false_rate, the estimate is not
-    # to be trusted (:attr:`fold_warning`).
-    drop_fold_rate: float | None = None
-    drop_folded: int | None = None  # ...how many images that is
+    # Of the calibration drop's compared images (None: not measured), how many have any scored look-alike (any
+    # label) within the threshold: what the rule folds there. Far above est_false_rate, the estimate is not to
+    # be trusted (:attr:`fold_warning`).
+    drop_images: int | None = None
+    drop_folded: int | None = None
 
     @property
     def rule_id(self) -> str:
@@ -187,17 +187,22 @@ class NearDuplicateRule:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @property
+    def drop_fold_rate(self) -> float | None:
+        """The share of the calibration drop's compared images that the rule folds (None: not measured)."""
+        return self.drop_folded / self.drop_images if self.drop_images else None
+
+    @property
     def fold_warning(self) -> str | None:
         """The warning when the calibration drop folds FOLD_WARN_RATIO times what the rule expects (the target,
         or the estimate if higher) and at least FOLD_WARN_MIN_IMAGES images; None otherwise."""
         rate, folded = self.drop_fold_rate, self.drop_folded
-        if rate is None or folded is None or rate <= 0:
+        if rate is None or not folded:
             return None
         est = self.est_false_rate if np.isfinite(self.est_false_rate) else 0.0
         if folded < FOLD_WARN_MIN_IMAGES or rate < FOLD_WARN_RATIO * max(self.target_false_rate, est):
             return None
         return (
-            f"{rate:.2%} of the {round(folded / rate)} images this rule was calibrated on ({folded}) have a look-alike "
+            f"{rate:.2%} of the {self.drop_images} images this rule was calibrated on ({folded}) have a look-alike "
             f"within it, against an estimated false-duplicate rate of {est:.3%} from known-distinct pairs: either "
             "that drop holds this many near-duplicates, or look-alikes under one label that the known-distinct "
             "sample cannot see (one template with different glyphs, plain shapes) are folded. Look at the "
@@ -345,6 +350,28 @@ def nearest_distinct(
     return np.fromiter(best.values(), float, len(best))
 
 
+def rule_from_pairs(
+    positives: Positives,
+    a: np.ndarray,
+    b: np.ndarray,
+    distance: np.ndarray,
+    different_label: np.ndarray,
+    ids: Sequence,
+    target_false_rate: float = DEFAULT_TARGET_FALSE_RATE,
+    labelled: bool = True,
+    seed: int = 0,
+) -> tuple[NearDuplicateRule, np.ndarray]:
+    """:func:`choose_rule` from the scored candidate pairs (a, b) of the compared images ``ids``: each image's
+    nearest known-distinct look-alike is the null, its nearest look-alike under any label gives the drop's fold
+    rate, different-label pairs as close as a typical copy are label conflicts. Also returns which pairs were
+    taken as known distinct."""
+    known = positives.null_pairs(different_label, distance)
+    null = nearest_distinct(a, b, distance, known, ids)
+    nearest = nearest_distinct(a, b, distance, np.ones(len(distance), bool), ids)
+    conflicts = positives.label_conflicts(different_label, distance)
+    return choose_rule(positives, null, target_false_rate, labelled, seed, conflicts, nearest), known
+
+
 def choose_rule(
     positives: Positives,
     null: np.ndarray,
@@ -383,10 +410,8 @@ def choose_rule(
             f"(copy distance <= {positives.conflict_floor:.4g}): one picture filed under two labels; they were "
             "left out of the known-distinct sample, fold as near-duplicates, and show as label conflicts"
         )
-    fold_rate = folded = None
-    if nearest is not None and len(nearest):
-        folded = int(np.sum(np.asarray(nearest, float) <= threshold))
-        fold_rate = folded / len(nearest)
+    measured = nearest is not None and len(nearest) > 0
+    folded = int(np.sum(np.asarray(nearest, float) <= threshold)) if measured else None
     if len(null) and allowed == 0:
         warnings.append(f"only {len(null)} images in the null sample: a false rate of {target_false_rate:g} "
                         "cannot be resolved, the closest known-distinct look-alike bounds the threshold")  # fmt: skip
@@ -404,7 +429,7 @@ def choose_rule(
         limited_by=limited_by,
         warnings=tuple(warnings),
         label_conflicts=label_conflicts,
-        drop_fold_rate=fold_rate,
+        drop_images=len(nearest) if measured else None,
         drop_folded=folded,
     )
     warning = rule.fold_warning

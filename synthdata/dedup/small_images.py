@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from synthdata.dedup.phash import hamming
+
 # Images with a longer side up to this are compared here: shrunk copies under 16 px leave pHash's radius
 # (digits from 8 px: 7 px copies 90-97% within it, 6 px 68%, 5 px 5%; 16 px desktop icons: 8 px copies 90%,
 # 9-13 px 93-99%, 14-15 px 99-100%).
@@ -103,13 +105,16 @@ def resized_small_pairs(
     def luma(k: int) -> np.ndarray:
         return _luma(np.asarray(load(ids[k])))
 
+    row_units: dict[tuple[int, int], np.ndarray] = {}  # per small shape, shared by the larger shapes it meets
     for small, large in blocks:
         rows, cols = np.array(by_shape[small]), np.array(by_shape[large])
         if not new[rows].any():  # only new larger images look for a copy that arrived first
             cols = cols[new[cols]]
         if len(cols) == 0:
             continue
-        found += _block_pairs(rows, cols, new, small, max_partners, luma)
+        if small not in row_units:
+            row_units[small] = _unit(np.stack([luma(k) for k in rows]))
+        found += _block_pairs(rows, row_units[small], cols, new, small, max_partners, luma)
     if not found:
         return empty
     owner, partner, value, per_shape = (np.concatenate(v) for v in zip(*found))
@@ -128,20 +133,21 @@ def resized_small_pairs(
 
 
 def _block_pairs(
-    rows: np.ndarray, cols: np.ndarray, new: np.ndarray, small: tuple[int, int], max_partners: int,
-    luma: Callable[[int], np.ndarray],
+    rows: np.ndarray, row_units: np.ndarray, cols: np.ndarray, new: np.ndarray, small: tuple[int, int],
+    max_partners: int, luma: Callable[[int], np.ndarray],
 ) -> list[tuple[np.ndarray, ...]]:  # fmt: skip
-    """One pair of shapes: ``rows`` (images of shape ``small``) against ``cols`` (of a larger shape, shrunk
-    to ``small``), in chunks of both so memory stays at _ROWS x _COLS correlations whatever the counts. Each
-    new row keeps its ``max_partners`` best columns (by correlation), each new column its best row."""
-    row_units = _unit(np.stack([luma(k) for k in rows]))
+    """One pair of shapes: ``rows`` (images of shape ``small``, ``row_units`` their unit lumas) against
+    ``cols`` (of a larger shape, shrunk to ``small``), in chunks of both so memory stays at _ROWS x _COLS
+    correlations whatever the counts. Each new row keeps its ``max_partners`` best columns (by correlation),
+    each new column its best row."""
     new_rows, new_cols = new[rows], new[cols]
     take = min(max_partners, len(cols))
     row_best = np.full((int(new_rows.sum()), take), -np.inf, np.float32)
     row_partner = np.zeros(row_best.shape, np.int64)
     col_best = np.full(int(new_cols.sum()), -np.inf, np.float32)
     col_partner = np.zeros(len(col_best), np.int64)
-    new_col_at = np.cumsum(new_cols) - 1  # position of each new column among the new ones
+    # Position of each new row / column among the new ones (where its running best is kept).
+    new_row_at, new_col_at = np.cumsum(new_rows) - 1, np.cumsum(new_cols) - 1
     for c0 in range(0, len(cols), _COLS):
         chunk = cols[c0 : c0 + _COLS]
         shrunk = np.stack([
@@ -154,7 +160,7 @@ def _block_pairs(
             part_new = new_rows[r0 : r0 + _ROWS]
             corr[~part_new[:, None] & ~chunk_new[None, :]] = -np.inf  # old with old: settled before
             if part_new.any():
-                at = np.flatnonzero(new_rows[:r0]).size + np.arange(int(part_new.sum()))
+                at = new_row_at[r0 : r0 + _ROWS][part_new]
                 values = np.concatenate([row_best[at], corr[part_new]], axis=1)
                 partners = np.concatenate([row_partner[at], np.broadcast_to(chunk, (len(at), len(chunk)))], axis=1)
                 # Stable: on equal correlations the earlier image wins, however the columns are chunked.
@@ -178,7 +184,7 @@ def _block_pairs(
 def merge_pairs(pairs: pd.DataFrame, small: pd.DataFrame, phash: Mapping[str, int]) -> pd.DataFrame:
     """Candidate pairs (``a, b, distance`` and maybe ``crop_only``, from
     :func:`synthdata.dedup.candidates.candidate_pairs`) with this channel's pairs added: their ``distance``
-    is their pHash distance (``phash``: id -> hash as stored), ``crop_only`` marks every pair pHash alone did
+    is their pHash distance (``phash``: id -> hash as stored, UBIGINT or BIGINT), ``crop_only`` marks every pair pHash alone did
     not find; sorted by (a, b), one row per pair."""
     if small.empty:
         return pairs
@@ -186,9 +192,10 @@ def merge_pairs(pairs: pd.DataFrame, small: pd.DataFrame, phash: Mapping[str, in
     extra = small[[(a, b) not in seen for a, b in zip(small["a"], small["b"])]]
     if extra.empty:
         return pairs
-    # Stored as UBIGINT (the warehouse) or BIGINT (the same bits): the low 64 bits of the Python int either way.
+    # Stored as UBIGINT (the warehouse) or BIGINT (the same bits): the low 64 bits of the Python int either way
+    # (a list of Python ints beyond int64 would not make an integer array by itself).
     hashes = lambda ids: np.array([int(phash[i]) & 0xFFFF_FFFF_FFFF_FFFF for i in ids], np.uint64)  # noqa: E731
-    distance = np.bitwise_count(hashes(extra["a"]) ^ hashes(extra["b"])).astype(np.int32)
+    distance = hamming(hashes(extra["a"]), hashes(extra["b"])).astype(np.int32)
     base = pairs if "crop_only" in pairs else pairs.assign(crop_only=False)
     added = pd.DataFrame({"a": extra["a"].to_numpy(), "b": extra["b"].to_numpy(), "distance": distance, "crop_only": True})
     out = pd.concat([base, added], ignore_index=True).sort_values(["a", "b"], kind="stable", ignore_index=True)
