@@ -28,7 +28,9 @@ class CurateConfig(dg.Config):
     # A stored rule is tested on planted copies of this many of each run's new images (0: not tested); a drop
     # it no longer fits fails the `images_near_rule_fits` check (WARN) and says to recalibrate.
     rule_fit_images: int = FIT_IMAGES
-    # A fixed copy-distance threshold instead of the calibrated one (None: calibrate).
+    # A fixed copy-distance threshold instead of the calibrated one (None: calibrate). It is a number on the scale
+    # of the statistic in force (calibrate.STATISTIC, copy_distance/v4: the residual's L8 mean, never below the
+    # root mean square that v3 took): one chosen under v3 needs choosing again.
     copy_distance_threshold: float | None = None
 
 

@@ -151,7 +151,7 @@ def test_the_chroma_fringe_of_a_re_encoded_colour_drawing_is_forgiven_and_grey_i
     monkeypatch.setattr(evidence, "CHROMA_BLUR_SIGMA", evidence.BLUR_SIGMA)
     as_luma = distances()
     assert (as_luma[:-1] >= 1.8 * forgiven[:-1]).all(), (forgiven, as_luma)
-    assert forgiven[:-1].max() < 0.07
+    assert forgiven[:-1].max() < 0.15  # (statistic v4, the L8 mean: 0.125; 0.066 under v3)
     assert as_luma[-1] == forgiven[-1]
 
 

@@ -38,8 +38,9 @@ from PIL import Image
 
 from synthdata.dedup.evidence import copy_evidence
 
-# Bump when evidence.py changes what the number means (v2: native-scale shifts; v3: chroma blurred more).
-STATISTIC = "copy_distance/v3"
+# Bump when evidence.py changes what the number means (v2: native-scale shifts; v3: chroma blurred more; v4: the
+# residual's L8 mean instead of its root mean square).
+STATISTIC = "copy_distance/v4"
 DEFAULT_TARGET_FALSE_RATE = 0.001
 DEFAULT_CALIBRATION_IMAGES = 256
 # The copies' range: this quantile of each transform's planted copies' distances, the largest over transforms;
