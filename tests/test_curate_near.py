@@ -277,8 +277,8 @@ def test_a_rule_held_below_its_copies_by_known_distinct_pairs_shows_them(tmp_pat
     threshold, and the `images` metadata shows the closest known-distinct pairs side by side, closest first,
     with their files, labels and copy distances (`near_rule_limiting_pairs`) for a person to judge. On 1,500
     Fashion-MNIST garments the copies' range limits the rule and there is nothing to show. (The digits alone
-    were null-limited under statistic v3, where two handwritten 1s set the threshold; v4's L8 mean separates
-    them from the copies.)"""
+    were null-limited under statistic v3, where two handwritten 1s set the threshold; under v4 those two lie
+    beyond the copies' range of the digits alone.)"""
     import dagster as dg
 
     from assets.curate import images
