@@ -8,9 +8,9 @@ import numpy as np
 
 from assets._util import expectations_check, md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
-from synthdata.curation.curate import class_retention, curate
+from synthdata.curation.curate import active_rule, class_retention, curate
 from synthdata.curation.gallery import duplicate_gallery, gallery_rows, limiting_gallery
-from synthdata.dedup.calibrate import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FALSE_RATE, FIT_IMAGES, NearDuplicateRule
+from synthdata.dedup.calibrate import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FALSE_RATE, FIT_IMAGES
 from synthdata.dedup.candidates import DEFAULT_RADIUS
 
 
@@ -237,12 +237,10 @@ def images_near_rule_fits(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 )
 def images_near_rule_estimate(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.read() as con:
-        row = con.execute(
-            "SELECT rule_json FROM near_duplicate_rules WHERE active ORDER BY created_at DESC LIMIT 1"
-        ).fetchone()
-    if row is None:
+        active = active_rule(con)
+    if active is None:
         return dg.AssetCheckResult(passed=True, metadata={"tested": "no near-duplicate rule yet"})
-    rule = NearDuplicateRule.from_json(row[0])
+    rule = active[0]
     if rule.drop_fold_rate is None:
         return dg.AssetCheckResult(passed=True, metadata={"tested": "not measured (a fixed or an older rule)",
                                                           "rule_id": rule.rule_id})  # fmt: skip

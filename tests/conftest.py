@@ -21,6 +21,20 @@ def digits():
     return load_digits_uint8()
 
 
+def digits_with_planted_copies() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The first 900 of scikit-learn's digits, their labels, and JPEG / brightness copies (alternating, seeded)
+    of 60 of them: which ones (indices into the 900) and the copies. A drop whose rule must warn that it folds
+    far more than it estimates (tests/test_calibrate.py, tests/test_curate_near.py)."""
+    from synthdata.datasets import load_digits_uint8
+    from synthdata.dedup.calibrate import plant_copy
+
+    digits, labels, _ = load_digits_uint8()
+    rng = np.random.default_rng(4)
+    pick = rng.choice(900, 60, replace=False)
+    copies = [plant_copy(digits[i], ("jpeg", "brightness_contrast")[k % 2], rng) for k, i in enumerate(pick)]
+    return digits[:900], np.asarray(labels[:900]), pick, copies
+
+
 @pytest.fixture
 def landing(tmp_path):
     root = tmp_path / "landing"

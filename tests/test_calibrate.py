@@ -129,6 +129,13 @@ def test_colour_counts_a_red_and_a_grey_button_are_not_copies():
     assert copy_distance(red, brighter) < 0.05
 
 
+def _logo_art() -> np.ndarray:
+    """scikit-image's colour logo, composited on white and resized to 64 px: saturated line art."""
+    logo = Image.fromarray(skimage.data.logo())
+    white = Image.new("RGBA", logo.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, logo).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS))
+
+
 def test_the_chroma_fringe_of_a_re_encoded_colour_drawing_is_forgiven_and_grey_is_unchanged(monkeypatch):
     """JPEG and WebP keep chroma at half resolution, so a re-encoded copy of saturated line art (scikit-image's
     logo, 64 px on white) carries a colour fringe along every edge: the residual's chroma is blurred more than
@@ -136,9 +143,7 @@ def test_the_chroma_fringe_of_a_re_encoded_colour_drawing_is_forgiven_and_grey_i
     no chroma: its distance is the same to the bit (and a red and a grey button still differ, above)."""
     from synthdata.dedup import evidence
 
-    logo = Image.fromarray(skimage.data.logo())
-    white = Image.new("RGBA", logo.size, (255, 255, 255, 255))
-    art = np.asarray(Image.alpha_composite(white, logo).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS))
+    art = _logo_art()
     grey = np.asarray(Image.fromarray(art).convert("L"))
     pairs = [(art, plant_copy(art, kind, np.random.default_rng(seed))) for kind in ("jpeg", "webp") for seed in (0, 1)]
     pairs.append((grey, plant_copy(grey, "jpeg", np.random.default_rng(0))))
@@ -163,9 +168,7 @@ def test_a_small_changed_glyph_is_farther_than_re_encoded_copies(monkeypatch):
     beyond the copies, which is why distinct icons of one template sat as close as their JPEG copies."""
     from synthdata.dedup import evidence
 
-    logo = Image.fromarray(skimage.data.logo())
-    white = Image.new("RGBA", logo.size, (255, 255, 255, 255))
-    art = np.asarray(Image.alpha_composite(white, logo).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS))
+    art = _logo_art()
     copies = [plant_copy(art, kind, np.random.default_rng(seed)) for kind in ("jpeg", "webp") for seed in range(4)]
 
     def painted(y: int, x: int, side: int, value: int) -> np.ndarray:
@@ -247,17 +250,14 @@ def test_a_calibration_drop_that_folds_far_more_than_the_estimate_says_is_warned
     from real copies. What the rule folds in its own calibration drop can: far above the estimate, a warning.
     Real digits: a drop of 900 distinct ones folds nothing; the same drop holding JPEG and brightness copies of
     60 of them under their own labels folds ~12% of its images, against an estimate of ~0, and says so."""
-    from synthdata.datasets import load_digits_uint8
+    from tests.conftest import digits_with_planted_copies
 
-    digits, labels, _ = load_digits_uint8()
-    images, labels = list(digits[:900]), np.asarray(labels[:900])
+    digits, labels, pick, copies = digits_with_planted_copies()
+    images = list(digits)
     _, _, clean = calibrated(images, labels, sample=128)
     assert clean.drop_fold_rate <= 0.002
     assert not any("have a look-alike within it" in w for w in clean.warnings)
 
-    rng = np.random.default_rng(4)
-    pick = rng.choice(900, 60, replace=False)
-    copies = [plant_copy(images[i], ("jpeg", "brightness_contrast")[k % 2], rng) for k, i in enumerate(pick)]
     _, _, held = calibrated(images + copies, np.concatenate([labels, labels[pick]]), sample=128)
     assert held.drop_fold_rate >= 0.1  # 60 copies and their 60 originals of 960 images
     assert held.drop_fold_rate >= 10 * max(held.est_false_rate, held.target_false_rate)

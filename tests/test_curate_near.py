@@ -332,14 +332,11 @@ def test_a_rule_that_folds_far_more_of_its_own_drop_than_it_estimates_fails_its_
     from assets.curate import images, images_near_rule_estimate
     from assets.ingest import raw_images
     from dagster_project.definitions import build_resources
-    from synthdata.dedup.calibrate import plant_copy
-    from synthdata.datasets import load_digits_uint8
     from synthdata.io.paths import SynthdataPaths
+    from tests.conftest import digits_with_planted_copies
 
-    digits, labels, _ = load_digits_uint8()
-    rng = np.random.default_rng(4)
-    copies = [(i, plant_copy(digits[i], ("jpeg", "brightness_contrast")[k % 2], rng))
-              for k, i in enumerate(rng.choice(900, 60, replace=False))]  # fmt: skip
+    digits, labels, pick, planted = digits_with_planted_copies()
+    copies = list(zip(pick, planted))
 
     def check_on(home: Path, with_copies: bool) -> tuple[dg.AssetCheckEvaluation, dict]:
         paths = SynthdataPaths(home=home, landing=home / "landing").ensure()

@@ -195,7 +195,7 @@ def _near_duplicates(
     request: RuleRequest,
     stats: CurationStats,
 ) -> pd.DataFrame:
-    active = _active_rule(con)
+    active = active_rule(con)
     rule = active[0] if active is not None and request.accepts(*active) else None
     if rule is None and request.threshold is not None:
         rule = NearDuplicateRule.fixed(request.threshold)
@@ -348,7 +348,8 @@ def _finish(
     return rule
 
 
-def _active_rule(con: duckdb.DuckDBPyConnection) -> tuple[NearDuplicateRule, int] | None:
+def active_rule(con: duckdb.DuckDBPyConnection) -> tuple[NearDuplicateRule, int] | None:
+    """The near-duplicate rule in force and the Hamming radius it was stored with (None before the first)."""
     row = con.execute(
         "SELECT rule_json, radius FROM near_duplicate_rules WHERE active ORDER BY created_at DESC LIMIT 1"
     ).fetchone()

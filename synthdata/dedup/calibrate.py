@@ -197,10 +197,9 @@ class NearDuplicateRule:
         """The warning when the calibration drop folds FOLD_WARN_RATIO times what the rule expects (the target,
         or the estimate if higher) and at least FOLD_WARN_MIN_IMAGES images; None otherwise."""
         rate, folded = self.drop_fold_rate, self.drop_folded
-        if rate is None or not folded:
-            return None
         est = self.est_false_rate if np.isfinite(self.est_false_rate) else 0.0
-        if folded < FOLD_WARN_MIN_IMAGES or rate < FOLD_WARN_RATIO * max(self.target_false_rate, est):
+        expected = max(self.target_false_rate, est)
+        if rate is None or folded < FOLD_WARN_MIN_IMAGES or rate < FOLD_WARN_RATIO * expected:
             return None
         return (
             f"{rate:.2%} of the {self.drop_images} images this rule was calibrated on ({folded}) have a look-alike "

@@ -1,16 +1,16 @@
 """Copy evidence: how far one image is from being a supported transform of another (:func:`copy_distance`).
 
 The evidence is the residual left after the best alignment and one photometric fit: its L8 mean (the eighth
-root of the mean eighth power, ``RESIDUAL_POWER``) relative to the reference image's contrast. A copy's residual is codec and
-resampling noise spread thin over every edge; a distinct look-alike's is concentrated where it differs (a
-glyph, a stroke, a sleeve), and a high power weighs a concentrated difference more than the same energy
-spread thin (statistic v4; v3 used the root mean square: on desktop icons it kept 26.7% of JPEG and 29.7% of
-WebP copies at the calibrated threshold, v4 50.3% and 56.7%; docs/benchmarks.md).
+root of the mean eighth power, ``RESIDUAL_POWER``) relative to the reference image's contrast. A copy's
+residual is codec and resampling noise spread thin over every edge; a distinct look-alike's is concentrated
+where it differs (a glyph, a stroke, a sleeve), and a high power weighs a concentrated difference more than
+the same energy spread thin (statistic v4; v3 used the root mean square: on desktop icons it kept 26.7% of
+JPEG and 29.7% of WebP copies at the calibrated threshold, v4 50.3% and 56.7%; docs/benchmarks.md).
 
 Alignment tries what the supported transforms do: the same pixel scale shifted or cropped by up to
 ``MAX_SHIFT`` pixels (or 5% of the side), and a resize of either image to the other's size with a standard
-filter. The photometric fit is one gain and one offset shared by all colour channels
-(brightness/contrast change every channel alike): a red and a grey version of one button leave a large
+filter. The photometric fit is one gain and one offset shared by all colour channels (brightness/contrast
+change every channel alike): a red and a grey version of one button leave a large
 residual, and colour counts. Pixels clipped at 0 or 255 in the copy are not held against it when the fit
 predicts beyond the clip. The residual is blurred slightly (``BLUR_SIGMA`` grid pixels) so JPEG noise and
 resampling filters are forgiven while a different sleeve, logo or stitch is not. Its colour part (the chroma of
