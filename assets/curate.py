@@ -12,6 +12,7 @@ from synthdata.curation.curate import active_rule, class_retention, curate
 from synthdata.curation.gallery import duplicate_gallery, gallery_rows, limiting_gallery
 from synthdata.dedup.calibrate import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FALSE_RATE, FIT_IMAGES
 from synthdata.dedup.candidates import DEFAULT_RADIUS
+from synthdata.dedup.codec import encoding_of
 
 
 class CurateConfig(dg.Config):
@@ -29,8 +30,9 @@ class CurateConfig(dg.Config):
     # it no longer fits fails the `images_near_rule_fits` check (WARN) and says to recalibrate.
     rule_fit_images: int = FIT_IMAGES
     # A fixed copy-distance threshold instead of the calibrated one (None: calibrate). It is a number on the scale
-    # of the statistic in force (calibrate.STATISTIC, copy_distance/v4: the residual's L8 mean, never below the
-    # root mean square that v3 took): one chosen under v3 needs choosing again.
+    # of the statistic in force (calibrate.STATISTIC, copy_distance/v5: the residual's L8 mean, never below the
+    # root mean square that v3 took; v5 adds codec views, which only lower JPEG and WebP files' distances): one
+    # chosen under v3 needs choosing again.
     copy_distance_threshold: float | None = None
 
 
@@ -43,7 +45,8 @@ class CurateConfig(dg.Config):
         "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) and "
         "near-duplicates (pHash candidates within `hamming_radius`, plus shift/crop hashes and resized copies of "
         "images under 16 px, confirmed by a copy distance after alignment "
-        "and a brightness/contrast fit, under a rule calibrated on this data set for `target_false_rate` and "
+        "and a brightness/contrast fit (a JPEG or WebP file is also compared with its partner encoded the way the "
+        "file was), under a rule calibrated on this data set for `target_false_rate` and "
         "stored in `near_duplicate_rules`) collapse onto the first file seen (earliest drop, then path); a member "
         "joins only the group whose representative confirmed it (no chaining); every other copy is recorded in "
         "`duplicate_groups` with its kind. New drops are compared against everything already accepted "
@@ -68,6 +71,7 @@ def images(
             con, load_pixels, config.near_duplicates, config.hamming_radius, config.copy_distance_threshold,
             target_false_rate=config.target_false_rate, calibration_images=config.calibration_images,
             seed=config.calibration_seed, recalibrate=config.recalibrate, fit_images=config.rule_fit_images,
+            load_encoding=lambda key: encoding_of(store.read(key)),  # JPEG files: their tables (header only)
         )  # fmt: skip
         retention = class_retention(con)
         per_label = con.execute(

@@ -203,10 +203,14 @@ def run_ours(drop: Path, home: Path, workers: int | None, dedup: bool = True, st
              later: Path | None = None) -> dict:  # fmt: skip
     from synthdata.curation.curate import curate
     from synthdata.curation.ingest import ingest_partition
+    from synthdata.dedup.codec import encoding_of
     from synthdata.io.store import BlobStore
     from synthdata.io.warehouse import connect
 
     blobs = BlobStore(home / "store") if store else None
+    # Decoded under the store's limits, as at ingest; JPEG files' tables from their headers, as the images asset does.
+    load = lambda key: np.asarray(blobs.decode(key).image)  # noqa: E731
+    encoding = lambda key: encoding_of(blobs.read(key))  # noqa: E731
     con = connect(home / "warehouse.duckdb")
     start = time.perf_counter()
     stats = ingest_partition(con, "2024-01-01", drop, drop.parent, blobs, workers=workers)
@@ -215,7 +219,7 @@ def run_ours(drop: Path, home: Path, workers: int | None, dedup: bool = True, st
     result = {"images": stats.accepted + stats.rejected, "ingest_seconds": t_ingest, "ingest_rss": ingest_rss, **cpu_seconds()}
     if dedup:
         assert blobs is not None
-        cur = curate(con, lambda k: np.asarray(blobs.decode(k).image))  # under the store's limits, as at ingest
+        cur = curate(con, load, load_encoding=encoding)
         result.update(unique=cur.images, exact_duplicates=cur.exact_duplicates, near_duplicates=cur.near_duplicates,
                       candidates=cur.candidates, curate_seconds={k: round(v, 2) for k, v in cur.seconds.items()})  # fmt: skip
     result["seconds"] = time.perf_counter() - start
@@ -223,7 +227,7 @@ def run_ours(drop: Path, home: Path, workers: int | None, dedup: bool = True, st
         start = time.perf_counter()
         ingest_partition(con, "2024-01-02", later, later.parent, blobs, workers=workers)
         t_ingest = time.perf_counter() - start
-        cur = curate(con, lambda k: np.asarray(blobs.decode(k).image))
+        cur = curate(con, load, load_encoding=encoding)
         result["later"] = {"ingest_seconds": t_ingest, "seconds": time.perf_counter() - start, "candidates": cur.candidates,
                            "curate_seconds": {k: round(v, 2) for k, v in cur.seconds.items()}, "new": cur.new_compared}  # fmt: skip
     con.close()

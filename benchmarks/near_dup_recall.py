@@ -1,7 +1,8 @@
 """Recall and false-duplicate rate of near-duplicate curation on planted copies of real image sets.
 
 Run: ``python benchmarks/near_dup_recall.py [--set mix|fashion|mnist|icons|icons16] [--n N [N ...]] [--radius R] [--threshold T]
-[--copies C] [--seed S] [--target-false-rate F] [--max-partners K] [--phash-only | --no-shift] [--no-baseline]``
+[--copies C] [--seed S] [--target-false-rate F] [--max-partners K] [--phash-only | --no-shift] [--no-baseline]
+[--no-codec] [--as-jpeg Q]``
 
 Sets of distinct real images:
 
@@ -24,7 +25,11 @@ Sets of distinct real images:
 
 Planted copies of random distinct images (``--copies`` per kind, same label as the original): exact, and every
 transform of ``synthdata.dedup.calibrate.TRANSFORMS`` (JPEG / WebP q80-95, brightness/contrast +-15%, resize
-x0.5-x2, 1-2 px crops and shifts).
+x0.5-x2, 1-2 px crops and shifts). A JPEG copy carries its file's encoding (tables, subsampling), which curation
+reads from the header of a real file: it is also compared with its partner encoded that way
+(``synthdata.dedup.codec``; ``--no-codec`` scores it on its pixels alone, as statistic v4 did). ``--as-jpeg Q``
+makes every distinct image a JPEG file of quality Q before copies are made: an all-JPEG set, where distinct
+look-alikes get codec views too.
 
 The pipeline runs as curation does, in two drops: drop 1 holds half the distinct images and calibrates the
 rule (planted copies of a seeded sample of drop 1, different-label look-alikes among drop 1's candidates);
@@ -65,7 +70,7 @@ from synthdata.dedup.calibrate import (  # noqa: E402
     PIXEL_SHIFT_MIN_SIDE,
     applies,
     measure_positives,
-    plant_copy,
+    plant_file,
     rule_from_pairs,
 )
 from synthdata.dedup.candidates import (  # noqa: E402
@@ -75,6 +80,7 @@ from synthdata.dedup.candidates import (  # noqa: E402
     SHIFT_RADIUS,
     candidate_pairs,
 )
+from synthdata.dedup.codec import jpeg_file  # noqa: E402
 from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs  # noqa: E402
 from synthdata.dedup.evidence import copy_evidence  # noqa: E402
 from synthdata.dedup.groups import group_duplicates  # noqa: E402
@@ -215,8 +221,10 @@ def exact_pairs(ids: list[str], images: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["a", "b", "distance"])
 
 
-def plant(distinct_ids: list[str], images: dict, labels: dict, copies: int, rng) -> dict[str, tuple[str, str]]:
-    """Planted copies (added to images and labels): copy id -> (original id, kind)."""
+def plant(distinct_ids: list[str], images: dict, labels: dict, copies: int, rng,
+          encodings: dict | None = None) -> dict[str, tuple[str, str]]:  # fmt: skip
+    """Planted copies (added to images and labels, and a JPEG copy's file encoding to ``encodings``): copy id ->
+    (original id, kind)."""
     truth = {}
     for kind in KINDS:
         pool = [i for i in distinct_ids if kind == "exact" or applies(images[i], kind)]
@@ -225,7 +233,12 @@ def plant(distinct_ids: list[str], images: dict, labels: dict, copies: int, rng)
         for n, original in enumerate(rng.choice(pool, size=min(copies, len(pool)), replace=False)):
             copy_id = f"c_{kind}_{n:04d}"
             original = str(original)
-            images[copy_id] = images[original].copy() if kind == "exact" else plant_copy(images[original], kind, rng)
+            if kind == "exact":
+                images[copy_id] = images[original].copy()
+            else:
+                images[copy_id], code = plant_file(images[original], kind, rng)
+                if encodings is not None and code is not None:
+                    encodings[copy_id] = code
             labels[copy_id] = labels[original]
             truth[copy_id] = (original, kind)
     return truth
@@ -269,14 +282,15 @@ def positives_of(drop: list[str], images: dict, args) -> Positives:
     """Planted copies of a seeded sample of drop 1 (as curation calibrates on the first drop)."""
     rng = np.random.default_rng(args.seed)
     sample = sorted(rng.choice(len(drop), min(args.calibration_images, len(drop)), replace=False))
-    return measure_positives([images[drop[i]] for i in sample], args.seed)
+    return measure_positives([images[drop[i]] for i in sample], args.seed,
+                             [args.encodings.get(drop[i]) for i in sample], codec_views=not args.no_codec)  # fmt: skip
 
 
 def calibrate_on(
     drop: list[str], pairs: pd.DataFrame, images: dict, labels: dict, args, positives: Positives
 ) -> tuple[NearDuplicateRule, np.ndarray]:
     """The rule from drop 1 alone and its planted copies, and drop 1's distances."""
-    distance, _ = copy_evidence(list(zip(pairs["a"], pairs["b"])), images.__getitem__, positives.screen)
+    distance, _ = copy_evidence(list(zip(pairs["a"], pairs["b"])), images.__getitem__, positives.screen, args.encoding)
     la, lb = pairs["a"].map(labels).to_numpy(), pairs["b"].map(labels).to_numpy()
     rule, _ = rule_from_pairs(positives, pairs["a"].to_numpy(), pairs["b"].to_numpy(), distance, la != lb, drop,
                               args.target_false_rate, True, args.seed)  # fmt: skip
@@ -327,7 +341,12 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     images = {f"d{i:06d}": im for i, im in enumerate(images_list)}
     labels = {f"d{i:06d}": lab for i, lab in enumerate(label_list)}
     distinct_ids = list(images)
-    truth = plant(distinct_ids, images, labels, args.copies, rng)
+    args.encodings = {}  # image id -> how its (JPEG) file was encoded, as curation reads it from the header
+    if args.as_jpeg:  # every distinct image arrives as a JPEG file: its pixels are what the file decodes to
+        for i in distinct_ids:
+            images[i], args.encodings[i] = jpeg_file(images[i], args.as_jpeg)
+    truth = plant(distinct_ids, images, labels, args.copies, rng, args.encodings)
+    args.encoding = None if args.no_codec else args.encodings.get
     copy_ids = list(truth)
     rng.shuffle(copy_ids)
     # Both drops draw from every part of the set (the mix lists its sources one after another; a drop 1 of
@@ -351,8 +370,9 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
         rule, first = calibrate_on(drops[0], found[0], images, labels, args, positives)
     else:
         rule = NearDuplicateRule.fixed(args.threshold)
-        first, _ = copy_evidence(list(zip(found[0]["a"], found[0]["b"])), images.__getitem__, rule.screen)
-    second, _ = copy_evidence(list(zip(found[1]["a"], found[1]["b"])), images.__getitem__, rule.screen)
+        first, _ = copy_evidence(list(zip(found[0]["a"], found[0]["b"])), images.__getitem__, rule.screen,
+                                 args.encoding)  # fmt: skip
+    second, _ = copy_evidence(list(zip(found[1]["a"], found[1]["b"])), images.__getitem__, rule.screen, args.encoding)
     t_confirm = clocks() - t
     cand = pd.concat(found, ignore_index=True)
     distance = np.concatenate([first, second])
@@ -425,6 +445,10 @@ def main() -> None:
     parser.add_argument("--max-partners", type=int, default=DEFAULT_MAX_PARTNERS,
                         help="nearest pHash partners kept per new image, as curation does (0: every pair within the radius)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the fixed-rule baseline")
+    parser.add_argument("--no-codec", action="store_true",
+                        help="score JPEG files on their pixels alone (no codec view: copy distance v4)")
+    parser.add_argument("--as-jpeg", type=int, default=None, metavar="Q",
+                        help="every distinct image arrives as a JPEG file of quality Q (copies are made from those)")
     args = parser.parse_args()
     for n in args.n if args.set in ("fashion", "mnist") else [0]:
         rng = np.random.default_rng(args.seed)

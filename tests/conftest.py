@@ -35,6 +35,24 @@ def digits_with_planted_copies() -> tuple[np.ndarray, np.ndarray, np.ndarray, li
     return digits[:900], np.asarray(labels[:900]), pick, copies
 
 
+def logo_art() -> np.ndarray:
+    """scikit-image's colour logo, composited on white and resized to 64 px: saturated line art."""
+    import skimage.data
+
+    logo = Image.fromarray(skimage.data.logo())
+    white = Image.new("RGBA", logo.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, logo).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS))
+
+
+def text_tiles(n: int = 64) -> list[np.ndarray]:
+    """The first ``n`` 32 px tiles of scikit-image's scan of printed text: sharp glyphs at low contrast."""
+    import skimage.data
+
+    page = skimage.data.text()
+    return [np.ascontiguousarray(page[y : y + 32, x : x + 32])
+            for y in range(0, page.shape[0] - 31, 32) for x in range(0, page.shape[1] - 31, 32)][:n]  # fmt: skip
+
+
 @pytest.fixture
 def landing(tmp_path):
     root = tmp_path / "landing"

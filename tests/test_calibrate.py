@@ -19,6 +19,7 @@ from synthdata.dedup.calibrate import (
     measure_positives,
     nearest_distinct,
     plant_copy,
+    plant_file,
     rule_fit,
     rule_from_pairs,
 )
@@ -26,6 +27,7 @@ from synthdata.dedup.candidates import candidate_pairs
 from synthdata.dedup.confirm import confirm_pairs, similarity
 from synthdata.dedup.evidence import copy_distance, copy_evidence
 from synthdata.dedup.phash import phash_and_crop_hashes, to_signed
+from tests.conftest import logo_art
 
 
 def calibrated(images: list[np.ndarray], labels: np.ndarray, sample: int, seed: int = 0, radius: int = 10):
@@ -53,14 +55,17 @@ def folded_share(a: np.ndarray, b: np.ndarray, keep: np.ndarray, n: int) -> floa
 
 
 def recall_of_fresh_copies(images: list[np.ndarray], rule: NearDuplicateRule, seed: int) -> dict[str, float]:
-    """Planted copies drawn with another seed than the calibration's, judged by the rule."""
+    """Planted copies drawn with another seed than the calibration's, judged by the rule (a JPEG or WebP copy
+    with its file's encoding, as curation reads it from the file)."""
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(images), 60, replace=False)
     originals = [images[i] for i in pick for _ in TRANSFORMS]
     kinds = [k for _ in pick for k in TRANSFORMS]
-    copies = [plant_copy(o, k, rng) for o, k in zip(originals, kinds)]
+    planted = [plant_file(o, k, rng) for o, k in zip(originals, kinds)]
     n = len(originals)
-    distance, _ = copy_evidence([(i, n + i) for i in range(n)], (originals + copies).__getitem__, rule.screen)
+    encodings = [None] * n + [code for _, code in planted]
+    distance, _ = copy_evidence([(i, n + i) for i in range(n)], (originals + [c for c, _ in planted]).__getitem__,
+                                rule.screen, encodings.__getitem__)  # fmt: skip
     kept = pd.Series(distance <= rule.threshold).groupby(kinds).mean()
     return kept.to_dict()
 
@@ -129,13 +134,6 @@ def test_colour_counts_a_red_and_a_grey_button_are_not_copies():
     assert copy_distance(red, brighter) < 0.05
 
 
-def _logo_art() -> np.ndarray:
-    """scikit-image's colour logo, composited on white and resized to 64 px: saturated line art."""
-    logo = Image.fromarray(skimage.data.logo())
-    white = Image.new("RGBA", logo.size, (255, 255, 255, 255))
-    return np.asarray(Image.alpha_composite(white, logo).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS))
-
-
 def test_the_chroma_fringe_of_a_re_encoded_colour_drawing_is_forgiven_and_grey_is_unchanged(monkeypatch):
     """JPEG and WebP keep chroma at half resolution, so a re-encoded copy of saturated line art (scikit-image's
     logo, 64 px on white) carries a colour fringe along every edge: the residual's chroma is blurred more than
@@ -143,7 +141,7 @@ def test_the_chroma_fringe_of_a_re_encoded_colour_drawing_is_forgiven_and_grey_i
     no chroma: its distance is the same to the bit (and a red and a grey button still differ, above)."""
     from synthdata.dedup import evidence
 
-    art = _logo_art()
+    art = logo_art()
     grey = np.asarray(Image.fromarray(art).convert("L"))
     pairs = [(art, plant_copy(art, kind, np.random.default_rng(seed))) for kind in ("jpeg", "webp") for seed in (0, 1)]
     pairs.append((grey, plant_copy(grey, "jpeg", np.random.default_rng(0))))
@@ -168,7 +166,7 @@ def test_a_small_changed_glyph_is_farther_than_re_encoded_copies(monkeypatch):
     beyond the copies, which is why distinct icons of one template sat as close as their JPEG copies."""
     from synthdata.dedup import evidence
 
-    art = _logo_art()
+    art = logo_art()
     copies = [plant_copy(art, kind, np.random.default_rng(seed)) for kind in ("jpeg", "webp") for seed in range(4)]
 
     def painted(y: int, x: int, side: int, value: int) -> np.ndarray:
@@ -232,14 +230,17 @@ def test_one_picture_under_two_labels_is_a_label_conflict_not_a_distinct_look_al
 
 def test_a_rule_fit_flags_a_drop_its_copies_fall_outside_but_not_one_miss_of_a_tiny_run():
     """A rule whose threshold keeps hardly any re-encoded copy of photo tiles: judged on 12 tiles it falls
-    short on JPEG (and says so, naming it and the promise); judged on one tile, one miss per kind is sampling
-    noise (FIT_MIN_MISSES), not a verdict. A rule wide enough for the copies fits."""
+    short on resized and brightness-changed copies (and says so, naming them and the promise); judged on one
+    tile, one miss per kind is sampling noise (FIT_MIN_MISSES), not a verdict. A rule wide enough for the copies
+    fits. (JPEG and WebP copies are kept even by this rule: their codec views reproduce them exactly,
+    synthdata.dedup.codec.)"""
     tiles = [skimage.data.astronaut()[y : y + 64, x : x + 64].copy() for y in range(0, 384, 128) for x in range(0, 512, 128)]
     promised = dict.fromkeys(TRANSFORMS, 1.0)
     tight = NearDuplicateRule(threshold=1e-6, screen=-1.0, target_false_rate=0.001, est_false_rate=0.0, recall=promised)
     fit = rule_fit(tight, tiles, seed=0)
-    assert fit.sampled == 12 and not fit.fits and fit.short["jpeg"] < 0.5
-    assert "jpeg" in fit.message and "promised 100.0%" in fit.message and "recalibrate: true" in fit.message
+    assert fit.sampled == 12 and not fit.fits and fit.short["resize"] < 0.5
+    assert fit.recall["jpeg"] == fit.recall["webp"] == 1.0
+    assert "resize" in fit.message and "promised 100.0%" in fit.message and "recalibrate: true" in fit.message
     assert rule_fit(tight, tiles[:1], seed=0).fits
     wide = NearDuplicateRule(threshold=1.0, screen=-1.0, target_false_rate=0.001, est_false_rate=0.0, recall=promised)
     assert rule_fit(wide, tiles, seed=0).fits and rule_fit(wide, tiles, seed=0).message == ""

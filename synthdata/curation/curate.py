@@ -45,6 +45,7 @@ from synthdata.dedup.calibrate import (
     rule_from_pairs,
 )
 from synthdata.dedup.candidates import DEFAULT_MAX_PARTNERS, DEFAULT_RADIUS, candidate_pairs
+from synthdata.dedup.codec import Encoding
 from synthdata.dedup.evidence import copy_evidence
 from synthdata.dedup.groups import group_duplicates, group_sizes
 from synthdata.dedup.small_images import POOL_SIDE, SCREEN_SLACK, merge_pairs, resized_small_pairs
@@ -113,10 +114,15 @@ def curate(
     seed: int = 0,
     recalibrate: bool = False,
     fit_images: int = FIT_IMAGES,
+    load_encoding: Callable[[str], Encoding | None] | None = None,
 ) -> CurationStats:
     """Rebuild `images` and `duplicate_groups` from `raw_images` in one transaction.
 
-    `load_gray(blob_key)` returns an image's pixels (grey or colour; used only for near-duplicates).
+    `load_gray(blob_key)` returns an image's pixels (grey or colour; used only for near-duplicates);
+    `load_encoding(blob_key)` how a lossy file was encoded (``encoding_of(store.read(key))``; asked for JPEG
+    and WebP files only), so a re-encoded copy is also compared with its partner encoded the same way
+    (:mod:`synthdata.dedup.codec`). Without it, every file is scored on its pixels alone, and so are the
+    planted copies that calibrate and test the rule.
     ``threshold`` fixes the copy-distance threshold instead of calibrating one; the calibration targets
     ``target_false_rate`` with ``calibration_images`` seeded images (see synthdata.dedup.calibrate). A stored
     calibrated rule is tested on planted copies of ``fit_images`` of the run's new images (`near_rule_fits`).
@@ -149,7 +155,7 @@ def curate(
         with transaction(con):
             if near_duplicates:
                 t1 = time.perf_counter()
-                near = _near_duplicates(con, load_gray, request, stats)
+                near = _near_duplicates(con, load_gray, request, stats, load_encoding)
                 stats.seconds["near"] = time.perf_counter() - t1
             t2 = time.perf_counter()
             con.register("_near", near)
@@ -194,6 +200,7 @@ def _near_duplicates(
     load: Callable[[str], np.ndarray] | None,
     request: RuleRequest,
     stats: CurationStats,
+    load_encoding: Callable[[str], Encoding | None] | None = None,
 ) -> pd.DataFrame:
     active = active_rule(con)
     rule = active[0] if active is not None and request.accepts(*active) else None
@@ -221,16 +228,27 @@ def _near_duplicates(
             raise ValueError("near-duplicate candidates need a pixel loader to be confirmed")
         return load(keys[image_id])
 
+    lossy = {i for (i,) in con.execute("SELECT image_id FROM _reps WHERE format IN ('JPEG', 'WEBP')").fetchall()}
+    encodings: dict[str, Encoding | None] = {}
+
+    def encoding_id(image_id: str) -> Encoding | None:
+        if load_encoding is None or image_id not in lossy:
+            return None
+        if image_id not in encodings:
+            encodings[image_id] = load_encoding(keys[image_id])
+        return encodings[image_id]
+
     if stats.new_compared:
         t = time.perf_counter()
         positives = None
         if rule is None:  # calibrate: planted copies of a seeded sample of the data set's own images
             sample = _seeded_sample(sorted(keys), request.calibration_images, request.seed)
-            positives = measure_positives([load_id(i) for i in sample], request.seed)
+            positives = measure_positives([load_id(i) for i in sample], request.seed,
+                                          [encoding_id(i) for i in sample], load_encoding is not None)  # fmt: skip
         stats.seconds["calibrate"] = time.perf_counter() - t
         if positives is None and rule.null_source != "fixed" and request.fit_images:
             t = time.perf_counter()
-            stats.rule_fit = _test_rule_fit(con, rule, request, load_id, new_ids)
+            stats.rule_fit = _test_rule_fit(con, rule, request, load_id, new_ids, encoding_id, load_encoding)
             stats.seconds["rule_fit"] = time.perf_counter() - t
         pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True, max_partners=DEFAULT_MAX_PARTNERS)
         screen = rule.screen if rule is not None else positives.screen
@@ -241,7 +259,7 @@ def _near_duplicates(
         stats.seconds["small_images"] = time.perf_counter() - t
         stats.candidates = len(pairs)
         t = time.perf_counter()
-        distance, _ = copy_evidence(list(zip(pairs["a"], pairs["b"])), load_id, screen)
+        distance, _ = copy_evidence(list(zip(pairs["a"], pairs["b"])), load_id, screen, encoding_id)
         stats.seconds["confirm"] = time.perf_counter() - t
         stats.screened = int(np.isfinite(distance).sum())
         rule = _finish(con, request, rule, positives, pairs, distance, stats, new_ids)
@@ -307,11 +325,14 @@ def _test_rule_fit(
     request: RuleRequest,
     load_id: Callable[[str], np.ndarray],
     new_ids: list[str],
+    encoding_id: Callable[[str], Encoding | None],
+    load_encoding: Callable[[str], Encoding | None] | None,
 ) -> RuleFit:
     """The stored rule judged on planted copies of a seeded sample of this run's new images, recorded in
     `near_rule_fits` (the `images_near_rule_fits` check reads it)."""
     sample = _seeded_sample(new_ids, request.fit_images, request.seed)
-    fit = rule_fit(rule, [load_id(i) for i in sample], request.seed)
+    codec_views = load_encoding is not None  # planted copies are scored as this run's files can be
+    fit = rule_fit(rule, [load_id(i) for i in sample], request.seed, [encoding_id(i) for i in sample], codec_views)
     con.execute(
         "INSERT INTO near_rule_fits (rule_id, new_images, sampled, recall, promised, fits, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [fit.rule_id, len(new_ids), fit.sampled, json.dumps(fit.recall), json.dumps(fit.promised), fit.fits, fit.message],

@@ -28,7 +28,6 @@ rule.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -36,11 +35,13 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 from PIL import Image
 
+from synthdata.dedup.codec import Encoding, lossy_file
 from synthdata.dedup.evidence import copy_evidence
 
 # Bump when evidence.py changes what the number means (v2: native-scale shifts; v3: chroma blurred more; v4: the
-# residual's L8 mean instead of its root mean square).
-STATISTIC = "copy_distance/v4"
+# residual's L8 mean instead of its root mean square; v5: a JPEG or WebP file is also compared with its partner
+# encoded the way the file was, synthdata.dedup.codec).
+STATISTIC = "copy_distance/v5"
 DEFAULT_TARGET_FALSE_RATE = 0.001
 DEFAULT_CALIBRATION_IMAGES = 256
 # The copies' range: this quantile of each transform's planted copies' distances, the largest over transforms;
@@ -50,11 +51,11 @@ POSITIVE_MARGIN = 1.25
 # Same-label look-alikes count as known distinct beyond this quantile of the copies' distances: nearer ones
 # might be real copies (a null holding real copies would squeeze the threshold onto them).
 NULL_QUANTILE = 0.95
-# Different-label pairs at or under this quantile of the copies' distances are label conflicts (one picture
-# under two labels), not known-distinct look-alikes. Measured on the icons set (docs/benchmarks.md): the
-# closest different-label pairs (copy distance 0-0.002, against a copy median of 0.003) were all one artwork
-# shipped by two icon themes; a null holding them pinned the threshold at 0 and the rule missed every
-# re-encoded copy.
+# Different-label pairs at or under this quantile of the distances of the copies that leave a residual are
+# label conflicts (one picture under two labels), not known-distinct look-alikes. Measured on the icons set
+# (v3; docs/benchmarks.md): the closest different-label pairs (copy distance 0-0.002, against a copy median of
+# 0.003) were all one artwork shipped by two icon themes; a null holding them pinned the threshold at 0 and the
+# rule missed every re-encoded copy.
 CONFLICT_QUANTILE = 0.5
 # The correlation screen sits SCREEN_MARGIN below this quantile of the planted copies' best correlations
 # (see evidence.copy_evidence); copies it screens out count as missed in the recall.
@@ -79,19 +80,22 @@ FIT_TOLERANCE = 0.05
 FIT_MIN_MISSES = 2
 
 
-def _reencode(image: np.ndarray, fmt: str, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    pil = Image.fromarray(image)
-    pil.save(buf, format=fmt, quality=quality)
-    return np.asarray(Image.open(buf).convert(pil.mode))
+def _jpeg_file(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Encoding]:
+    """A JPEG copy (q80-95) and how its file was encoded: curation reads that from a real file's header."""
+    return lossy_file(image, "JPEG", int(rng.integers(80, 96)))
+
+
+def _webp_file(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Encoding]:
+    """A WebP copy (q80-95) and its file's encoding (the size of its VP8 payload)."""
+    return lossy_file(image, "WEBP", int(rng.integers(80, 96)))
 
 
 def _jpeg(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return _reencode(image, "JPEG", int(rng.integers(80, 96)))
+    return _jpeg_file(image, rng)[0]
 
 
 def _webp(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return _reencode(image, "WEBP", int(rng.integers(80, 96)))
+    return _webp_file(image, rng)[0]
 
 
 def _brightness_contrast(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -140,6 +144,13 @@ TRANSFORMS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] =
 }
 
 
+# The transforms that make a lossy file (plant_file), with its encoding.
+_LOSSY_FILES: dict[str, Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, Encoding]]] = {
+    "jpeg": _jpeg_file,
+    "webp": _webp_file,
+}
+
+
 # Pixel crops and shifts are supported on images at least this large: 2 px of an 8 px digit is a quarter of
 # it, another image rather than a copy.
 PIXEL_SHIFT_MIN_SIDE = 20
@@ -155,6 +166,14 @@ def plant_copy(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.nda
     if kind not in TRANSFORMS:
         raise ValueError(f"unknown transform {kind!r}; known: {sorted(TRANSFORMS)}")
     return TRANSFORMS[kind](image, rng)
+
+
+def plant_file(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, Encoding | None]:
+    """:func:`plant_copy` (the same draws of ``rng``) and how the copy's file was lossily encoded, as
+    :func:`synthdata.dedup.codec.encoding_of` reads it from a file (None: pixels changed without a lossy file)."""
+    if kind in _LOSSY_FILES:
+        return _LOSSY_FILES[kind](image, rng)
+    return plant_copy(image, kind, rng), None
 
 
 @dataclass(frozen=True)
@@ -268,8 +287,14 @@ class Positives:
 
     @property
     def conflict_floor(self) -> float:
-        """Different-label pairs at or under this distance are label conflicts, not known distinct."""
-        return float(np.quantile(self.screened_distance, CONFLICT_QUANTILE))
+        """Different-label pairs at or under this distance are label conflicts, not known distinct: the
+        CONFLICT_QUANTILE of the copies that leave a residual. Copies reproduced exactly (re-encodes through
+        their codec views, pixel crops and shifts) say nothing about how near one picture re-rendered lies;
+        counted, they put the median at 0 and the same Adwaita icon filed under two contexts (0.006 apart)
+        became a known-distinct pair that held the threshold under every resized copy."""
+        d = self.screened_distance
+        d = d[np.isfinite(d) & (d > 0)]
+        return float(np.quantile(d, CONFLICT_QUANTILE)) if len(d) else 0.0
 
     def null_pairs(self, different_label: np.ndarray, distance: np.ndarray) -> np.ndarray:
         """Which scored candidate pairs are known distinct: different labels farther than a typical copy
@@ -283,18 +308,33 @@ class Positives:
         return int((np.asarray(different_label, bool) & (np.asarray(distance) <= self.conflict_floor)).sum())
 
 
-def measure_positives(images: Sequence[np.ndarray], seed: int) -> Positives:
+def measure_positives(
+    images: Sequence[np.ndarray],
+    seed: int,
+    encodings: Sequence[Encoding | None] | None = None,
+    codec_views: bool = True,
+) -> Positives:
     """Every transform of :data:`TRANSFORMS` that :func:`applies` to each image (seeded), scored against its
-    original."""
+    original as curation scores files: a JPEG or WebP copy with its file's encoding, and an original with
+    ``encodings[i]`` (how its own file was encoded, when it was lossy). Without ``codec_views`` (a curation
+    that cannot read files' encodings) every copy is scored on its pixels alone, as its files will be."""
     rng = np.random.default_rng(seed)
-    originals, copies, kinds = [], [], []
+    originals, copies, kinds, codes = [], [], [], []
     for kind in TRANSFORMS:
-        for image in (i for i in images if applies(i, kind)):
+        for k, image in enumerate(images):
+            if not applies(image, kind):
+                continue
+            copy, code = plant_file(image, kind, rng)
             originals.append(image)
-            copies.append(plant_copy(image, kind, rng))
+            copies.append(copy)
             kinds.append(kind)
+            codes.append((encodings[k] if encodings is not None else None, code))
     n = len(originals)
-    distance, correlation = copy_evidence([(i, n + i) for i in range(n)], (originals + copies).__getitem__)
+    encoding = [c for c, _ in codes] + [c for _, c in codes]
+    distance, correlation = copy_evidence(
+        [(i, n + i) for i in range(n)], (originals + copies).__getitem__,
+        encoding=encoding.__getitem__ if codec_views else None,
+    )  # fmt: skip
     return Positives(np.array(kinds), distance, correlation.astype(np.float64))
 
 
@@ -325,10 +365,16 @@ class RuleFit:
         )
 
 
-def rule_fit(rule: NearDuplicateRule, images: Sequence[np.ndarray], seed: int) -> RuleFit:
+def rule_fit(
+    rule: NearDuplicateRule,
+    images: Sequence[np.ndarray],
+    seed: int,
+    encodings: Sequence[Encoding | None] | None = None,
+    codec_views: bool = True,
+) -> RuleFit:
     """Planted copies of ``images`` (a sample of a later drop) judged by ``rule``: the recall it gives them,
     against what it promised on the drop it was calibrated on."""
-    positives = measure_positives(images, seed)
+    positives = measure_positives(images, seed, encodings, codec_views)
     recall = positives.recall(rule.threshold, rule.screen)
     copies = {k: int(np.sum(positives.kinds == k)) for k in recall}
     short = {k: v for k, v in recall.items()

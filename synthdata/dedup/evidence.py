@@ -19,6 +19,11 @@ re-encoded copy of saturated line art differs from its original by a colour frin
 icons, statistic v3: blurring it cut the median distance of JPEG copies from 0.062 to 0.033), while a colour
 that differs over an area still counts in full. Grey pairs have no chroma and are scored exactly as without it.
 
+A pair whose file is lossy (JPEG, WebP: ``copy_evidence``'s ``encoding``) also gets codec views: the other
+image encoded the way that file was (:mod:`synthdata.dedup.codec`), which reproduces a re-encoded copy made
+with the same encoder pixel for pixel (statistic v5). They are views of pairs that pass the screen, scored like
+the others; the correlation the screen judges stays that of the alignments.
+
 0 means an exact transform; re-encoded, resized, shifted and brightness-changed copies of real images stay
 under ~0.2, distinct look-alikes of one class (Fashion-MNIST, faces) mostly above. Where the line falls is
 a property of the data set: :mod:`synthdata.dedup.calibrate` measures it.
@@ -58,6 +63,7 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix, csr_matrix
 
 from synthdata.blas import single_threaded_blas
+from synthdata.dedup.codec import Encoding, encode_like
 from synthdata.dedup.resample import filter_weights, padded_filter_weights
 
 GRID = 64
@@ -104,6 +110,8 @@ _CHUNK = 4096
 # another benchmark ran). The numbers do not depend on it: every batch is formed before any is scored.
 _THREADS = max(1, min(2, os.cpu_count() or 1))
 _NATIVE_CHUNK = 256  # pairs compared at once at their own scale (up to 256 x 256 x 3 floats each)
+_CODEC_CACHE_BYTES = 64 << 20  # re-encoded frames kept for reuse (an image against many files of one encoding)
+_CODEC_CHUNK = 1024  # codec views scored at once
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -751,7 +759,10 @@ def copy_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def copy_evidence(
-    pairs: Sequence[tuple], load: Callable[[object], np.ndarray], screen: float = -1.0
+    pairs: Sequence[tuple],
+    load: Callable[[object], np.ndarray],
+    screen: float = -1.0,
+    encoding: Callable[[object], Encoding | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`copy_distance` of every pair (ids a, b; ``load(id)`` gives the uint8 image), batched, and the
     best luma correlation over the alignments tried.
@@ -759,7 +770,10 @@ def copy_evidence(
     Pairs whose best correlation is below ``screen`` are not scored in full: their distance is
     inf (:mod:`synthdata.dedup.calibrate` sets the screen below every planted copy it measured). Pairs of
     one shape are compared as stacks, pairs of two shapes in padded batches (:func:`_different_shape_distance`);
-    each image is loaded once unless evicted from a bounded cache.
+    each image is loaded once unless evicted from a bounded cache. ``encoding(id)`` says how an image's file
+    was lossily encoded (:func:`synthdata.dedup.codec.encoding_of`; None: lossless, or not known): a scored
+    pair with such a file also gets its codec views (:func:`_codec_views`; the correlation returned is that of
+    the alignments, which the screen judges).
     """
     pairs = list(pairs)
     out, corr = np.empty(len(pairs)), np.ones(len(pairs), np.float32)
@@ -832,4 +846,52 @@ def copy_evidence(
                     pending.popleft().result()
         for job in pending:
             job.result()
+    if encoding is not None:
+        _codec_views(pairs, get, encoding, out)
     return out, corr
+
+
+def _codec_views(
+    pairs: Sequence[tuple],
+    get: Callable[[object], tuple[np.ndarray, np.ndarray]],
+    encoding: Callable[[object], Encoding | None],
+    out: np.ndarray,
+) -> None:
+    """Lower ``out`` (in place) to the codec views where they are less: for each scored pair (one that passed
+    the screen) of one size where an image's file is lossy, the other image encoded as that file was
+    (:mod:`synthdata.dedup.codec`), against the file's pixels, by :func:`residual` on their frames. A
+    re-encoded copy made with the file's encoder is reproduced exactly (0); a distinct look-alike's codec view
+    keeps it about as far as its pixels do. Images larger than _NATIVE_RESIZE_SIDE are left out: the cache
+    holds only their frames, on which a reduction from that size has averaged a codec's noise away."""
+    views: dict[tuple[int, int], list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    # Re-encodes kept for reuse, by bytes: the JPEG files of a set mostly share their tables, so an image seen
+    # against many of them is encoded once.
+    encoded: OrderedDict[tuple[object, Encoding], list[np.ndarray]] = OrderedDict()
+    held = 0
+    for k in np.flatnonzero(np.isfinite(out) & (out > 0)).tolist():
+        a, b = pairs[k]
+        for x, y in ((a, b), (b, a)):
+            code = encoding(y)
+            if code is None:
+                continue
+            (original_x, frame_x), (original_y, frame_y) = get(x), get(y)
+            if original_x is frame_x or original_y is frame_y or original_x.shape[:2] != original_y.shape[:2]:
+                continue
+            if (x, code) not in encoded:
+                encoded[x, code] = [_frame(view) for view in encode_like(original_x, code)]
+                held += sum(v.nbytes for v in encoded[x, code])
+                while held > _CODEC_CACHE_BYTES and len(encoded) > 1:
+                    held -= sum(v.nbytes for v in encoded.popitem(last=False)[1])
+            group = views.setdefault(frame_y.shape[:2], [])
+            group.extend((k, view, frame_y) for view in encoded[x, code])
+            if len(group) >= _CODEC_CHUNK:  # scored a batch at a time: memory stays bounded
+                _score_codec_views(views.pop(frame_y.shape[:2]), out)
+    for members in views.values():
+        _score_codec_views(members, out)
+
+
+def _score_codec_views(members: list, out: np.ndarray) -> None:
+    """:func:`residual` of each codec view (pair row, view, file's frame); ``out`` keeps the least (in place)."""
+    rows = np.array([k for k, _, _ in members])
+    x, y = np.stack([v for _, v, _ in members]), np.stack([f for _, _, f in members])
+    np.minimum.at(out, rows, residual(x, y))
