@@ -46,7 +46,7 @@ from synthdata.dedup.calibrate import (
 )
 from synthdata.dedup.candidates import DEFAULT_MAX_PARTNERS, DEFAULT_RADIUS, candidate_pairs
 from synthdata.dedup.codec import Encoding
-from synthdata.dedup.evidence import copy_evidence
+from synthdata.dedup.evidence import CODEC_VIEW_MAX_SIDE, copy_evidence
 from synthdata.dedup.groups import group_duplicates, group_sizes
 from synthdata.dedup.small_images import POOL_SIDE, SCREEN_SLACK, merge_pairs, resized_small_pairs
 from synthdata.io.warehouse import insert_df, transaction
@@ -228,7 +228,11 @@ def _near_duplicates(
             raise ValueError("near-duplicate candidates need a pixel loader to be confirmed")
         return load(keys[image_id])
 
-    lossy = {i for (i,) in con.execute("SELECT image_id FROM _reps WHERE format IN ('JPEG', 'WEBP')").fetchall()}
+    # Only files a codec view can be taken of: larger ones are compared on frames that average a codec away.
+    lossy = {i for (i,) in con.execute(
+        "SELECT image_id FROM _reps WHERE format IN ('JPEG', 'WEBP') AND greatest(width, height) <= ?",
+        [CODEC_VIEW_MAX_SIDE],
+    ).fetchall()}  # fmt: skip
     encodings: dict[str, Encoding | None] = {}
 
     def encoding_id(image_id: str) -> Encoding | None:

@@ -110,6 +110,9 @@ _CHUNK = 4096
 # another benchmark ran). The numbers do not depend on it: every batch is formed before any is scored.
 _THREADS = max(1, min(2, os.cpu_count() or 1))
 _NATIVE_CHUNK = 256  # pairs compared at once at their own scale (up to 256 x 256 x 3 floats each)
+# Codec views are taken of images up to this side (larger ones are held only as frames): callers need not look
+# up the encodings of larger files.
+CODEC_VIEW_MAX_SIDE = _NATIVE_RESIZE_SIDE
 _CODEC_CACHE_BYTES = 64 << 20  # re-encoded frames kept for reuse (an image against many files of one encoding)
 _CODEC_CHUNK = 1024  # codec views scored at once
 
@@ -862,7 +865,8 @@ def _codec_views(
     (:mod:`synthdata.dedup.codec`), against the file's pixels, by :func:`residual` on their frames. A
     re-encoded copy made with the file's encoder is reproduced exactly (0); a distinct look-alike's codec view
     keeps it about as far as its pixels do. Images larger than _NATIVE_RESIZE_SIDE are left out: the cache
-    holds only their frames, on which a reduction from that size has averaged a codec's noise away."""
+    holds only their frames, on which a reduction from that size has averaged a codec's noise away
+    (CODEC_VIEW_MAX_SIDE)."""
     views: dict[tuple[int, int], list[tuple[int, np.ndarray, np.ndarray]]] = {}
     # Re-encodes kept for reuse, by bytes: the JPEG files of a set mostly share their tables, so an image seen
     # against many of them is encoded once.
@@ -870,13 +874,14 @@ def _codec_views(
     held = 0
     for k in np.flatnonzero(np.isfinite(out) & (out > 0)).tolist():
         a, b = pairs[k]
+        (original_a, frame_a), (original_b, frame_b) = get(a), get(b)
+        if original_a is frame_a or original_b is frame_b or original_a.shape[:2] != original_b.shape[:2]:
+            continue
         for x, y in ((a, b), (b, a)):
             code = encoding(y)
             if code is None:
                 continue
-            (original_x, frame_x), (original_y, frame_y) = get(x), get(y)
-            if original_x is frame_x or original_y is frame_y or original_x.shape[:2] != original_y.shape[:2]:
-                continue
+            (original_x, _), (_, frame_y) = get(x), get(y)
             if (x, code) not in encoded:
                 encoded[x, code] = [_frame(view) for view in encode_like(original_x, code)]
                 held += sum(v.nbytes for v in encoded[x, code])
