@@ -71,7 +71,7 @@ def images(
             con, load_pixels, config.near_duplicates, config.hamming_radius, config.copy_distance_threshold,
             target_false_rate=config.target_false_rate, calibration_images=config.calibration_images,
             seed=config.calibration_seed, recalibrate=config.recalibrate, fit_images=config.rule_fit_images,
-            load_encoding=lambda key: encoding_of(store.read(key)),  # JPEG files: their tables (header only)
+            load_encoding=lambda key: encoding_of(store.read(key)),  # JPEG / WebP files: how they were encoded
         )  # fmt: skip
         retention = class_retention(con)
         per_label = con.execute(

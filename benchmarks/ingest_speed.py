@@ -208,7 +208,7 @@ def run_ours(drop: Path, home: Path, workers: int | None, dedup: bool = True, st
     from synthdata.io.warehouse import connect
 
     blobs = BlobStore(home / "store") if store else None
-    # Decoded under the store's limits, as at ingest; JPEG files' tables from their headers, as the images asset does.
+    # Decoded under the store's limits, as at ingest; lossy files' encodings from their headers, as the images asset does.
     load = lambda key: np.asarray(blobs.decode(key).image)  # noqa: E731
     encoding = lambda key: encoding_of(blobs.read(key))  # noqa: E731
     con = connect(home / "warehouse.duckdb")

@@ -25,9 +25,10 @@ Sets of distinct real images:
 
 Planted copies of random distinct images (``--copies`` per kind, same label as the original): exact, and every
 transform of ``synthdata.dedup.calibrate.TRANSFORMS`` (JPEG / WebP q80-95, brightness/contrast +-15%, resize
-x0.5-x2, 1-2 px crops and shifts). A JPEG copy carries its file's encoding (tables, subsampling), which curation
-reads from the header of a real file: it is also compared with its partner encoded that way
-(``synthdata.dedup.codec``; ``--no-codec`` scores it on its pixels alone, as statistic v4 did). ``--as-jpeg Q``
+x0.5-x2, 1-2 px crops and shifts). A JPEG or WebP copy carries its file's encoding (JPEG tables and subsampling,
+WebP payload size), which curation reads from the header of a real file: it is also compared with its partner
+encoded that way (``synthdata.dedup.codec``; ``--no-codec`` scores every copy on its pixels alone, as statistic
+v4 did). ``--as-jpeg Q``
 makes every distinct image a JPEG file of quality Q before copies are made: an all-JPEG set, where distinct
 look-alikes get codec views too.
 
@@ -80,7 +81,7 @@ from synthdata.dedup.candidates import (  # noqa: E402
     SHIFT_RADIUS,
     candidate_pairs,
 )
-from synthdata.dedup.codec import jpeg_file  # noqa: E402
+from synthdata.dedup.codec import lossy_file  # noqa: E402
 from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs  # noqa: E402
 from synthdata.dedup.evidence import copy_evidence  # noqa: E402
 from synthdata.dedup.groups import group_duplicates  # noqa: E402
@@ -223,8 +224,8 @@ def exact_pairs(ids: list[str], images: dict[str, np.ndarray]) -> pd.DataFrame:
 
 def plant(distinct_ids: list[str], images: dict, labels: dict, copies: int, rng,
           encodings: dict | None = None) -> dict[str, tuple[str, str]]:  # fmt: skip
-    """Planted copies (added to images and labels, and a JPEG copy's file encoding to ``encodings``): copy id ->
-    (original id, kind)."""
+    """Planted copies (added to images and labels, and a JPEG or WebP copy's file encoding to ``encodings``): copy
+    id -> (original id, kind)."""
     truth = {}
     for kind in KINDS:
         pool = [i for i in distinct_ids if kind == "exact" or applies(images[i], kind)]
@@ -341,10 +342,10 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     images = {f"d{i:06d}": im for i, im in enumerate(images_list)}
     labels = {f"d{i:06d}": lab for i, lab in enumerate(label_list)}
     distinct_ids = list(images)
-    args.encodings = {}  # image id -> how its (JPEG) file was encoded, as curation reads it from the header
+    args.encodings = {}  # image id -> how its lossy file was encoded, as curation reads it from the header
     if args.as_jpeg:  # every distinct image arrives as a JPEG file: its pixels are what the file decodes to
         for i in distinct_ids:
-            images[i], args.encodings[i] = jpeg_file(images[i], args.as_jpeg)
+            images[i], args.encodings[i] = lossy_file(images[i], "JPEG", args.as_jpeg)
     truth = plant(distinct_ids, images, labels, args.copies, rng, args.encodings)
     args.encoding = None if args.no_codec else args.encodings.get
     copy_ids = list(truth)

@@ -10,7 +10,7 @@ import skimage.data
 from PIL import Image
 
 from synthdata.dedup.calibrate import measure_positives, plant_file
-from synthdata.dedup.codec import encode_like, encoding_of, jpeg_file, lossy_file
+from synthdata.dedup.codec import encode_like, encoding_of, lossy_file
 from synthdata.dedup.evidence import copy_evidence
 from tests.conftest import logo_art, text_tiles
 
@@ -56,7 +56,7 @@ def test_a_picture_encoded_like_a_file_reproduces_the_file_made_from_it(quality)
                         {"progressive": True, "optimize": True}):  # fmt: skip
             copy = _file(image, quality=quality, **options)
             assert np.array_equal(encode_like(image, encoding_of(copy))[0], _decoded(copy)), options
-    pixels, encoding = jpeg_file(photo, quality)
+    pixels, encoding = lossy_file(photo, "JPEG", quality)
     assert np.array_equal(encode_like(photo, encoding)[0], pixels)
 
 

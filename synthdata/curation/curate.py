@@ -228,15 +228,16 @@ def _near_duplicates(
             raise ValueError("near-duplicate candidates need a pixel loader to be confirmed")
         return load(keys[image_id])
 
+    codec_views = load_encoding is not None  # else files, and the planted copies judging the rule, are pixels alone
     # Only files a codec view can be taken of: larger ones are compared on frames that average a codec away.
     lossy = {i for (i,) in con.execute(
         "SELECT image_id FROM _reps WHERE format IN ('JPEG', 'WEBP') AND greatest(width, height) <= ?",
         [CODEC_VIEW_MAX_SIDE],
-    ).fetchall()}  # fmt: skip
+    ).fetchall()} if codec_views else set()  # fmt: skip
     encodings: dict[str, Encoding | None] = {}
 
     def encoding_id(image_id: str) -> Encoding | None:
-        if load_encoding is None or image_id not in lossy:
+        if image_id not in lossy:
             return None
         if image_id not in encodings:
             encodings[image_id] = load_encoding(keys[image_id])
@@ -248,11 +249,11 @@ def _near_duplicates(
         if rule is None:  # calibrate: planted copies of a seeded sample of the data set's own images
             sample = _seeded_sample(sorted(keys), request.calibration_images, request.seed)
             positives = measure_positives([load_id(i) for i in sample], request.seed,
-                                          [encoding_id(i) for i in sample], load_encoding is not None)  # fmt: skip
+                                          [encoding_id(i) for i in sample], codec_views)  # fmt: skip
         stats.seconds["calibrate"] = time.perf_counter() - t
         if positives is None and rule.null_source != "fixed" and request.fit_images:
             t = time.perf_counter()
-            stats.rule_fit = _test_rule_fit(con, rule, request, load_id, new_ids, encoding_id, load_encoding)
+            stats.rule_fit = _test_rule_fit(con, rule, request, load_id, new_ids, encoding_id, codec_views)
             stats.seconds["rule_fit"] = time.perf_counter() - t
         pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True, max_partners=DEFAULT_MAX_PARTNERS)
         screen = rule.screen if rule is not None else positives.screen
@@ -330,12 +331,11 @@ def _test_rule_fit(
     load_id: Callable[[str], np.ndarray],
     new_ids: list[str],
     encoding_id: Callable[[str], Encoding | None],
-    load_encoding: Callable[[str], Encoding | None] | None,
+    codec_views: bool,
 ) -> RuleFit:
     """The stored rule judged on planted copies of a seeded sample of this run's new images, recorded in
     `near_rule_fits` (the `images_near_rule_fits` check reads it)."""
     sample = _seeded_sample(new_ids, request.fit_images, request.seed)
-    codec_views = load_encoding is not None  # planted copies are scored as this run's files can be
     fit = rule_fit(rule, [load_id(i) for i in sample], request.seed, [encoding_id(i) for i in sample], codec_views)
     con.execute(
         "INSERT INTO near_rule_fits (rule_id, new_images, sampled, recall, promised, fits, message) VALUES (?, ?, ?, ?, ?, ?, ?)",

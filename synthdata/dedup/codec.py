@@ -143,15 +143,10 @@ def _decoded(data: bytes, mode: str) -> np.ndarray:
         return np.asarray(img if img.mode == mode else img.convert(mode))
 
 
-def jpeg_file(image: np.ndarray, quality: int) -> tuple[np.ndarray, Encoding]:
-    """``image`` (uint8, grey or RGB) saved as a JPEG file of ``quality`` by Pillow: the pixels the file decodes to
-    and its encoding, as :func:`encoding_of` reads it (planted copies and benchmarks: what a real file gives)."""
-    return lossy_file(image, "JPEG", quality)
-
-
 def lossy_file(image: np.ndarray, fmt: str, quality: int) -> tuple[np.ndarray, Encoding]:
     """``image`` (uint8, grey or RGB) saved as a ``fmt`` ("JPEG" or "WEBP") file of ``quality`` by Pillow: the
-    pixels it decodes to, in the image's own mode (as a planted copy is seen), and its encoding."""
+    pixels it decodes to, in the image's own mode (as a planted copy is seen), and its encoding as
+    :func:`encoding_of` reads it from the file (planted copies and benchmarks: what a real file gives)."""
     pil = Image.fromarray(np.asarray(image))
     buf = io.BytesIO()
     pil.save(buf, format=fmt, quality=quality)

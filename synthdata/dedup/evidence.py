@@ -874,14 +874,16 @@ def _codec_views(
     held = 0
     for k in np.flatnonzero(np.isfinite(out) & (out > 0)).tolist():
         a, b = pairs[k]
-        (original_a, frame_a), (original_b, frame_b) = get(a), get(b)
-        if original_a is frame_a or original_b is frame_b or original_a.shape[:2] != original_b.shape[:2]:
+        pair_images = {a: get(a), b: get(b)}  # (original, frame) of each
+        if any(original is frame for original, frame in pair_images.values()) or (
+            pair_images[a][0].shape[:2] != pair_images[b][0].shape[:2]
+        ):
             continue
         for x, y in ((a, b), (b, a)):
             code = encoding(y)
             if code is None:
                 continue
-            (original_x, _), (_, frame_y) = get(x), get(y)
+            original_x, frame_y = pair_images[x][0], pair_images[y][1]
             if (x, code) not in encoded:
                 encoded[x, code] = [_frame(view) for view in encode_like(original_x, code)]
                 held += sum(v.nbytes for v in encoded[x, code])
