@@ -43,8 +43,9 @@ class CurateConfig(dg.Config):
     kinds={"duckdb", "python"},
     description=(
         "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) and "
-        "near-duplicates (pHash candidates within `hamming_radius`, plus shift/crop hashes and resized copies of "
-        "images under 16 px, confirmed by a copy distance after alignment "
+        "near-duplicates (pHash candidates within `hamming_radius`, plus shift/crop hashes, resized copies of "
+        "images under 16 px and the low frequencies of images whose pHash noise decides (symmetric drawings), "
+        "confirmed by a copy distance after alignment "
         "and a brightness/contrast fit (a JPEG or WebP file is also compared with its partner encoded the way the "
         "file was), under a rule calibrated on this data set for `target_false_rate` and "
         "stored in `near_duplicate_rules`) collapse onto the first file seen (earliest drop, then path); a member "
@@ -116,6 +117,7 @@ def images(
         "new_images_compared": stats.new_compared,
         "near_candidates": stats.candidates,
         "near_candidates_small_images": stats.small_image_candidates,
+        "near_candidates_fragile_phash": stats.fragile_phash_candidates,
         "near_scored": stats.screened,
         "near_confirmed": stats.confirmed,
         "largest_group": stats.largest_group,

@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/near_dup_recall.py [--set mix|fashion|mnist|icons|icons16] [--n N [N ...]] [--radius R] [--threshold T]
 [--copies C] [--seed S] [--target-false-rate F] [--max-partners K] [--phash-only | --no-shift] [--no-baseline]
-[--no-codec] [--as-jpeg Q]``
+[--no-codec] [--no-fragile] [--as-jpeg Q]``
 
 Sets of distinct real images:
 
@@ -36,8 +36,9 @@ The pipeline runs as curation does, in two drops: drop 1 holds half the distinct
 rule (planted copies of a seeded sample of drop 1, different-label look-alikes among drop 1's candidates);
 drop 2 (the rest plus all copies) is judged by that rule, its images compared against everything. Groups
 never chain (``synthdata.dedup.groups``). ``--threshold`` fixes the copy-distance threshold instead.
-Candidates come from the channels curation uses: pHash, shift and crop hashes, and resized copies of small
-images (``synthdata.dedup.small_images``; ``--phash-only`` leaves all but pHash out).
+Candidates come from the channels curation uses: pHash, shift and crop hashes, resized copies of small
+images (``synthdata.dedup.small_images``) and images whose pHash noise decides (``synthdata.dedup.fragile_phash``;
+``--no-fragile`` leaves that one out, ``--phash-only`` all but pHash).
 
 Reported per set: recall per kind (copy grouped with its original), false duplicates (distinct images that
 share a group with another distinct image), the lowest per-class retained fraction, candidates and
@@ -84,6 +85,7 @@ from synthdata.dedup.candidates import (  # noqa: E402
 from synthdata.dedup.codec import lossy_file  # noqa: E402
 from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs  # noqa: E402
 from synthdata.dedup.evidence import copy_evidence  # noqa: E402
+from synthdata.dedup.fragile_phash import fragile_pairs  # noqa: E402
 from synthdata.dedup.groups import group_duplicates  # noqa: E402
 from synthdata.dedup.phash import image_hashes, to_signed  # noqa: E402
 from synthdata.dedup.shift_hash import stored  # noqa: E402
@@ -252,31 +254,41 @@ def clocks() -> np.ndarray:
 
 def find_candidates(
     drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int,
-    small_floor: float | None = -1.0,
-) -> tuple[list[pd.DataFrame], np.ndarray]:
+    small_floor: float | None = -1.0, fragile: bool = True,
+) -> tuple[list[pd.DataFrame], np.ndarray, int]:
     """Candidate pairs of each drop's new images against everything so far, as curation searches them (the
-    small-image channel keeps pairs from ``small_floor`` up; None leaves the channel out)."""
+    small-image and fragile-pHash channels keep pairs from ``small_floor`` up; None leaves them out, and
+    ``fragile`` False the fragile-pHash channel), and how many distinct images have a fragile pHash."""
     con = duckdb.connect()
     con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN)")
     found, seconds = [], np.zeros(2)
+    lowfreq: dict[str, np.ndarray] = {}  # images with a fragile pHash: their low frequencies, as ingest stores them
     for drop in drops:
-        hashes, crop_hashes, shifts = image_hashes([Image.fromarray(images[i]) for i in drop])
+        hashes = image_hashes([Image.fromarray(images[i]) for i in drop])
+        lowfreq.update((i, row) for i, row in zip(drop, hashes.lowfreq) if not np.isnan(row).any())
         t = clocks()
         con.execute("UPDATE hashes SET is_new = false")
-        shift_lists = [[int(v) for v in to_signed(np.array(row, np.uint64))] for row in stored(shifts)]
-        frame = pd.DataFrame({"image_id": drop, "phash": to_signed(hashes), "phash2": to_signed(crop_hashes),
+        shift_lists = [[int(v) for v in to_signed(np.array(row, np.uint64))] for row in stored(hashes.shifts)]
+        frame = pd.DataFrame({"image_id": drop, "phash": to_signed(hashes.phash), "phash2": to_signed(hashes.phash2),
                               "shift_hashes": shift_lists, "is_new": True})  # fmt: skip
         con.execute("INSERT INTO hashes SELECT * FROM frame")
         pairs = candidate_pairs(con, "hashes", radius, new_only=True, crop_radius=crop_radius,
                                 shift_radius=shift_radius, max_partners=max_partners or None)  # fmt: skip
         if small_floor is not None:  # resized copies of small images, as curation adds them (synthdata.dedup.small_images)
             ids, new = con.execute("SELECT image_id, is_new FROM hashes ORDER BY image_id").fetchnumpy().values()
+            phash = dict(con.execute("SELECT image_id, phash FROM hashes").fetchall())
             small = resized_small_pairs(list(ids), [images[i].shape[:2] for i in ids], new, images.__getitem__,
                                         min_correlation=small_floor)  # fmt: skip
-            pairs = merge_pairs(pairs, small, dict(con.execute("SELECT image_id, phash FROM hashes").fetchall()))
+            pairs = merge_pairs(pairs, small, phash)
+            if fragile:  # images whose pHash noise decides, as curation adds them (synthdata.dedup.fragile_phash)
+                keep = [k for k, i in enumerate(ids) if i in lowfreq]
+                # (as stored: float16 rows)
+                rows = np.stack([lowfreq[ids[k]] for k in keep]).astype(np.float32) if keep else np.zeros((0, 64))
+                pairs = merge_pairs(pairs, fragile_pairs([ids[k] for k in keep], rows, new[keep],
+                                                         min_correlation=small_floor), phash)  # fmt: skip
         found.append(pairs)
         seconds += clocks() - t
-    return found, seconds
+    return found, seconds, len(lowfreq)
 
 
 def positives_of(drop: list[str], images: dict, args) -> Positives:
@@ -365,7 +377,8 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     t_positives = clocks() - t
     # Curation knows the screen before it searches (the small-image channel keeps pairs near or above it).
     floor = None if args.phash_only else (positives.screen if positives else -1.0) - SCREEN_SLACK
-    found, t_cand = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners, floor)
+    found, t_cand, n_fragile = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners,
+                                               floor, not args.no_fragile)  # fmt: skip
     t = clocks() - t_positives
     if positives is not None:
         rule, first = calibrate_on(drops[0], found[0], images, labels, args, positives)
@@ -386,7 +399,8 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     print(f"\n{len(distinct_ids):,} distinct images + {len(copy_ids):,} planted copies ({args.copies} per kind); "
           f"radius {args.radius}{f' (nearest {args.max_partners})' if args.max_partners else ''}"
           f"{'' if shift_radius is None else f' + shift channel {shift_radius}'}"
-          f"{'' if crop_radius is None else f' + crop channel {crop_radius}'}")
+          f"{'' if crop_radius is None else f' + crop channel {crop_radius}'}"
+          f"{'' if args.phash_only or args.no_fragile else f' + fragile-pHash channel ({n_fragile:,} images)'}")
     print(f"rule {rule.rule_id}: copy distance <= {rule.threshold:.4f}, screen {rule.screen:.3f}; target false rate "
           f"{rule.target_false_rate:g}, estimated {rule.est_false_rate:.4%} over {rule.null_images:,} drop-1 images "
           f"(folds {rule.drop_fold_rate or 0:.4%} of them); "
@@ -446,6 +460,8 @@ def main() -> None:
     parser.add_argument("--max-partners", type=int, default=DEFAULT_MAX_PARTNERS,
                         help="nearest pHash partners kept per new image, as curation does (0: every pair within the radius)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the fixed-rule baseline")
+    parser.add_argument("--no-fragile", action="store_true",
+                        help="leave the fragile-pHash candidate channel out (synthdata.dedup.fragile_phash)")
     parser.add_argument("--no-codec", action="store_true",
                         help="score JPEG files on their pixels alone (no codec view: copy distance v4)")
     parser.add_argument("--as-jpeg", type=int, default=None, metavar="Q",

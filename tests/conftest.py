@@ -1,5 +1,6 @@
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,22 @@ def logo_art() -> np.ndarray:
     logo = Image.fromarray(skimage.data.logo())
     white = Image.new("RGBA", logo.size, (255, 255, 255, 255))
     return np.asarray(Image.alpha_composite(white, logo).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS))
+
+
+ADWAITA = Path("/usr/share/icons/Adwaita/48x48")  # Debian's adwaita-icon-theme (.ci/run installs it)
+
+
+def adwaita_icons() -> list[tuple[str, np.ndarray]]:
+    """(context, pixels) of the Adwaita theme's 48 px icons composited on white, plain ones left out."""
+    out = []
+    for path in sorted(ADWAITA.rglob("*.png")):
+        with Image.open(path) as icon:
+            rgba = icon.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        flat = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+        if flat.mean(axis=2).std() >= 12:
+            out.append((path.parent.name, flat))
+    return out
 
 
 def text_tiles(n: int = 64) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from synthdata.dedup.calibrate import TRANSFORMS
 from synthdata.curation.ingest import ingest_partition
 from synthdata.io.store import BlobStore
 from synthdata.io.warehouse import connect
-from tests.conftest import text_tiles
+from tests.conftest import ADWAITA, adwaita_icons, text_tiles
 
 
 def tiles(n: int, seed: int) -> list[np.ndarray]:
@@ -266,22 +266,6 @@ def test_a_stored_rule_that_does_not_fit_a_later_drop_warns_and_says_to_recalibr
 
     recalibrated, meta = run_day("2024-01-03", recalibrate=True)
     assert recalibrated.passed and meta["near_rule_changed"].value != "no"
-
-
-ADWAITA = Path("/usr/share/icons/Adwaita/48x48")  # Debian's adwaita-icon-theme (.ci/run installs it)
-
-
-def adwaita_icons() -> list[tuple[str, np.ndarray]]:
-    """(context, pixels) of the Adwaita theme's 48 px icons composited on white, plain ones left out."""
-    out = []
-    for path in sorted(ADWAITA.rglob("*.png")):
-        with Image.open(path) as icon:
-            rgba = icon.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        flat = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-        if flat.mean(axis=2).std() >= 12:
-            out.append((path.parent.name, flat))
-    return out
 
 
 def test_a_rule_held_below_its_copies_by_known_distinct_pairs_shows_them(tmp_path):

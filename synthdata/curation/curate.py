@@ -47,7 +47,9 @@ from synthdata.dedup.calibrate import (
 from synthdata.dedup.candidates import DEFAULT_MAX_PARTNERS, DEFAULT_RADIUS, candidate_pairs
 from synthdata.dedup.codec import Encoding
 from synthdata.dedup.evidence import CODEC_VIEW_MAX_SIDE, copy_evidence
+from synthdata.dedup.fragile_phash import fragile_pairs
 from synthdata.dedup.groups import group_duplicates, group_sizes
+from synthdata.dedup.phash import lowfreq_array
 from synthdata.dedup.small_images import POOL_SIDE, SCREEN_SLACK, merge_pairs, resized_small_pairs
 from synthdata.io.warehouse import insert_df, transaction
 
@@ -64,6 +66,7 @@ class CurationStats:
     new_compared: int = 0
     candidates: int = 0
     small_image_candidates: int = 0  # of which only the small-image channel found (synthdata.dedup.small_images)
+    fragile_phash_candidates: int = 0  # of which only the fragile-pHash channel found (synthdata.dedup.fragile_phash)
     screened: int = 0  # candidates scored in full (the rest fell below the rule's correlation screen)
     confirmed: int = 0
     rule: NearDuplicateRule | None = None
@@ -215,8 +218,8 @@ def _near_duplicates(
         con.execute("DELETE FROM near_duplicate_pairs")
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _hashes AS
-           SELECT r.image_id, r.phash, r.phash2, r.shift_hashes, r.label, r.blob_key, r.height, r.width,
-                  x.image_id IS NULL AS is_new
+           SELECT r.image_id, r.phash, r.phash2, r.shift_hashes, r.lowfreq, r.label, r.blob_key, r.height,
+                  r.width, x.image_id IS NULL AS is_new
            FROM _reps r LEFT JOIN near_duplicate_index x USING (image_id) WHERE r.phash IS NOT NULL"""
     )
     new_ids = [i for (i,) in con.execute("SELECT image_id FROM _hashes WHERE is_new ORDER BY image_id").fetchall()]
@@ -262,6 +265,10 @@ def _near_duplicates(
         pairs = with_small_resizes(con, pairs, load_id, screen - SCREEN_SLACK)
         stats.small_image_candidates = len(pairs) - hashed
         stats.seconds["small_images"] = time.perf_counter() - t
+        t, hashed = time.perf_counter(), len(pairs)
+        pairs = with_fragile_phashes(con, pairs, screen - SCREEN_SLACK)
+        stats.fragile_phash_candidates = len(pairs) - hashed
+        stats.seconds["fragile_phash"] = time.perf_counter() - t
         stats.candidates = len(pairs)
         t = time.perf_counter()
         distance, _ = copy_evidence(list(zip(pairs["a"], pairs["b"])), load_id, screen, encoding_id)
@@ -316,6 +323,19 @@ def with_small_resizes(
     small = resized_small_pairs([r[0] for r in rows], [(r[1], r[2]) for r in rows], [r[3] for r in rows], load_id,
                                 min_correlation=min_correlation)
     return merge_pairs(pairs, small, {r[0]: r[4] for r in rows})
+
+
+def with_fragile_phashes(con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame, min_correlation: float) -> pd.DataFrame:
+    """``pairs`` and the pairs of images whose pHash noise decides (:mod:`synthdata.dedup.fragile_phash`), marked
+    ``crop_only`` (found beyond pHash's radius), sorted."""
+    rows = con.execute(
+        "SELECT image_id, is_new, phash, lowfreq FROM _hashes WHERE lowfreq IS NOT NULL ORDER BY image_id"
+    ).fetchall()
+    if not any(r[1] for r in rows):
+        return pairs
+    found = fragile_pairs([r[0] for r in rows], lowfreq_array([r[3] for r in rows]), [r[1] for r in rows],
+                          min_correlation=min_correlation)  # fmt: skip
+    return merge_pairs(pairs, found, {r[0]: r[2] for r in rows})
 
 
 def _seeded_sample(ids: list[str], n: int, seed: int) -> list[str]:

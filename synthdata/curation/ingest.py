@@ -104,22 +104,25 @@ def _store(root: str) -> BlobStore:
 
 
 def _add_hashes(rows: list[dict], images: list[Image.Image], out: IngestBatch) -> None:
-    """Give each row its pHash pair and shift hashes, batched; a batch that fails is redone image by image, and
-    an image whose hash still fails is rejected (its stored original stays: content-addressed, harmless)."""
-    from synthdata.dedup.phash import image_hashes
+    """Give each row its hashes (pHash pair, shift hashes, pHash fragility), batched; a batch that fails is redone
+    image by image, and an image whose hash still fails is rejected (its stored original stays: content-addressed,
+    harmless)."""
+    from synthdata.dedup.phash import ImageHashes, image_hashes, lowfreq_bytes
     from synthdata.dedup.shift_hash import stored
 
     if not rows:
         return
+    def rows_of(h: ImageHashes) -> list[tuple]:
+        return list(zip(h.phash.tolist(), h.phash2.tolist(), stored(h.shifts), h.fragile_bits.tolist(),
+                        map(lowfreq_bytes, h.lowfreq)))  # fmt: skip
+
     try:
-        phash, phash2, shifts = image_hashes(images)
-        hashed = list(zip(phash, phash2, stored(shifts)))
+        hashed = rows_of(image_hashes(images))
     except Exception:  # one odd image must not take the chunk's hashes with it
         hashed = []
         for img in images:
             try:
-                (h,), (h2,), shift = image_hashes([img])
-                hashed.append((h, h2, stored(shift)[0]))
+                hashed += rows_of(image_hashes([img]))
             except Exception as e:
                 hashed.append(describe_error(e))
     for row, hashes in zip(rows, hashed):
@@ -127,7 +130,7 @@ def _add_hashes(rows: list[dict], images: list[Image.Image], out: IngestBatch) -
             reason = f"perceptual hash failed: {hashes}"
             out.rejected.append({"source_path": row["source_path"], "label": row["label"], "reason": reason})
             continue
-        row["phash"], row["phash2"], row["shift_hashes"] = int(hashes[0]), int(hashes[1]), hashes[2]
+        row["phash"], row["phash2"], row["shift_hashes"], row["phash_fragile_bits"], row["lowfreq"] = hashes
         out.accepted.append(row)
 
 

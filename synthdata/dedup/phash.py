@@ -20,7 +20,9 @@ Per image most of that time is call overhead. Here every step is replayed on who
   ride along in the DCT's GEMMs), for the crop-tolerant candidate channel of
   :func:`synthdata.dedup.candidates.candidate_pairs`.
 * :func:`image_hashes` adds the shift hashes (:mod:`synthdata.dedup.shift_hash`) from the same L canvas, for
-  the shift channel of :func:`synthdata.dedup.candidates.candidate_pairs`.
+  the shift channel of :func:`synthdata.dedup.candidates.candidate_pairs`, and from the same DCT how many of
+  the pHash's bits noise decides (:data:`FRAGILE_TOLERANCE`) with, for a fragile pHash, the low frequencies
+  that :mod:`synthdata.dedup.fragile_phash` pairs such images by.
 
 ``benchmarks/phash_speed.py`` measures the throughput against imagehash and checks every hash.
 
@@ -36,6 +38,7 @@ from collections import deque
 from collections.abc import Sequence
 from functools import lru_cache
 from operator import attrgetter
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -62,6 +65,65 @@ _CHUNK_IMAGES = 256
 
 # Crop-robust companion hash (see :func:`crop_robust_hashes`): images with a side below this get none (0).
 CROP_HASH_MIN_SIDE = 16
+
+# A pHash bit is decided by noise when its coefficient lies within this share of the AC coefficients' RMS of
+# the median. Symmetric drawings (circles, flags, plus signs, sunbursts) have dozens of coefficients at the
+# median (0, by symmetry), and a re-encode, brightness change or resize moves each of them to either side: of
+# the bits that such copies of 10,360 desktop icons and clip art flipped, 64% had a coefficient this close.
+FRAGILE_TOLERANCE = 0.02
+# A pHash is fragile when at least this many of its bits are: a copy that flips half of them, as noise does,
+# lies at the candidate search's default radius (10) before anything else differs.
+FRAGILE_BITS = 20
+# 8x8 DCT coefficients -> those of the orthonormal DCT up to one factor: the first row and column of scipy's
+# unnormalised DCT-II are sqrt(2) too large relative to the rest, so inner products of the rescaled blocks are
+# those of the low-pass images they stand for.
+_ORTHO = np.ones((HASH_SIZE, HASH_SIZE))
+_ORTHO[0, :] *= np.sqrt(0.5)
+_ORTHO[:, 0] *= np.sqrt(0.5)
+_ORTHO[0, 0] = 0.0  # the mean (DC) is left out: a brightness offset moves it
+_ORTHO = _ORTHO.ravel()
+_FLAT_AC = 1e-3
+
+
+class ImageHashes(NamedTuple):
+    """What ingestion stores per image (:func:`image_hashes`); arrays are per image, in the given order."""
+
+    phash: np.ndarray  # uint64
+    phash2: np.ndarray  # uint64 crop-robust companion (0 = none)
+    shifts: np.ndarray  # (N, N_SHIFTS) uint64 shift hashes
+    fragile_bits: np.ndarray  # uint8: pHash bits decided by noise (FRAGILE_TOLERANCE)
+    lowfreq: np.ndarray  # (N, 64) float16: unit-norm low frequencies where the pHash is fragile, else NaN
+
+
+def fragility(dct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For pHash DCT blocks (N, 64) (imagehash's unnormalised 8x8 coefficients, row-major): how many bits noise
+    decides (coefficients within FRAGILE_TOLERANCE x the AC RMS of the median), and the low frequencies as a
+    unit vector (DC left out, orthonormal scaling; float16) where at least FRAGILE_BITS are, NaN elsewhere (a
+    robust pHash, or a flat image: no AC to describe)."""
+    dct = np.asarray(dct, np.float64).reshape(len(dct), HASH_SIZE * HASH_SIZE)
+    med = np.median(dct, axis=1, keepdims=True)
+    rms = np.sqrt(np.mean(dct[:, 1:] ** 2, axis=1, keepdims=True))
+    counts = (np.abs(dct - med) <= FRAGILE_TOLERANCE * rms).sum(axis=1).astype(np.uint8)
+    low = dct * _ORTHO
+    norm = np.linalg.norm(low, axis=1, keepdims=True)
+    # A flat image's AC is the matrix-product DCT's rounding (~1e-10), not content; any visible detail is >= ~1.
+    fragile = (counts >= FRAGILE_BITS) & (norm[:, 0] > _FLAT_AC)
+    out = np.full(low.shape, np.nan, np.float16)
+    out[fragile] = low[fragile] / norm[fragile]
+    return counts, out
+
+
+def lowfreq_bytes(lowfreq: np.ndarray) -> bytes | None:
+    """One image's ``lowfreq`` row (64 float16, NaN when the pHash is robust) as stored: 128 bytes, or None."""
+    row = np.asarray(lowfreq, np.float16)
+    return None if np.isnan(row).any() else row.astype("<f2").tobytes()
+
+
+def lowfreq_array(blobs: Sequence[bytes]) -> np.ndarray:
+    """Stored ``lowfreq`` values (each 128 bytes) -> (N, 64) float32 unit rows."""
+    if not blobs:
+        return np.zeros((0, 64), np.float32)
+    return np.frombuffer(b"".join(blobs), "<f2").reshape(len(blobs), 64).astype(np.float32)
 
 
 @lru_cache(maxsize=2)
@@ -93,9 +155,12 @@ def _bits_to_uint64(bits: np.ndarray) -> np.ndarray:
     return packed.view(">u8")[..., 0].astype(np.uint64)
 
 
-def _hash_thumbs(thumbs: np.ndarray, vertical_first: bool, crop_hash: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _hash_thumbs(
+    thumbs: np.ndarray, vertical_first: bool, crop_hash: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """pHashes (and with ``crop_hash`` the 8x8 block-mean hashes) of float64 thumbnails from
-    :func:`~synthdata.dedup.resample.resize_hnw`: (32, N, 32), rows outermost unless ``vertical_first`` (then columns).
+    :func:`~synthdata.dedup.resample.resize_hnw`: (32, N, 32), rows outermost unless ``vertical_first`` (then columns),
+    and the pHash's DCT blocks (N, 64), a view of a workspace the next batch overwrites.
 
     Both hashes are 8x8 projections P^T S P of each thumbnail S, computed for the whole batch as two GEMMs
     with no transpose: the first contracts the innermost axis, the second the outermost.
@@ -129,19 +194,19 @@ def _hash_thumbs(thumbs: np.ndarray, vertical_first: bool, crop_hash: bool) -> t
         exact = _scipy_lowfreq(pixels).ravel()
         bits[i, 0] = exact > np.median(exact)
     hashes = _bits_to_uint64(bits)
-    return hashes[:, 0], (hashes[:, 1] if crop_hash else None)
+    return hashes[:, 0], (hashes[:, 1] if crop_hash else None), flat[:, 0]
 
 
-def _hash_hnw(src: np.ndarray, crop_hash: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _hash_hnw(src: np.ndarray, crop_hash: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Hashes of uint8 images laid out (H, N, W): pHashes, and crop-robust hashes when asked (0 for images
-    with a side under CROP_HASH_MIN_SIDE)."""
+    with a side under CROP_HASH_MIN_SIDE); and the pHash DCT blocks (a workspace view, see :func:`_hash_thumbs`)."""
     h, n, w = src.shape
     thumbs, vertical_first = resize_hnw(src, IMG_SIZE, IMG_SIZE, np.float64)
     crop_hash_here = crop_hash and min(h, w) >= CROP_HASH_MIN_SIDE
-    hashes, crops = _hash_thumbs(thumbs, vertical_first, crop_hash_here)
+    hashes, crops, dct = _hash_thumbs(thumbs, vertical_first, crop_hash_here)
     if crop_hash and crops is None:
         crops = np.zeros(n, dtype=np.uint64)
-    return hashes, crops
+    return hashes, crops, dct
 
 
 def _chunk_images(h: int, w: int) -> int:
@@ -253,14 +318,16 @@ def _boxes(n: int, w: int, h: int) -> tuple[tuple[int, int, int, int], ...]:
 
 
 def _hash_images(
-    images: Sequence[Image.Image], crop_hash: bool, shift_hash: bool = False
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    images: Sequence[Image.Image], crop_hash: bool, shift_hash: bool = False, dct: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Hashes of PIL images, batched by size. Within a size the images are ordered L, RGB, other, so that
     a chunk mixing modes still is one canvas, one resize and one DCT (ingestion's batches mix L and RGB).
-    With ``shift_hash`` the shift hashes (:mod:`synthdata.dedup.shift_hash`) come from the same canvas."""
+    With ``shift_hash`` the shift hashes (:mod:`synthdata.dedup.shift_hash`) come from the same canvas; with
+    ``dct`` the pHash's DCT blocks (N, 64)."""
     out = np.zeros(len(images), dtype=np.uint64)
     crops = np.zeros(len(images), dtype=np.uint64) if crop_hash else None
     shifts = np.zeros((len(images), N_SHIFTS), dtype=np.uint64) if shift_hash else None
+    blocks = np.zeros((len(images), HASH_SIZE * HASH_SIZE)) if dct else None
     groups: dict[tuple[int, int], tuple[list[int], list[int], list[int]]] = {}
     for i, im in enumerate(images):
         mode = im.mode
@@ -277,13 +344,15 @@ def _hash_images(
                 n_l = min(max(len(l_idx) - s, 0), len(part))
                 n_rgb = min(max(len(l_idx) + len(rgb_idx) - s, 0), len(part)) - n_l
                 canvas = _paste_side_by_side([images[i] for i in part], n_l, n_rgb, w, h)
-                hashes, crop = _hash_hnw(canvas, crop_hash)
+                hashes, crop, coefficients = _hash_hnw(canvas, crop_hash)
                 out[part] = hashes
                 if crops is not None:
                     crops[part] = crop
+                if blocks is not None:
+                    blocks[part] = coefficients
                 if shifts is not None:
                     shifts[part] = shift_hashes_hnw(canvas)
-    return out, crops, shifts
+    return out, crops, shifts, blocks
 
 
 def phash_images(images: Sequence[Image.Image]) -> np.ndarray:
@@ -310,18 +379,18 @@ def crop_robust_hashes(images: Sequence[Image.Image]) -> np.ndarray:
 def phash_and_crop_hashes(images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
     """``(phash_images(images), crop_robust_hashes(images))`` from one pass over the images (the block sums
     ride along in the DCT's GEMMs)."""
-    phash, crops, _ = _hash_images(images, crop_hash=True)
+    phash, crops, _, _ = _hash_images(images, crop_hash=True)
     assert crops is not None
     return phash, crops
 
 
-def image_hashes(images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``phash_and_crop_hashes(images)`` and the shift hashes ((N, N_SHIFTS), see
-    :mod:`synthdata.dedup.shift_hash`) from one pass over the images: what ingestion stores as ``phash``,
-    ``phash2`` and ``shift_hashes``."""
-    phash, crops, shifts = _hash_images(images, crop_hash=True, shift_hash=True)
-    assert crops is not None and shifts is not None
-    return phash, crops, shifts
+def image_hashes(images: Sequence[Image.Image]) -> ImageHashes:
+    """``phash_and_crop_hashes(images)``, the shift hashes ((N, N_SHIFTS), see
+    :mod:`synthdata.dedup.shift_hash`) and the pHash's :func:`fragility` from one pass over the images: what
+    ingestion stores as ``phash``, ``phash2``, ``shift_hashes``, ``phash_fragile_bits`` and ``lowfreq``."""
+    phash, crops, shifts, blocks = _hash_images(images, crop_hash=True, shift_hash=True, dct=True)
+    assert crops is not None and shifts is not None and blocks is not None
+    return ImageHashes(phash, crops, shifts, *fragility(blocks))
 
 
 def _as_uint64(hashes: np.ndarray | int) -> np.ndarray:
