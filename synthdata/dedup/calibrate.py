@@ -40,8 +40,8 @@ from synthdata.dedup.evidence import copy_evidence
 
 # Bump when evidence.py changes what the number means (v2: native-scale shifts; v3: chroma blurred more; v4: the
 # residual's L8 mean instead of its root mean square; v5: a JPEG or WebP file is also compared with its partner
-# encoded the way the file was, synthdata.dedup.codec).
-STATISTIC = "copy_distance/v5"
+# encoded the way the file was, synthdata.dedup.codec; v6: resized views also as Pillow's 8-bit resize makes them).
+STATISTIC = "copy_distance/v6"
 DEFAULT_TARGET_FALSE_RATE = 0.001
 DEFAULT_CALIBRATION_IMAGES = 256
 # The copies' range: this quantile of each transform's planted copies' distances, the largest over transforms;
@@ -248,11 +248,19 @@ class NearDuplicateRule:
 
 @dataclass
 class Positives:
-    """Planted copies of the calibration sample: distance and best correlation per copy, by transform."""
+    """Planted copies of the calibration sample: distance and best correlation per copy, by transform.
+
+    ``distance`` is the copies' scale: resized copies are scored without the views that make Pillow's 8-bit
+    resize exactly (evidence._resized_views), as a copy by a resizer those views do not reproduce would be,
+    so the copies' range (the threshold's headroom, the null's and the label conflicts' floors) keeps room for
+    other tools. Our planted copies are Pillow's: with those views they lie at ~0, and a range taken from them
+    collapsed (scikit-learn's digits: threshold 0.005 instead of 0.16). ``reproduced`` is what curation
+    computes for them (None: the same), which the recall estimates use."""
 
     kinds: np.ndarray
     distance: np.ndarray
     correlation: np.ndarray
+    reproduced: np.ndarray | None = None
 
     @property
     def screen(self) -> float:
@@ -282,7 +290,8 @@ class Positives:
     def recall(self, threshold: float, screen: float | None = None) -> dict[str, float]:
         """Share of these copies kept per transform at ``threshold``, behind ``screen`` (default: the screen
         these copies set; a stored rule's own when judging it on other images)."""
-        kept = (self.correlation >= (self.screen if screen is None else screen)) & (self.distance <= threshold)
+        seen = self.distance if self.reproduced is None else self.reproduced
+        kept = (self.correlation >= (self.screen if screen is None else screen)) & (seen <= threshold)
         return {str(k): float(np.mean(kept[self.kinds == k])) for k in dict.fromkeys(self.kinds)}
 
     @property
@@ -313,11 +322,14 @@ def measure_positives(
     seed: int,
     encodings: Sequence[Encoding | None] | None = None,
     codec_views: bool = True,
+    copy_scale: bool = True,
 ) -> Positives:
     """Every transform of :data:`TRANSFORMS` that :func:`applies` to each image (seeded), scored against its
     original as curation scores files: a JPEG or WebP copy with its file's encoding, and an original with
     ``encodings[i]`` (how its own file was encoded, when it was lossy). Without ``codec_views`` (a curation
-    that cannot read files' encodings) every copy is scored on its pixels alone, as its files will be."""
+    that cannot read files' encodings) every copy is scored on its pixels alone, as its files will be. With
+    ``copy_scale`` the resized copies are scored once more without the 8-bit resize views for the copies'
+    scale (:class:`Positives`); a rule fit, which reads only the recall, does without."""
     rng = np.random.default_rng(seed)
     originals, copies, kinds, codes = [], [], [], []
     for kind in TRANSFORMS:
@@ -331,11 +343,17 @@ def measure_positives(
             codes.append((encodings[k] if encodings is not None else None, code))
     n = len(originals)
     encoding = [c for c, _ in codes] + [c for _, c in codes]
-    distance, correlation = copy_evidence(
-        [(i, n + i) for i in range(n)], (originals + copies).__getitem__,
-        encoding=encoding.__getitem__ if codec_views else None,
-    )  # fmt: skip
-    return Positives(np.array(kinds), distance, correlation.astype(np.float64))
+    pairs, load = [(i, n + i) for i in range(n)], (originals + copies).__getitem__
+    code = encoding.__getitem__ if codec_views else None
+    reproduced, correlation = copy_evidence(pairs, load, encoding=code)
+    if not copy_scale:
+        return Positives(np.array(kinds), reproduced, correlation.astype(np.float64))
+    # The copies' scale: resized copies once more, without the 8-bit resize views (see Positives). (Crops are of
+    # another size too, but their pixel-scale alignment reproduces them whatever the resize views give.)
+    resized = [i for i in range(n) if kinds[i] == "resize"]
+    distance = reproduced.copy()
+    distance[resized] = copy_evidence([pairs[i] for i in resized], load, encoding=code, eight_bit_resizes=False)[0]
+    return Positives(np.array(kinds), distance, correlation.astype(np.float64), reproduced)
 
 
 @dataclass(frozen=True)
@@ -374,7 +392,7 @@ def rule_fit(
 ) -> RuleFit:
     """Planted copies of ``images`` (a sample of a later drop) judged by ``rule``: the recall it gives them,
     against what it promised on the drop it was calibrated on."""
-    positives = measure_positives(images, seed, encodings, codec_views)
+    positives = measure_positives(images, seed, encodings, codec_views, copy_scale=False)
     recall = positives.recall(rule.threshold, rule.screen)
     copies = {k: int(np.sum(positives.kinds == k)) for k in recall}
     short = {k: v for k, v in recall.items()
