@@ -49,7 +49,7 @@ from synthdata.dedup.codec import Encoding
 from synthdata.dedup.evidence import CODEC_VIEW_MAX_SIDE, copy_evidence
 from synthdata.dedup.fragile_phash import fragile_pairs
 from synthdata.dedup.groups import group_duplicates, group_sizes
-from synthdata.dedup.phash import lowfreq_array
+from synthdata.dedup.phash import FRAGILE_BITS, lowfreq_array
 from synthdata.dedup.small_images import POOL_SIDE, SCREEN_SLACK, merge_pairs, resized_small_pairs
 from synthdata.io.warehouse import insert_df, transaction
 
@@ -218,8 +218,8 @@ def _near_duplicates(
         con.execute("DELETE FROM near_duplicate_pairs")
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _hashes AS
-           SELECT r.image_id, r.phash, r.phash2, r.shift_hashes, r.lowfreq, r.label, r.blob_key, r.height,
-                  r.width, x.image_id IS NULL AS is_new
+           SELECT r.image_id, r.phash, r.phash2, r.shift_hashes, r.lowfreq, r.phash_fragile_bits, r.label,
+                  r.blob_key, r.height, r.width, x.image_id IS NULL AS is_new
            FROM _reps r LEFT JOIN near_duplicate_index x USING (image_id) WHERE r.phash IS NOT NULL"""
     )
     new_ids = [i for (i,) in con.execute("SELECT image_id FROM _hashes WHERE is_new ORDER BY image_id").fetchall()]
@@ -329,12 +329,14 @@ def with_fragile_phashes(con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame, mi
     """``pairs`` and the pairs of images whose pHash noise decides (:mod:`synthdata.dedup.fragile_phash`), marked
     ``crop_only`` (found beyond pHash's radius), sorted."""
     rows = con.execute(
-        "SELECT image_id, is_new, phash, lowfreq FROM _hashes WHERE lowfreq IS NOT NULL ORDER BY image_id"
+        """SELECT image_id, is_new, phash, lowfreq, phash_fragile_bits >= ? FROM _hashes
+           WHERE lowfreq IS NOT NULL ORDER BY image_id""",
+        [FRAGILE_BITS],
     ).fetchall()
     if not any(r[1] for r in rows):
         return pairs
-    found = fragile_pairs([r[0] for r in rows], lowfreq_array([r[3] for r in rows]), [r[1] for r in rows],
-                          min_correlation=min_correlation)  # fmt: skip
+    found = fragile_pairs([r[0] for r in rows], lowfreq_array([r[3] for r in rows]), [r[4] for r in rows],
+                          [r[1] for r in rows], min_correlation=min_correlation)  # fmt: skip
     return merge_pairs(pairs, found, {r[0]: r[2] for r in rows})
 
 

@@ -13,14 +13,17 @@ The same 64 coefficients, read as a unit vector of low frequencies (``lowfreq``,
 :func:`synthdata.dedup.phash.image_hashes`), still say what such an image is: a re-encoded copy correlates
 with its original at 0.99+ and ranks it first among its look-alikes nearly always (of 60 near-identical
 clip-art sunbursts, its own). So this channel pairs each new image with a fragile pHash with its
-``MAX_PARTNERS`` best-correlated images that have one too (symmetric content mostly stays symmetric under the
-supported transforms: their copies are fragile as well). On the icons it raised the share of JPEG copies
-with a candidate pair from 96.3% to 99.7% and of WebP copies from 94.7% to 99.7%, for 0.2 more candidates
-per image (docs/curation.md, docs/benchmarks.md).
+``MAX_PARTNERS`` best-correlated images that have low frequencies stored (:data:`synthdata.dedup.phash.LOWFREQ_BITS`
+or more such bits), and each other new image that has them with its ``PARTIAL_PARTNERS`` best fragile one: a
+copy may lose part of its original's symmetry (WebP smooths a 16 px glyph) and with it its fragile pHash. On
+the icons it raised the share of JPEG copies with a candidate pair from 96.3% to 99.7% and of WebP copies
+from 94.7% to 99.7%, for 0.2 more candidates per image; on 16 px icons WebP 89.7% -> 99.3% (docs/curation.md,
+docs/benchmarks.md).
 
-Cost: one (new fragile) x (all fragile) product of 64-value rows, in chunks of both: a set of photos has few
-fragile images and pays next to nothing; a set of symmetric drawings pays per new image in proportion to
-how many it holds. Rows ingested before ``lowfreq`` existed hold NULL and are not in this channel.
+Cost: products of 64-value rows, (new fragile) x (all with low frequencies) and (the other new ones) x (all
+fragile), in chunks of both: a set of photos has few fragile images and pays next to nothing; a set of
+symmetric drawings pays per new image in proportion to how many it holds. Rows ingested before ``lowfreq``
+existed hold NULL and are not in this channel.
 """
 
 from __future__ import annotations
@@ -30,9 +33,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-# Best partners kept per new image: the original ranked first for all but a few re-encoded icons, and within
-# the first three for every one (of 60 near-identical clip-art sunbursts, the copy's own is the closest).
+# Best partners kept per new image with a fragile pHash: the original ranked first for all but a few re-encoded
+# icons, and within the first three for every one (of 60 near-identical clip-art sunbursts, the copy's own is
+# the closest).
 MAX_PARTNERS = 4
+# ...and per new image whose pHash is not fragile but has low frequencies (phash.LOWFREQ_BITS), among the fragile
+# ones only: a copy that lost part of its original's symmetry ranks it first (16 px icons' WebP copies). More
+# would pair the many such photos (Fashion-MNIST: 18% of the images) with fragile look-alikes for nothing.
+PARTIAL_PARTNERS = 1
 _ROWS = 2048  # new images correlated at once...
 _COLS = 4096  # ...against this many (2048 x 4096 float32: 32 MB)
 
@@ -40,28 +48,46 @@ _COLS = 4096  # ...against this many (2048 x 4096 float32: 32 MB)
 def fragile_pairs(
     ids: Sequence[str],
     lowfreq: np.ndarray,
+    fragile: Sequence[bool],
     is_new: Sequence[bool],
     max_partners: int = MAX_PARTNERS,
     min_correlation: float = 0.0,
 ) -> pd.DataFrame:
-    """Pairs (a, b) with a < b of images with fragile pHashes: each new one's ``max_partners`` best by
-    correlation of ``lowfreq`` (N, 64 unit rows, one per id), with the correlation. Pairs under
-    ``min_correlation`` are left out (the near-duplicate rule's screen less a margin: a copy's low frequencies
-    correlate at least as well as its pixels, which the screen judges). On equal correlations the earlier
-    image wins, so the result does not depend on chunking."""
+    """Pairs (a, b) with a < b by correlation of ``lowfreq`` (N, 64 unit rows, one per id): each new image
+    whose pHash is ``fragile`` with its ``max_partners`` best among all, each other new one with its
+    PARTIAL_PARTNERS best among the fragile; with the correlation. Pairs under ``min_correlation`` are left
+    out (the near-duplicate rule's screen less a margin: a copy's low frequencies correlate at least as well
+    as its pixels, which the screen judges). On equal correlations the earlier image wins, so the result does
+    not depend on chunking."""
     empty = pd.DataFrame({"a": pd.Series(dtype=object), "b": pd.Series(dtype=object), "correlation": []})
     x = np.ascontiguousarray(lowfreq, np.float32)
-    rows = np.flatnonzero(np.asarray(is_new, bool))
-    take = min(max_partners, len(ids) - 1)
-    if take < 1 or len(rows) == 0:
+    fragile, new = np.asarray(fragile, bool), np.asarray(is_new, bool)
+    found = [_best(x, np.flatnonzero(new & fragile), np.arange(len(ids)), max_partners),
+             _best(x, np.flatnonzero(new & ~fragile), np.flatnonzero(fragile), PARTIAL_PARTNERS)]  # fmt: skip
+    owner, partner, value = (np.concatenate(v) for v in zip(*found))
+    keep = value >= max(min_correlation, 1e-6)
+    if not keep.any():
         return empty
+    names = np.asarray(ids, dtype=object)
+    a, b = names[owner[keep]], names[partner[keep]]
+    lo, hi = np.where(a < b, a, b), np.where(a < b, b, a)
+    out = pd.DataFrame({"a": lo, "b": hi, "correlation": value[keep].astype(np.float64)})
+    return out.groupby(["a", "b"], as_index=False, sort=True)["correlation"].max()
+
+
+def _best(x: np.ndarray, rows: np.ndarray, pool: np.ndarray, take: int) -> tuple[np.ndarray, ...]:
+    """Each of ``rows``' ``take`` best-correlated rows of ``pool`` (sorted indices; not itself), in chunks of
+    both: (owner, partner, correlation) flat, -inf where the pool ran short."""
+    take = min(take, len(pool))
+    if take < 1 or len(rows) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     owners, partners, values = [], [], []
     for r0 in range(0, len(rows), _ROWS):
         query = rows[r0 : r0 + _ROWS]
         best = np.full((len(query), take), -np.inf, np.float32)
         partner = np.zeros(best.shape, np.int64)
-        for c0 in range(0, len(ids), _COLS):
-            cols = np.arange(c0, min(c0 + _COLS, len(ids)))
+        for c0 in range(0, len(pool), _COLS):
+            cols = pool[c0 : c0 + _COLS]
             corr = x[query] @ x[cols].T
             corr[query[:, None] == cols[None, :]] = -np.inf  # not itself
             merged = np.concatenate([best, corr], axis=1)
@@ -72,12 +98,4 @@ def fragile_pairs(
         owners.append(np.repeat(query, take))
         partners.append(partner.ravel())
         values.append(best.ravel())
-    owner, partner, value = (np.concatenate(v) for v in (owners, partners, values))
-    keep = value >= max(min_correlation, 1e-6)
-    if not keep.any():
-        return empty
-    names = np.asarray(ids, dtype=object)
-    a, b = names[owner[keep]], names[partner[keep]]
-    lo, hi = np.where(a < b, a, b), np.where(a < b, b, a)
-    out = pd.DataFrame({"a": lo, "b": hi, "correlation": value[keep].astype(np.float64)})
-    return out.groupby(["a", "b"], as_index=False, sort=True)["correlation"].max()
+    return np.concatenate(owners), np.concatenate(partners), np.concatenate(values)

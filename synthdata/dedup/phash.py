@@ -74,6 +74,10 @@ FRAGILE_TOLERANCE = 0.02
 # A pHash is fragile when at least this many of its bits are: a copy that flips half of them, as noise does,
 # lies at the candidate search's default radius (10) before anything else differs.
 FRAGILE_BITS = 20
+# Images with at least this many keep their low frequencies too, as partners of fragile ones: a copy may lose
+# part of its original's symmetry (WebP smooths a 16 px glyph: 5-19 such bits left where the original had
+# 20-33), so its own pHash is no longer fragile while it still lies beyond the radius.
+LOWFREQ_BITS = 12
 # 8x8 DCT coefficients -> those of the orthonormal DCT up to one factor: the first row and column of scipy's
 # unnormalised DCT-II are sqrt(2) too large relative to the rest, so inner products of the rescaled blocks are
 # those of the low-pass images they stand for.
@@ -92,14 +96,14 @@ class ImageHashes(NamedTuple):
     phash2: np.ndarray  # uint64 crop-robust companion (0 = none)
     shifts: np.ndarray  # (N, N_SHIFTS) uint64 shift hashes
     fragile_bits: np.ndarray  # uint8: pHash bits decided by noise (FRAGILE_TOLERANCE)
-    lowfreq: np.ndarray  # (N, 64) float16: unit-norm low frequencies where the pHash is fragile, else NaN
+    lowfreq: np.ndarray  # (N, 64) float16: unit-norm low frequencies where >= LOWFREQ_BITS bits are fragile, else NaN
 
 
 def fragility(dct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For pHash DCT blocks (N, 64) (imagehash's unnormalised 8x8 coefficients, row-major): how many bits noise
     decides (coefficients within FRAGILE_TOLERANCE x the AC RMS of the median), and the low frequencies as a
-    unit vector (DC left out, orthonormal scaling; float16) where at least FRAGILE_BITS are, NaN elsewhere (a
-    robust pHash, or a flat image: no AC to describe)."""
+    unit vector (DC left out, orthonormal scaling; float16) where at least LOWFREQ_BITS are, NaN elsewhere (a
+    robust pHash, or a flat image: no AC to describe). FRAGILE_BITS or more make the pHash fragile."""
     dct = np.asarray(dct, np.float64).reshape(len(dct), HASH_SIZE * HASH_SIZE)
     med = np.median(dct, axis=1, keepdims=True)
     rms = np.sqrt(np.mean(dct[:, 1:] ** 2, axis=1, keepdims=True))
@@ -107,14 +111,14 @@ def fragility(dct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     low = dct * _ORTHO
     norm = np.linalg.norm(low, axis=1, keepdims=True)
     # A flat image's AC is the matrix-product DCT's rounding (~1e-10), not content; any visible detail is >= ~1.
-    fragile = (counts >= FRAGILE_BITS) & (norm[:, 0] > _FLAT_AC)
+    kept = (counts >= LOWFREQ_BITS) & (norm[:, 0] > _FLAT_AC)
     out = np.full(low.shape, np.nan, np.float16)
-    out[fragile] = low[fragile] / norm[fragile]
+    out[kept] = low[kept] / norm[kept]
     return counts, out
 
 
 def lowfreq_bytes(lowfreq: np.ndarray) -> bytes | None:
-    """One image's ``lowfreq`` row (64 float16, NaN when the pHash is robust) as stored: 128 bytes, or None."""
+    """One image's ``lowfreq`` row (64 float16, NaN when not kept) as stored: 128 bytes, or None."""
     row = np.asarray(lowfreq, np.float16)
     return None if np.isnan(row).any() else row.astype("<f2").tobytes()
 

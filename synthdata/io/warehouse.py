@@ -46,7 +46,7 @@ SCHEMA: dict[str, str] = {
         phash2 UBIGINT,                 -- crop-robust companion hash (0 = none: tiny or flat image)
         shift_hashes UBIGINT[],         -- 25 window hashes for 1-2 px shifts/crops ([] = none; NULL = row older than it)
         phash_fragile_bits UTINYINT,    -- pHash bits that noise decides (NULL = row older than it)
-        lowfreq BLOB,                   -- fragile pHash: its 64 low frequencies, unit float16 (synthdata.dedup.fragile_phash)
+        lowfreq BLOB,                   -- >= 12 such bits: 64 low frequencies, unit float16 (synthdata.dedup.fragile_phash)
         run_id VARCHAR,
         ingest_id VARCHAR,
         ingested_at TIMESTAMP DEFAULT current_timestamp
