@@ -140,7 +140,8 @@ def splits_no_leak(warehouse: WarehouseResource, quality: QualityResource) -> dg
 @dg.asset_check(
     asset=splits,
     description="Non-blocking WARN: near-copies of val/test images in train, searched more loosely than dedup "
-    "(pHash radius, similarity floor, ratio to the second-best match); the rate per split and a gallery.",
+    "(pHash radius, fragile-pHash partners, similarity floor, ratio to the second-best match); the rate per split "
+    "and a gallery.",
 )
 def splits_leakage_audit(
     config: LeakageConfig, warehouse: WarehouseResource, image_store: ImageStoreResource
@@ -149,7 +150,11 @@ def splits_leakage_audit(
     store = image_store.store()
     with warehouse.read() as con:
         images = con.execute(
-            "SELECT s.image_id, s.split, i.phash, i.phash2, i.blob_key FROM splits s JOIN images i USING (image_id)"
+            """SELECT s.image_id, s.split, i.phash, i.phash2, i.blob_key, r.lowfreq, r.phash_fragile_bits
+               FROM splits s JOIN images i USING (image_id)
+               LEFT JOIN (SELECT image_id, any_value(lowfreq) AS lowfreq,
+                                 any_value(phash_fragile_bits) AS phash_fragile_bits
+                          FROM raw_images GROUP BY image_id) r USING (image_id)"""
         ).df()
     key_of = dict(zip(images["image_id"], images["blob_key"]))
     report = audit_leakage(images, lambda i: np.asarray(store.decode(key_of[i]).image), settings)

@@ -130,3 +130,42 @@ def test_bad_settings_are_refused():
         LeakageSettings(max_ratio=0)
     with pytest.raises(ValueError, match="radius"):
         LeakageSettings(radius=64)
+
+
+def test_reencoded_symmetric_drawings_in_train_are_found_through_the_fragile_phash_channel():
+    """Debian's Adwaita icons: the 233 with a fragile pHash (symmetric glyphs) are held out, a JPEG or WebP file
+    of each sits in train among the other icons. pHash scatters 23 of those copies beyond the audit's radius
+    (16); with `raw_images`' `lowfreq` and `phash_fragile_bits` the audit finds and flags all 23, without them
+    (a warehouse ingested before the columns) the crop channel finds 15."""
+    from tests.conftest import ADWAITA
+    from tests.test_fragile_phash import reencoded, unique_icons
+    from synthdata.dedup.phash import FRAGILE_BITS, hamming, image_hashes, lowfreq_bytes, to_signed
+
+    if not ADWAITA.is_dir():
+        pytest.skip("needs Debian's adwaita-icon-theme (apt-get install adwaita-icon-theme)")
+    icons = [x for _, x in unique_icons()]
+    hashes = image_hashes([Image.fromarray(x) for x in icons])
+    fragile = np.flatnonzero(hashes.fragile_bits >= FRAGILE_BITS)
+    copies = [c for _, _, c in reencoded([icons[k] for k in fragile], seed=4)]
+    copy_hashes = image_hashes([Image.fromarray(c) for c in copies])
+    far = {f"i{fragile[j]:04d}" for j in np.flatnonzero(hamming(copy_hashes.phash, hashes.phash[fragile]) > 16)}
+    assert len(far) >= 15
+    ids = [f"i{k:04d}" for k in range(len(icons))] + [f"c{k:04d}" for k in fragile]
+    held_out = set(fragile.tolist())
+    images = pd.DataFrame({
+        "image_id": ids,
+        "split": ["test" if k in held_out else "train" for k in range(len(icons))] + ["train"] * len(fragile),
+        "phash": to_signed(np.concatenate([hashes.phash, copy_hashes.phash])),
+        "phash2": to_signed(np.concatenate([hashes.phash2, copy_hashes.phash2])),
+        "lowfreq": [lowfreq_bytes(r) for r in np.concatenate([hashes.lowfreq, copy_hashes.lowfreq])],
+        "phash_fragile_bits": np.concatenate([hashes.fragile_bits, copy_hashes.fragile_bits]).astype(int),
+    })  # fmt: skip
+    pixels = dict(zip(ids, icons + copies))
+
+    def flagged_far(columns: pd.DataFrame) -> int:
+        closest = audit_leakage(columns, pixels.__getitem__).closest
+        own = closest[(closest["kept_id"] == closest["other_id"].str.replace("i", "c", n=1)) & closest["flagged"]]
+        return len(set(own["other_id"]) & far)
+
+    assert flagged_far(images) == len(far)
+    assert flagged_far(images.drop(columns=["lowfreq", "phash_fragile_bits"])) <= len(far) - 5

@@ -2,7 +2,8 @@
 dedup and independently of its threshold, so a copy that dedup missed still shows.
 
 For every held-out image, its ``max_partners`` closest train images by pHash (within ``radius`` bits, plus the
-crop-robust channel, :func:`synthdata.dedup.candidates.candidate_pairs`) are scored with
+crop-robust channel, :func:`synthdata.dedup.candidates.candidate_pairs`, and first the partners of the
+fragile-pHash channel, :mod:`synthdata.dedup.fragile_phash`, when ``images`` has its columns) are scored with
 :func:`synthdata.dedup.confirm.similarity` (batched by :func:`~synthdata.dedup.confirm.confirm_pairs`, which
 loads each image once). A similarity alone cannot tell a copy on homogeneous data: distinct
 same-class 28x28 photos reach 0.99 (docs/curation.md). So a held-out image is flagged when its best train
@@ -24,6 +25,9 @@ from PIL import Image
 from synthdata.curation.gallery import pair_gallery
 from synthdata.dedup.candidates import candidate_pairs
 from synthdata.dedup.confirm import confirm_pairs
+from synthdata.dedup.fragile_phash import fragile_pairs
+from synthdata.dedup.phash import FRAGILE_BITS, lowfreq_array
+from synthdata.dedup.small_images import merge_pairs
 
 HELD_OUT = ("val", "test")
 
@@ -80,7 +84,8 @@ class LeakageReport:
 def audit_leakage(
     images: pd.DataFrame, load: Callable[[str], np.ndarray], settings: LeakageSettings = LeakageSettings()
 ) -> LeakageReport:
-    """images: image_id, split, phash and optionally phash2 (BIGINT/UBIGINT bits); load(image_id) -> pixels.
+    """images: image_id, split, phash and optionally phash2 (BIGINT/UBIGINT bits), lowfreq and
+    phash_fragile_bits (``raw_images``' columns); load(image_id) -> pixels.
 
     Searches train x val and train x test; the result is sorted most suspicious first (flagged, then by
     similarity).
@@ -94,6 +99,8 @@ def audit_leakage(
         con.register("_audit_input", table)
         con.execute("CREATE TABLE audit_hashes AS SELECT * FROM _audit_input")
         pairs = candidate_pairs(con, "audit_hashes", settings.radius, new_only=True)
+    fragile = _fragile_candidates(hashed, settings)
+    pairs = merge_pairs(pairs, fragile, dict(zip(hashed["image_id"], hashed["phash"])))
     split = images.set_index("image_id")["split"]
     sa, sb = pairs["a"].map(split).to_numpy(), pairs["b"].map(split).to_numpy()
     cross = (sa == "train") != (sb == "train")  # new_only: the other side is held out
@@ -103,7 +110,12 @@ def audit_leakage(
         "kept_id": np.where(a_train, a, b), "other_id": np.where(a_train, b, a),
         "hamming": pairs["distance"].to_numpy()[cross],
     })  # fmt: skip
-    shortlist = found.sort_values(["other_id", "hamming", "kept_id"]).groupby("other_id").head(settings.max_partners)
+    # pHash distance orders the shortlist; fragile-pHash pairs come first (their pHash distance is noise).
+    channel = set(zip(fragile["a"], fragile["b"])) | set(zip(fragile["b"], fragile["a"]))
+    from_channel = [(k, o) in channel for k, o in zip(found["kept_id"], found["other_id"])]
+    found["_rank"] = np.where(from_channel, -1, found["hamming"])
+    shortlist = found.sort_values(["other_id", "_rank", "kept_id"]).groupby("other_id").head(settings.max_partners)
+    shortlist = shortlist.drop(columns="_rank")
     side: dict[str, int] = {}  # shortest side per loaded image, for the small-image floor
 
     def load_id(image_id: str) -> np.ndarray:
@@ -117,6 +129,18 @@ def audit_leakage(
     scored = confirm_pairs(pairs, load_id, **everything).rename(columns={"a": "kept_id", "b": "other_id"})
     scored["min_side"] = np.minimum(scored["kept_id"].map(side), scored["other_id"].map(side))
     return LeakageReport(_best_partners(scored, split, settings), searched, len(found), len(shortlist))
+
+
+def _fragile_candidates(hashed: pd.DataFrame, settings: LeakageSettings) -> pd.DataFrame:
+    """Pairs of the fragile-pHash channel (:mod:`synthdata.dedup.fragile_phash`: symmetric drawings, whose pHash
+    noise decides) between held-out images and the rest, from the similarity floor up; none without the
+    ``lowfreq`` and ``phash_fragile_bits`` columns (or rows ingested before them)."""
+    if not {"lowfreq", "phash_fragile_bits"} <= set(hashed):
+        return pd.DataFrame({"a": pd.Series(dtype=object), "b": pd.Series(dtype=object), "correlation": []})
+    rows = hashed[hashed["lowfreq"].notna()].sort_values("image_id")
+    fragile = rows["phash_fragile_bits"].fillna(0).to_numpy() >= FRAGILE_BITS
+    return fragile_pairs(rows["image_id"].tolist(), lowfreq_array([bytes(b) for b in rows["lowfreq"]]), fragile,
+                         rows["split"].isin(HELD_OUT).to_numpy(), min_correlation=settings.min_similarity)  # fmt: skip
 
 
 def _best_partners(scored: pd.DataFrame, split: pd.Series, settings: LeakageSettings) -> pd.DataFrame:
