@@ -254,8 +254,8 @@ class Positives:
     resize exactly (evidence._resized_views), as a copy by a resizer those views do not reproduce would be,
     so the copies' range (the threshold's headroom, the null's and the label conflicts' floors) keeps room for
     other tools. Our planted copies are Pillow's: with those views they lie at ~0, and a range taken from them
-    collapsed (scikit-learn's digits: threshold 0.005 instead of 0.16). ``reproduced`` is what curation
-    computes for them (None: the same), which the recall estimates use."""
+    collapsed (scikit-learn's digits in a test: threshold 0.005 instead of 0.074). ``reproduced`` is what
+    curation computes for them (None: the same), which the recall estimates use."""
 
     kinds: np.ndarray
     distance: np.ndarray
