@@ -47,9 +47,8 @@ from synthdata.dedup.calibrate import (
 from synthdata.dedup.candidates import DEFAULT_MAX_PARTNERS, DEFAULT_RADIUS, candidate_pairs
 from synthdata.dedup.codec import Encoding
 from synthdata.dedup.evidence import CODEC_VIEW_MAX_SIDE, copy_evidence
-from synthdata.dedup.fragile_phash import fragile_pairs
+from synthdata.dedup.fragile_phash import stored_fragile_pairs
 from synthdata.dedup.groups import group_duplicates, group_sizes
-from synthdata.dedup.phash import FRAGILE_BITS, lowfreq_array
 from synthdata.dedup.small_images import POOL_SIDE, SCREEN_SLACK, merge_pairs, resized_small_pairs
 from synthdata.io.warehouse import insert_df, transaction
 
@@ -329,15 +328,13 @@ def with_fragile_phashes(con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame, mi
     """``pairs`` and the pairs of images whose pHash noise decides (:mod:`synthdata.dedup.fragile_phash`), marked
     ``crop_only`` (found beyond pHash's radius), sorted."""
     rows = con.execute(
-        """SELECT image_id, is_new, phash, lowfreq, phash_fragile_bits >= ? FROM _hashes
-           WHERE lowfreq IS NOT NULL ORDER BY image_id""",
-        [FRAGILE_BITS],
+        """SELECT image_id, is_new, phash, lowfreq, phash_fragile_bits FROM _hashes WHERE lowfreq IS NOT NULL
+           ORDER BY image_id"""
     ).fetchall()
     if not any(r[1] for r in rows):
         return pairs
-    found = fragile_pairs([r[0] for r in rows], lowfreq_array([r[3] for r in rows]), [r[4] for r in rows],
-                          [r[1] for r in rows], min_correlation=min_correlation)  # fmt: skip
-    return merge_pairs(pairs, found, {r[0]: r[2] for r in rows})
+    ids, new, phash, lowfreq, bits = zip(*rows)
+    return merge_pairs(pairs, stored_fragile_pairs(ids, lowfreq, bits, new, min_correlation), dict(zip(ids, phash)))
 
 
 def _seeded_sample(ids: list[str], n: int, seed: int) -> list[str]:

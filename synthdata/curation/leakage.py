@@ -25,8 +25,7 @@ from PIL import Image
 from synthdata.curation.gallery import pair_gallery
 from synthdata.dedup.candidates import candidate_pairs
 from synthdata.dedup.confirm import confirm_pairs
-from synthdata.dedup.fragile_phash import fragile_pairs
-from synthdata.dedup.phash import FRAGILE_BITS, lowfreq_array
+from synthdata.dedup.fragile_phash import stored_fragile_pairs
 from synthdata.dedup.small_images import merge_pairs
 
 HELD_OUT = ("val", "test")
@@ -136,11 +135,10 @@ def _fragile_candidates(hashed: pd.DataFrame, settings: LeakageSettings) -> pd.D
     noise decides) between held-out images and the rest, from the similarity floor up; none without the
     ``lowfreq`` and ``phash_fragile_bits`` columns (or rows ingested before them)."""
     if not {"lowfreq", "phash_fragile_bits"} <= set(hashed):
-        return pd.DataFrame({"a": pd.Series(dtype=object), "b": pd.Series(dtype=object), "correlation": []})
-    rows = hashed[hashed["lowfreq"].notna()].sort_values("image_id")
-    fragile = rows["phash_fragile_bits"].fillna(0).to_numpy() >= FRAGILE_BITS
-    return fragile_pairs(rows["image_id"].tolist(), lowfreq_array([bytes(b) for b in rows["lowfreq"]]), fragile,
-                         rows["split"].isin(HELD_OUT).to_numpy(), min_correlation=settings.min_similarity)  # fmt: skip
+        return stored_fragile_pairs([], [], [], [])
+    rows = hashed.sort_values("image_id")
+    columns = (rows[c].tolist() for c in ("image_id", "lowfreq", "phash_fragile_bits"))
+    return stored_fragile_pairs(*columns, rows["split"].isin(HELD_OUT).tolist(), settings.min_similarity)
 
 
 def _best_partners(scored: pd.DataFrame, split: pd.Series, settings: LeakageSettings) -> pd.DataFrame:

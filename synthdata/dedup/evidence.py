@@ -616,6 +616,21 @@ def _resized_views(
     return views, np.clip(np.floor(eight_bit + 0.5), 0.0, 255.0, out=eight_bit), at
 
 
+def _resize_residual(
+    stack: np.ndarray, rows: np.ndarray, cols_t: np.ndarray, native: np.ndarray, other: np.ndarray,
+    h: np.ndarray, w: np.ndarray, view_first: bool,
+) -> np.ndarray:  # fmt: skip
+    """:func:`_grid_residual` of ``stack`` resized (:func:`_resized_views`) against ``other``, on their valid
+    h[i] x w[i]: the least of the float and the 8-bit view. ``view_first`` puts the resized view first (the
+    order of the arguments, as each direction of :func:`_different_shape_distance` has them)."""
+    views, eight_bit, at = _resized_views(stack, rows, cols_t, native)
+    score = _grid_residual(views, other, h, w) if view_first else _grid_residual(other, views, h, w)
+    if len(at):
+        pair = (eight_bit, other[at]) if view_first else (other[at], eight_bit)
+        score[at] = np.minimum(score[at], _grid_residual(*pair, h[at], w[at]))
+    return score
+
+
 def _masked_residual(x: np.ndarray, y: np.ndarray, h: np.ndarray, w: np.ndarray) -> np.ndarray:
     """:func:`residual` of padded views x, y (P, 3, H, W) on their valid top-left h[i] x w[i]."""
     valid = np.broadcast_to(_valid(h, w, *x.shape[2:])[:, None], x.shape).reshape(len(x), -1)
@@ -690,17 +705,10 @@ def _different_shape_distance(
         scores = []
         big_k, little_k = big[keep], little[keep]  # (copies: taken once for the six views)
         native_l, native_s = (np.zeros(p, bool),) * 2 if native is None else native
+        small_k, large_k = (hs[keep], ws[keep]), (hl[keep], wl[keep])
         for down_r, down_c, up_r, up_c in maps:
-            views, eight_bit, at = _resized_views(big_k, down_r[keep], down_c[keep], native_l[keep])
-            score = _grid_residual(views, little_k, hs[keep], ws[keep])
-            if len(at):
-                score[at] = np.minimum(score[at], _grid_residual(eight_bit, little_k[at], hs[keep][at], ws[keep][at]))
-            scores.append(score)
-            views, eight_bit, at = _resized_views(little_k, up_r[keep], up_c[keep], native_s[keep])
-            score = _grid_residual(big_k, views, hl[keep], wl[keep])
-            if len(at):
-                score[at] = np.minimum(score[at], _grid_residual(big_k[at], eight_bit, hl[keep][at], wl[keep][at]))
-            scores.append(score)
+            scores.append(_resize_residual(big_k, down_r[keep], down_c[keep], native_l[keep], little_k, *small_k, True))
+            scores.append(_resize_residual(little_k, up_r[keep], up_c[keep], native_s[keep], big_k, *large_k, False))
         out[keep] = np.min(scores, axis=0)
     m = np.array([_max_shift((a, b)) for a, b in zip(hs.tolist(), ws.tolist())])
     near = np.flatnonzero((np.abs(hl - hs) <= 2 * m) & (np.abs(wl - ws) <= 2 * m))

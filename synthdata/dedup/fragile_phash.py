@@ -33,6 +33,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from synthdata.dedup.phash import FRAGILE_BITS, lowfreq_array
+
 # Best partners kept per new image with a fragile pHash: the original ranked first for all but a few re-encoded
 # icons, and within the first three for every one (of 60 near-identical clip-art sunbursts, the copy's own is
 # the closest).
@@ -73,6 +75,23 @@ def fragile_pairs(
     lo, hi = np.where(a < b, a, b), np.where(a < b, b, a)
     out = pd.DataFrame({"a": lo, "b": hi, "correlation": value[keep].astype(np.float64)})
     return out.groupby(["a", "b"], as_index=False, sort=True)["correlation"].max()
+
+
+def stored_fragile_pairs(
+    ids: Sequence[str],
+    lowfreq: Sequence[bytes | None],
+    fragile_bits: Sequence[int | None],
+    is_new: Sequence[bool],
+    min_correlation: float = 0.0,
+) -> pd.DataFrame:
+    """:func:`fragile_pairs` of images as the warehouse stores them (``raw_images``' ``lowfreq``, NULL where not
+    kept or ingested before it, and ``phash_fragile_bits``), in the given order."""
+    keep = [k for k, blob in enumerate(lowfreq) if blob is not None and not pd.isna(blob)]
+    bits = np.array([fragile_bits[k] if fragile_bits[k] is not None and not pd.isna(fragile_bits[k]) else 0
+                     for k in keep])  # fmt: skip
+    rows = lowfreq_array([bytes(lowfreq[k]) for k in keep])
+    new = [bool(is_new[k]) for k in keep]
+    return fragile_pairs([ids[k] for k in keep], rows, bits >= FRAGILE_BITS, new, min_correlation=min_correlation)
 
 
 def _best(x: np.ndarray, rows: np.ndarray, pool: np.ndarray, take: int) -> tuple[np.ndarray, ...]:
