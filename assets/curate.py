@@ -44,7 +44,8 @@ class CurateConfig(dg.Config):
     description=(
         "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) and "
         "near-duplicates (pHash candidates within `hamming_radius`, plus shift/crop hashes, resized copies of "
-        "images under 16 px and the low frequencies of images whose pHash noise decides (symmetric drawings), "
+        "images under 16 px and the low frequencies and 32x32 thumbnails of images whose pHash noise decides "
+        "(symmetric drawings), "
         "confirmed by a copy distance after alignment "
         "and a brightness/contrast fit (a JPEG or WebP file is also compared with its partner encoded the way the "
         "file was), under a rule calibrated on this data set for `target_false_rate` and "

@@ -150,10 +150,10 @@ def splits_leakage_audit(
     store = image_store.store()
     with warehouse.read() as con:
         images = con.execute(
-            """SELECT s.image_id, s.split, i.phash, i.phash2, i.blob_key, r.lowfreq, r.phash_fragile_bits
+            """SELECT s.image_id, s.split, i.phash, i.phash2, i.blob_key, r.lowfreq, r.phash_fragile_bits, r.thumb32
                FROM splits s JOIN images i USING (image_id)
                LEFT JOIN (SELECT image_id, any_value(lowfreq) AS lowfreq,
-                                 any_value(phash_fragile_bits) AS phash_fragile_bits
+                                 any_value(phash_fragile_bits) AS phash_fragile_bits, any_value(thumb32) AS thumb32
                           FROM raw_images GROUP BY image_id) r USING (image_id)"""
         ).df()
     key_of = dict(zip(images["image_id"], images["blob_key"]))

@@ -87,7 +87,7 @@ from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs  # noqa: E
 from synthdata.dedup.evidence import copy_evidence  # noqa: E402
 from synthdata.dedup.fragile_phash import fragile_pairs  # noqa: E402
 from synthdata.dedup.groups import group_duplicates  # noqa: E402
-from synthdata.dedup.phash import FRAGILE_BITS, image_hashes, to_signed  # noqa: E402
+from synthdata.dedup.phash import FRAGILE_BITS, image_hashes, thumb_array, thumb_bytes, to_signed  # noqa: E402
 from synthdata.dedup.shift_hash import stored  # noqa: E402
 from synthdata.dedup.small_images import SCREEN_SLACK, merge_pairs, resized_small_pairs  # noqa: E402
 
@@ -254,19 +254,23 @@ def clocks() -> np.ndarray:
 
 def find_candidates(
     drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int,
-    small_floor: float | None = -1.0, fragile: bool = True,
+    small_floor: float | None = -1.0, fragile: bool = True, thumbnails: bool = True,
 ) -> tuple[list[pd.DataFrame], np.ndarray, int]:
     """Candidate pairs of each drop's new images against everything so far, as curation searches them (the
     small-image and fragile-pHash channels keep pairs from ``small_floor`` up; None leaves them out, and
-    ``fragile`` False the fragile-pHash channel), and how many distinct images have a fragile pHash."""
+    ``fragile`` False the fragile-pHash channel; ``thumbnails`` False ranks its partners by low frequencies alone),
+    and how many distinct images have a fragile pHash."""
     con = duckdb.connect()
     con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN)")
     found, seconds = [], np.zeros(2)
     lowfreq: dict[str, np.ndarray] = {}  # low frequencies where ingest stores them (see synthdata.dedup.phash)
+    thumbs: dict[str, bytes] = {}  # ...and the 32x32 thumbnails there
     fragile: dict[str, bool] = {}
     for drop in drops:
         hashes = image_hashes([Image.fromarray(images[i]) for i in drop])
         lowfreq.update((i, row) for i, row in zip(drop, hashes.lowfreq) if not np.isnan(row).any())
+        thumbs.update((i, thumb_bytes(t, row)) for i, t, row in zip(drop, hashes.thumbs, hashes.lowfreq)
+                      if not np.isnan(row).any())  # fmt: skip
         fragile.update(zip(drop, (hashes.fragile_bits >= FRAGILE_BITS).tolist()))
         t = clocks()
         con.execute("UPDATE hashes SET is_new = false")
@@ -286,8 +290,10 @@ def find_candidates(
                 keep = [k for k, i in enumerate(ids) if i in lowfreq]
                 # (as stored: float16 rows)
                 rows = np.stack([lowfreq[ids[k]] for k in keep]).astype(np.float32) if keep else np.zeros((0, 64))
+                thumb_rows = thumb_array([thumbs[ids[k]] for k in keep]) if thumbnails else None
                 pairs = merge_pairs(pairs, fragile_pairs([ids[k] for k in keep], rows, [fragile[ids[k]] for k in keep],
-                                                         new[keep], min_correlation=small_floor), phash)  # fmt: skip
+                                                         new[keep], min_correlation=small_floor, thumbs=thumb_rows),
+                                    phash)  # fmt: skip
         found.append(pairs)
         seconds += clocks() - t
     return found, seconds, sum(fragile[i] for i in lowfreq)
@@ -380,7 +386,7 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     # Curation knows the screen before it searches (the small-image channel keeps pairs near or above it).
     floor = None if args.phash_only else (positives.screen if positives else -1.0) - SCREEN_SLACK
     found, t_cand, n_fragile = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners,
-                                               floor, not args.no_fragile)  # fmt: skip
+                                               floor, not args.no_fragile, not args.no_thumbs)  # fmt: skip
     t = clocks() - t_positives
     if positives is not None:
         rule, first = calibrate_on(drops[0], found[0], images, labels, args, positives)
@@ -464,6 +470,8 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the fixed-rule baseline")
     parser.add_argument("--no-fragile", action="store_true",
                         help="leave the fragile-pHash candidate channel out (synthdata.dedup.fragile_phash)")
+    parser.add_argument("--no-thumbs", action="store_true",
+                        help="rank the fragile-pHash channel's partners by low frequencies alone (no thumb32)")
     parser.add_argument("--no-codec", action="store_true",
                         help="score JPEG files on their pixels alone (no codec view: copy distance v4)")
     parser.add_argument("--as-jpeg", type=int, default=None, metavar="Q",

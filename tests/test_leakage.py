@@ -135,11 +135,11 @@ def test_bad_settings_are_refused():
 def test_reencoded_symmetric_drawings_in_train_are_found_through_the_fragile_phash_channel():
     """Debian's Adwaita icons: the 233 with a fragile pHash (symmetric glyphs) are held out, a JPEG or WebP file
     of each sits in train among the other icons. pHash scatters 23 of those copies beyond the audit's radius
-    (16); with `raw_images`' `lowfreq` and `phash_fragile_bits` the audit finds and flags all 23, without them
-    (a warehouse ingested before the columns) the crop channel finds 15."""
+    (16); with `raw_images`' `lowfreq` and `phash_fragile_bits` the audit finds and flags all 23 (with or without
+    `thumb32`), without them (a warehouse ingested before the columns) the crop channel finds 15."""
     from tests.conftest import ADWAITA
     from tests.test_fragile_phash import reencoded, unique_icons
-    from synthdata.dedup.phash import FRAGILE_BITS, hamming, image_hashes, lowfreq_bytes, to_signed
+    from synthdata.dedup.phash import FRAGILE_BITS, hamming, image_hashes, lowfreq_bytes, thumb_bytes, to_signed
 
     if not ADWAITA.is_dir():
         pytest.skip("needs Debian's adwaita-icon-theme (apt-get install adwaita-icon-theme)")
@@ -159,6 +159,8 @@ def test_reencoded_symmetric_drawings_in_train_are_found_through_the_fragile_pha
         "phash2": to_signed(np.concatenate([hashes.phash2, copy_hashes.phash2])),
         "lowfreq": [lowfreq_bytes(r) for r in np.concatenate([hashes.lowfreq, copy_hashes.lowfreq])],
         "phash_fragile_bits": np.concatenate([hashes.fragile_bits, copy_hashes.fragile_bits]).astype(int),
+        "thumb32": [thumb_bytes(t, r) for t, r in zip(np.concatenate([hashes.thumbs, copy_hashes.thumbs]),
+                                                      np.concatenate([hashes.lowfreq, copy_hashes.lowfreq]))],
     })  # fmt: skip
     pixels = dict(zip(ids, icons + copies))
 
@@ -168,4 +170,5 @@ def test_reencoded_symmetric_drawings_in_train_are_found_through_the_fragile_pha
         return len(set(own["other_id"]) & far)
 
     assert flagged_far(images) == len(far)
-    assert flagged_far(images.drop(columns=["lowfreq", "phash_fragile_bits"])) <= len(far) - 5
+    assert flagged_far(images.drop(columns=["thumb32"])) == len(far)
+    assert flagged_far(images.drop(columns=["lowfreq", "phash_fragile_bits", "thumb32"])) <= len(far) - 5

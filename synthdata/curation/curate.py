@@ -217,7 +217,7 @@ def _near_duplicates(
         con.execute("DELETE FROM near_duplicate_pairs")
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _hashes AS
-           SELECT r.image_id, r.phash, r.phash2, r.shift_hashes, r.lowfreq, r.phash_fragile_bits, r.label,
+           SELECT r.image_id, r.phash, r.phash2, r.shift_hashes, r.lowfreq, r.phash_fragile_bits, r.thumb32, r.label,
                   r.blob_key, r.height, r.width, x.image_id IS NULL AS is_new
            FROM _reps r LEFT JOIN near_duplicate_index x USING (image_id) WHERE r.phash IS NOT NULL"""
     )
@@ -328,13 +328,14 @@ def with_fragile_phashes(con: duckdb.DuckDBPyConnection, pairs: pd.DataFrame, mi
     """``pairs`` and the pairs of images whose pHash noise decides (:mod:`synthdata.dedup.fragile_phash`), marked
     ``crop_only`` (found beyond pHash's radius), sorted."""
     rows = con.execute(
-        """SELECT image_id, is_new, phash, lowfreq, phash_fragile_bits FROM _hashes WHERE lowfreq IS NOT NULL
-           ORDER BY image_id"""
+        """SELECT image_id, is_new, phash, lowfreq, phash_fragile_bits, thumb32 FROM _hashes
+           WHERE lowfreq IS NOT NULL ORDER BY image_id"""
     ).fetchall()
     if not any(r[1] for r in rows):
         return pairs
-    ids, new, phash, lowfreq, bits = zip(*rows)
-    return merge_pairs(pairs, stored_fragile_pairs(ids, lowfreq, bits, new, min_correlation), dict(zip(ids, phash)))
+    ids, new, phash, lowfreq, bits, thumbs = zip(*rows)
+    found = stored_fragile_pairs(ids, lowfreq, bits, new, min_correlation, thumbs)
+    return merge_pairs(pairs, found, dict(zip(ids, phash)))
 
 
 def _seeded_sample(ids: list[str], n: int, seed: int) -> list[str]:

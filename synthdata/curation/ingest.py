@@ -107,14 +107,14 @@ def _add_hashes(rows: list[dict], images: list[Image.Image], out: IngestBatch) -
     """Give each row its hashes (pHash pair, shift hashes, pHash fragility), batched; a batch that fails is redone
     image by image, and an image whose hash still fails is rejected (its stored original stays: content-addressed,
     harmless)."""
-    from synthdata.dedup.phash import ImageHashes, image_hashes, lowfreq_bytes
+    from synthdata.dedup.phash import ImageHashes, image_hashes, lowfreq_bytes, thumb_bytes
     from synthdata.dedup.shift_hash import stored
 
     if not rows:
         return
     def rows_of(h: ImageHashes) -> list[tuple]:
         return list(zip(h.phash.tolist(), h.phash2.tolist(), stored(h.shifts), h.fragile_bits.tolist(),
-                        map(lowfreq_bytes, h.lowfreq)))  # fmt: skip
+                        map(lowfreq_bytes, h.lowfreq), map(thumb_bytes, h.thumbs, h.lowfreq)))  # fmt: skip
 
     try:
         hashed = rows_of(image_hashes(images))
@@ -130,7 +130,8 @@ def _add_hashes(rows: list[dict], images: list[Image.Image], out: IngestBatch) -
             reason = f"perceptual hash failed: {hashes}"
             out.rejected.append({"source_path": row["source_path"], "label": row["label"], "reason": reason})
             continue
-        row["phash"], row["phash2"], row["shift_hashes"], row["phash_fragile_bits"], row["lowfreq"] = hashes
+        (row["phash"], row["phash2"], row["shift_hashes"], row["phash_fragile_bits"], row["lowfreq"],
+         row["thumb32"]) = hashes
         out.accepted.append(row)
 
 

@@ -83,8 +83,8 @@ class LeakageReport:
 def audit_leakage(
     images: pd.DataFrame, load: Callable[[str], np.ndarray], settings: LeakageSettings = LeakageSettings()
 ) -> LeakageReport:
-    """images: image_id, split, phash and optionally phash2 (BIGINT/UBIGINT bits), lowfreq and
-    phash_fragile_bits (``raw_images``' columns); load(image_id) -> pixels.
+    """images: image_id, split, phash and optionally phash2 (BIGINT/UBIGINT bits), lowfreq,
+    phash_fragile_bits and thumb32 (``raw_images``' columns); load(image_id) -> pixels.
 
     Searches train x val and train x test; the result is sorted most suspicious first (flagged, then by
     similarity).
@@ -133,12 +133,13 @@ def audit_leakage(
 def _fragile_candidates(hashed: pd.DataFrame, settings: LeakageSettings) -> pd.DataFrame:
     """Pairs of the fragile-pHash channel (:mod:`synthdata.dedup.fragile_phash`: symmetric drawings, whose pHash
     noise decides) between held-out images and the rest, from the similarity floor up; none without the
-    ``lowfreq`` and ``phash_fragile_bits`` columns (or rows ingested before them)."""
+    ``lowfreq`` and ``phash_fragile_bits`` columns (or rows ingested before them); ``thumb32`` when present."""
     if not {"lowfreq", "phash_fragile_bits"} <= set(hashed):
         return stored_fragile_pairs([], [], [], [])
     rows = hashed.sort_values("image_id")
     columns = (rows[c].tolist() for c in ("image_id", "lowfreq", "phash_fragile_bits"))
-    return stored_fragile_pairs(*columns, rows["split"].isin(HELD_OUT).tolist(), settings.min_similarity)
+    thumbs = rows["thumb32"].tolist() if "thumb32" in rows else None
+    return stored_fragile_pairs(*columns, rows["split"].isin(HELD_OUT).tolist(), settings.min_similarity, thumbs)
 
 
 def _best_partners(scored: pd.DataFrame, split: pd.Series, settings: LeakageSettings) -> pd.DataFrame:

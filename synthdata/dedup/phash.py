@@ -97,6 +97,7 @@ class ImageHashes(NamedTuple):
     shifts: np.ndarray  # (N, N_SHIFTS) uint64 shift hashes
     fragile_bits: np.ndarray  # uint8: pHash bits decided by noise (FRAGILE_TOLERANCE)
     lowfreq: np.ndarray  # (N, 64) float16: unit-norm low frequencies where >= LOWFREQ_BITS bits are fragile, else NaN
+    thumbs: np.ndarray  # (N, 1024) uint8: the 32x32 LANCZOS luma pHash works on (stored where lowfreq is kept)
 
 
 def fragility(dct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +129,24 @@ def lowfreq_array(blobs: Sequence[bytes]) -> np.ndarray:
     if not blobs:
         return np.zeros((0, 64), np.float32)
     return np.frombuffer(b"".join(blobs), "<f2").reshape(len(blobs), 64).astype(np.float32)
+
+
+THUMB_BYTES = IMG_SIZE * IMG_SIZE
+
+
+def thumb_bytes(thumb: np.ndarray, lowfreq: np.ndarray) -> bytes | None:
+    """One image's 32x32 pHash thumbnail as stored (1,024 bytes) where its ``lowfreq`` is kept, else None: only the
+    images of the fragile-pHash channel need it (:mod:`synthdata.dedup.fragile_phash`)."""
+    if np.isnan(np.asarray(lowfreq, np.float16)).any():
+        return None
+    return np.asarray(thumb, np.uint8).tobytes()
+
+
+def thumb_array(blobs: Sequence[bytes]) -> np.ndarray:
+    """Stored thumbnails (each 1,024 bytes) -> (N, 1024) uint8 rows."""
+    if not blobs:
+        return np.zeros((0, THUMB_BYTES), np.uint8)
+    return np.frombuffer(b"".join(blobs), np.uint8).reshape(len(blobs), THUMB_BYTES).copy()
 
 
 @lru_cache(maxsize=2)
@@ -201,11 +220,17 @@ def _hash_thumbs(
     return hashes[:, 0], (hashes[:, 1] if crop_hash else None), flat[:, 0]
 
 
-def _hash_hnw(src: np.ndarray, crop_hash: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def _hash_hnw(
+    src: np.ndarray, crop_hash: bool, thumbs_out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Hashes of uint8 images laid out (H, N, W): pHashes, and crop-robust hashes when asked (0 for images
-    with a side under CROP_HASH_MIN_SIDE); and the pHash DCT blocks (a workspace view, see :func:`_hash_thumbs`)."""
+    with a side under CROP_HASH_MIN_SIDE); and the pHash DCT blocks (a workspace view, see :func:`_hash_thumbs`).
+    ``thumbs_out`` (N, 1024) uint8, when given, receives the 32x32 thumbnails, row-major."""
     h, n, w = src.shape
     thumbs, vertical_first = resize_hnw(src, IMG_SIZE, IMG_SIZE, np.float64)
+    if thumbs_out is not None:  # exact uint8 values (see resize_hnw), [row or column, image, the other]
+        view = thumbs.transpose(1, 2, 0) if vertical_first else thumbs.transpose(1, 0, 2)
+        thumbs_out.reshape(n, IMG_SIZE, IMG_SIZE)[...] = view
     crop_hash_here = crop_hash and min(h, w) >= CROP_HASH_MIN_SIDE
     hashes, crops, dct = _hash_thumbs(thumbs, vertical_first, crop_hash_here)
     if crop_hash and crops is None:
@@ -323,7 +348,7 @@ def _boxes(n: int, w: int, h: int) -> tuple[tuple[int, int, int, int], ...]:
 
 def _hash_images(
     images: Sequence[Image.Image], crop_hash: bool, shift_hash: bool = False, dct: bool = False
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Hashes of PIL images, batched by size. Within a size the images are ordered L, RGB, other, so that
     a chunk mixing modes still is one canvas, one resize and one DCT (ingestion's batches mix L and RGB).
     With ``shift_hash`` the shift hashes (:mod:`synthdata.dedup.shift_hash`) come from the same canvas; with
@@ -332,6 +357,7 @@ def _hash_images(
     crops = np.zeros(len(images), dtype=np.uint64) if crop_hash else None
     shifts = np.zeros((len(images), N_SHIFTS), dtype=np.uint64) if shift_hash else None
     blocks = np.zeros((len(images), HASH_SIZE * HASH_SIZE)) if dct else None
+    thumbs = np.zeros((len(images), IMG_SIZE * IMG_SIZE), np.uint8) if dct else None
     groups: dict[tuple[int, int], tuple[list[int], list[int], list[int]]] = {}
     for i, im in enumerate(images):
         mode = im.mode
@@ -348,7 +374,10 @@ def _hash_images(
                 n_l = min(max(len(l_idx) - s, 0), len(part))
                 n_rgb = min(max(len(l_idx) + len(rgb_idx) - s, 0), len(part)) - n_l
                 canvas = _paste_side_by_side([images[i] for i in part], n_l, n_rgb, w, h)
-                hashes, crop, coefficients = _hash_hnw(canvas, crop_hash)
+                part_thumbs = np.empty((len(part), IMG_SIZE * IMG_SIZE), np.uint8) if thumbs is not None else None
+                hashes, crop, coefficients = _hash_hnw(canvas, crop_hash, part_thumbs)
+                if thumbs is not None:
+                    thumbs[part] = part_thumbs
                 out[part] = hashes
                 if crops is not None:
                     crops[part] = crop
@@ -356,7 +385,7 @@ def _hash_images(
                     blocks[part] = coefficients
                 if shifts is not None:
                     shifts[part] = shift_hashes_hnw(canvas)
-    return out, crops, shifts, blocks
+    return out, crops, shifts, blocks, thumbs
 
 
 def phash_images(images: Sequence[Image.Image]) -> np.ndarray:
@@ -383,7 +412,7 @@ def crop_robust_hashes(images: Sequence[Image.Image]) -> np.ndarray:
 def phash_and_crop_hashes(images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
     """``(phash_images(images), crop_robust_hashes(images))`` from one pass over the images (the block sums
     ride along in the DCT's GEMMs)."""
-    phash, crops, _, _ = _hash_images(images, crop_hash=True)
+    phash, crops, _, _, _ = _hash_images(images, crop_hash=True)
     assert crops is not None
     return phash, crops
 
@@ -391,10 +420,11 @@ def phash_and_crop_hashes(images: Sequence[Image.Image]) -> tuple[np.ndarray, np
 def image_hashes(images: Sequence[Image.Image]) -> ImageHashes:
     """``phash_and_crop_hashes(images)``, the shift hashes ((N, N_SHIFTS), see
     :mod:`synthdata.dedup.shift_hash`) and the pHash's :func:`fragility` from one pass over the images: what
-    ingestion stores as ``phash``, ``phash2``, ``shift_hashes``, ``phash_fragile_bits`` and ``lowfreq``."""
-    phash, crops, shifts, blocks = _hash_images(images, crop_hash=True, shift_hash=True, dct=True)
-    assert crops is not None and shifts is not None and blocks is not None
-    return ImageHashes(phash, crops, shifts, *fragility(blocks))
+    ingestion stores as ``phash``, ``phash2``, ``shift_hashes``, ``phash_fragile_bits``, ``lowfreq`` and
+    ``thumb32``."""
+    phash, crops, shifts, blocks, thumbs = _hash_images(images, crop_hash=True, shift_hash=True, dct=True)
+    assert crops is not None and shifts is not None and blocks is not None and thumbs is not None
+    return ImageHashes(phash, crops, shifts, *fragility(blocks), thumbs)
 
 
 def _as_uint64(hashes: np.ndarray | int) -> np.ndarray:
