@@ -30,9 +30,9 @@ class CurateConfig(dg.Config):
     # it no longer fits fails the `images_near_rule_fits` check (WARN) and says to recalibrate.
     rule_fit_images: int = FIT_IMAGES
     # A fixed copy-distance threshold instead of the calibrated one (None: calibrate). It is a number on the scale
-    # of the statistic in force (calibrate.STATISTIC, copy_distance/v5: the residual's L8 mean, never below the
-    # root mean square that v3 took; v5 adds codec views, which only lower JPEG and WebP files' distances): one
-    # chosen under v3 needs choosing again.
+    # of the statistic in force (calibrate.STATISTIC, copy_distance/v7: the residual's L8 mean, never below the
+    # root mean square that v3 took; v5 adds codec views and v6 8-bit resize views, which only lower distances,
+    # v7 scores fewer resize views, which only raises some): one chosen under v3 needs choosing again.
     copy_distance_threshold: float | None = None
 
 
