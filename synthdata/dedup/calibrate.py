@@ -38,10 +38,9 @@ from PIL import Image
 from synthdata.dedup.codec import Encoding, lossy_file
 from synthdata.dedup.evidence import copy_evidence
 
-# Bump when evidence.py changes what the number means (v2: native-scale shifts; v3: chroma blurred more; v4: the
-# residual's L8 mean instead of its root mean square; v5: a JPEG or WebP file is also compared with its partner
-# encoded the way the file was, synthdata.dedup.codec; v6: resized views also as Pillow's 8-bit resize makes them;
-# v7: a pair of two shapes scores only its best-correlated resize views in full, evidence._SCORED_VIEWS).
+# Bump when evidence.py changes what the number means (v2: native-scale shifts; v3: chroma blurred more; v4: L8 mean
+# of the residual, not its RMS; v5: lossy files vs their partner encoded like them, synthdata.dedup.codec; v6: 8-bit
+# resize views as Pillow makes them; v7: only the best-correlated resize views scored, evidence._SCORED_VIEWS).
 STATISTIC = "copy_distance/v7"
 DEFAULT_TARGET_FALSE_RATE = 0.001
 DEFAULT_CALIBRATION_IMAGES = 256
