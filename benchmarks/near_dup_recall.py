@@ -87,7 +87,7 @@ from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs  # noqa: E
 from synthdata.dedup.evidence import copy_evidence  # noqa: E402
 from synthdata.dedup.fragile_phash import fragile_pairs  # noqa: E402
 from synthdata.dedup.groups import group_duplicates  # noqa: E402
-from synthdata.dedup.phash import FRAGILE_BITS, image_hashes, thumb_array, thumb_bytes, to_signed  # noqa: E402
+from synthdata.dedup.phash import FRAGILE_BITS, image_hashes, to_signed  # noqa: E402
 from synthdata.dedup.shift_hash import stored  # noqa: E402
 from synthdata.dedup.small_images import SCREEN_SLACK, merge_pairs, resized_small_pairs  # noqa: E402
 
@@ -264,13 +264,12 @@ def find_candidates(
     con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN)")
     found, seconds = [], np.zeros(2)
     lowfreq: dict[str, np.ndarray] = {}  # low frequencies where ingest stores them (see synthdata.dedup.phash)
-    thumbs: dict[str, bytes] = {}  # ...and the 32x32 thumbnails there
+    thumbs: dict[str, np.ndarray] = {}  # ...and the 32x32 thumbnails there
     fragile: dict[str, bool] = {}
     for drop in drops:
         hashes = image_hashes([Image.fromarray(images[i]) for i in drop])
         lowfreq.update((i, row) for i, row in zip(drop, hashes.lowfreq) if not np.isnan(row).any())
-        thumbs.update((i, thumb_bytes(t, row)) for i, t, row in zip(drop, hashes.thumbs, hashes.lowfreq)
-                      if not np.isnan(row).any())  # fmt: skip
+        thumbs.update((i, t) for i, t, row in zip(drop, hashes.thumbs, hashes.lowfreq) if not np.isnan(row).any())
         fragile.update(zip(drop, (hashes.fragile_bits >= FRAGILE_BITS).tolist()))
         t = clocks()
         con.execute("UPDATE hashes SET is_new = false")
@@ -290,7 +289,7 @@ def find_candidates(
                 keep = [k for k, i in enumerate(ids) if i in lowfreq]
                 # (as stored: float16 rows)
                 rows = np.stack([lowfreq[ids[k]] for k in keep]).astype(np.float32) if keep else np.zeros((0, 64))
-                thumb_rows = thumb_array([thumbs[ids[k]] for k in keep]) if thumbnails else None
+                thumb_rows = np.stack([thumbs[ids[k]] for k in keep]) if thumbnails and keep else None
                 pairs = merge_pairs(pairs, fragile_pairs([ids[k] for k in keep], rows, [fragile[ids[k]] for k in keep],
                                                          new[keep], min_correlation=small_floor, thumbs=thumb_rows),
                                     phash)  # fmt: skip

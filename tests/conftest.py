@@ -36,13 +36,17 @@ def digits_with_planted_copies() -> tuple[np.ndarray, np.ndarray, np.ndarray, li
     return digits[:900], np.asarray(labels[:900]), pick, copies
 
 
+def on_white(image: Image.Image) -> Image.Image:
+    """An image with transparency composited on white, as RGB (transparent pixels have arbitrary colours)."""
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+
+
 def logo_art() -> np.ndarray:
     """scikit-image's colour logo, composited on white and resized to 64 px: saturated line art."""
     import skimage.data
 
-    logo = Image.fromarray(skimage.data.logo())
-    white = Image.new("RGBA", logo.size, (255, 255, 255, 255))
-    return np.asarray(Image.alpha_composite(white, logo).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS))
+    return np.asarray(on_white(Image.fromarray(skimage.data.logo())).resize((64, 64), Image.Resampling.LANCZOS))
 
 
 ADWAITA = Path("/usr/share/icons/Adwaita/48x48")  # Debian's adwaita-icon-theme (.ci/run installs it)
@@ -53,9 +57,7 @@ def adwaita_icons() -> list[tuple[str, np.ndarray]]:
     out = []
     for path in sorted(ADWAITA.rglob("*.png")):
         with Image.open(path) as icon:
-            rgba = icon.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        flat = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+            flat = np.asarray(on_white(icon))
         if flat.mean(axis=2).std() >= 12:
             out.append((path.parent.name, flat))
     return out

@@ -27,7 +27,7 @@ from synthdata.dedup.phash import (
 )
 from synthdata.io.store import BlobStore
 from synthdata.io.warehouse import connect
-from tests.conftest import ADWAITA, adwaita_icons, text_tiles
+from tests.conftest import ADWAITA, adwaita_icons, on_white, text_tiles
 
 pytestmark = pytest.mark.skipif(
     not ADWAITA.is_dir(), reason="needs Debian's adwaita-icon-theme (apt-get install adwaita-icon-theme)"
@@ -225,8 +225,7 @@ def clipart_shapes() -> list[np.ndarray]:
     for path in sorted(CLIPART_SHAPES.rglob("*.png")):
         with Image.open(path) as im:
             im.thumbnail((48, 48), Image.Resampling.LANCZOS)
-            rgba = im.convert("RGBA")
-            pixels = np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba).convert("RGB"))
+            pixels = np.asarray(on_white(im))
         if pixels.tobytes() not in seen and pixels.mean(axis=2).std() >= 2:
             seen.add(pixels.tobytes())
             out.append(pixels)

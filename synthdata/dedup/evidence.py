@@ -715,22 +715,14 @@ def _different_shape_distance(
     out = np.full(p, np.inf)
     keep = np.flatnonzero(corr >= screen)
     if len(keep):
-        ranked = np.sort(view_corr[keep], axis=1)[:, ::-1]
-        scored = view_corr[keep] >= ranked[:, _SCORED_VIEWS - 1 : _SCORED_VIEWS] - _VIEW_SLACK
-        out_k = np.full(len(keep), np.inf)
+        last = np.sort(view_corr[keep], axis=1)[:, -_SCORED_VIEWS]  # the _SCORED_VIEWS-th best
+        scored = view_corr[keep] >= last[:, None] - _VIEW_SLACK
         native_l, native_s = (np.zeros(p, bool),) * 2 if native is None else native
-        for v, (down_r, down_c, up_r, up_c) in enumerate(maps):
-            for direction in (0, 1):
-                sel = np.flatnonzero(scored[:, 2 * v + direction])
-                if not len(sel):
-                    continue
-                at = keep[sel]
-                if direction == 0:  # the larger image resized to the smaller's size
-                    args = (big[at], down_r[at], down_c[at], native_l[at], little[at], hs[at], ws[at], True)
-                else:
-                    args = (little[at], up_r[at], up_c[at], native_s[at], big[at], hl[at], wl[at], False)
-                out_k[sel] = np.minimum(out_k[sel], _resize_residual(*args))
-        out[keep] = out_k
+        for v, (down_r, down_c, up_r, up_c) in enumerate(maps):  # (views in the screen's order: down, up)
+            for at, args in ((keep[scored[:, 2 * v]], (big, down_r, down_c, native_l, little, hs, ws, True)),
+                             (keep[scored[:, 2 * v + 1]], (little, up_r, up_c, native_s, big, hl, wl, False))):
+                if len(at):
+                    out[at] = np.minimum(out[at], _resize_residual(*(a[at] for a in args[:-1]), args[-1]))
     m = np.array([_max_shift((a, b)) for a, b in zip(hs.tolist(), ws.tolist())])
     near = np.flatnonzero((np.abs(hl - hs) <= 2 * m) & (np.abs(wl - ws) <= 2 * m))
     if len(near):

@@ -121,10 +121,9 @@ def stored_fragile_pairs(
     bits = np.array([fragile_bits[k] if _known(fragile_bits[k]) else 0 for k in keep])
     rows = lowfreq_array([bytes(lowfreq[k]) for k in keep])
     new = [bool(is_new[k]) for k in keep]
-    thumbs = None
-    if thumb32 is not None and any(_known(thumb32[k]) for k in keep):
-        thumbs = np.zeros((len(keep), THUMB_BYTES), np.uint8)
-        have = [i for i, k in enumerate(keep) if _known(thumb32[k])]
+    have = [i for i, k in enumerate(keep) if thumb32 is not None and _known(thumb32[k])]
+    thumbs = np.zeros((len(keep), THUMB_BYTES), np.uint8) if have else None
+    if thumbs is not None:
         thumbs[have] = thumb_array([bytes(thumb32[keep[i]]) for i in have])
     return fragile_pairs([ids[k] for k in keep], rows, bits >= FRAGILE_BITS, new, min_correlation=min_correlation,
                          thumbs=thumbs)  # fmt: skip
@@ -140,7 +139,7 @@ class _Thumbs:
         wide = self.rows.astype(np.float64)
         self.sum = wide.sum(axis=1)
         self.centred = np.einsum("nd,nd->n", wide, wide) - self.sum**2 / rows.shape[1]
-        self.known = (rows != 0).any(axis=1) & (self.centred > 0.5)  # unknown (all-zero rows) and flat ones: none
+        self.known = self.centred > 0.5  # unknown (all-zero) rows and flat ones are flat: no correlation
 
     def correlation(self, query: np.ndarray, partner: np.ndarray) -> np.ndarray:
         """(q,) rows against (q, K) rows: (q, K) correlations (NaN where either is not known)."""
