@@ -1,7 +1,7 @@
 """Recall and false-duplicate rate of near-duplicate curation on planted copies of real image sets.
 
 Run: ``python benchmarks/near_dup_recall.py [--set mix|fashion|mnist|icons|icons16] [--n N [N ...]] [--radius R] [--threshold T]
-[--copies C] [--seed S] [--target-false-rate F] [--max-partners K] [--phash-only | --no-shift] [--no-baseline]
+[--copies C] [--seed S] [--target-false-rate F] [--max-partners K] [--shift-partners K] [--phash-only | --no-shift] [--no-baseline]
 [--no-codec] [--no-fragile] [--as-jpeg Q]``
 
 Sets of distinct real images:
@@ -78,6 +78,7 @@ from synthdata.dedup.calibrate import (  # noqa: E402
 from synthdata.dedup.candidates import (  # noqa: E402
     CROP_RADIUS,
     DEFAULT_MAX_PARTNERS,
+    DEFAULT_SHIFT_MAX_PARTNERS,
     DEFAULT_RADIUS,
     SHIFT_RADIUS,
     candidate_pairs,
@@ -253,7 +254,7 @@ def clocks() -> np.ndarray:
 
 
 def find_candidates(
-    drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int,
+    drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int, shift_partners: int,
     small_floor: float | None = -1.0, fragile: bool = True, thumbnails: bool = True,
 ) -> tuple[list[pd.DataFrame], np.ndarray, int]:
     """Candidate pairs of each drop's new images against everything so far, as curation searches them (the
@@ -278,7 +279,8 @@ def find_candidates(
                               "shift_hashes": shift_lists, "is_new": True})  # fmt: skip
         con.execute("INSERT INTO hashes SELECT * FROM frame")
         pairs = candidate_pairs(con, "hashes", radius, new_only=True, crop_radius=crop_radius,
-                                shift_radius=shift_radius, max_partners=max_partners or None)  # fmt: skip
+                                shift_radius=shift_radius, max_partners=max_partners or None,
+                                shift_max_partners=shift_partners or None)  # fmt: skip
         if small_floor is not None:  # resized copies of small images, as curation adds them (synthdata.dedup.small_images)
             ids, new = con.execute("SELECT image_id, is_new FROM hashes ORDER BY image_id").fetchnumpy().values()
             phash = dict(con.execute("SELECT image_id, phash FROM hashes").fetchall())
@@ -384,7 +386,7 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     t_positives = clocks() - t
     # Curation knows the screen before it searches (the small-image channel keeps pairs near or above it).
     floor = None if args.phash_only else (positives.screen if positives else -1.0) - SCREEN_SLACK
-    found, t_cand, n_fragile = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners,
+    found, t_cand, n_fragile = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners, args.shift_partners,
                                                floor, not args.no_fragile, not args.no_thumbs)  # fmt: skip
     t = clocks() - t_positives
     if positives is not None:
@@ -406,6 +408,7 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     print(f"\n{len(distinct_ids):,} distinct images + {len(copy_ids):,} planted copies ({args.copies} per kind); "
           f"radius {args.radius}{f' (nearest {args.max_partners})' if args.max_partners else ''}"
           f"{'' if shift_radius is None else f' + shift channel {shift_radius}'}"
+          f"{f' (nearest {args.shift_partners})' if shift_radius is not None and args.shift_partners else ''}"
           f"{'' if crop_radius is None else f' + crop channel {crop_radius}'}"
           f"{'' if args.phash_only or args.no_fragile else f' + fragile-pHash channel ({n_fragile:,} images)'}")
     print(f"rule {rule.rule_id}: copy distance <= {rule.threshold:.4f}, screen {rule.screen:.3f}; target false rate "
@@ -466,6 +469,9 @@ def main() -> None:
                         help="no shift channel: pHash + crop channel (phash2) for every image, the previous search")
     parser.add_argument("--max-partners", type=int, default=DEFAULT_MAX_PARTNERS,
                         help="nearest pHash partners kept per new image, as curation does (0: every pair within the radius)")
+    parser.add_argument("--shift-partners", type=int, default=DEFAULT_SHIFT_MAX_PARTNERS,
+                        help="nearest shift-hash partners kept per new image, as curation does (0: every pair within "
+                             "the shift radius)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the fixed-rule baseline")
     parser.add_argument("--no-fragile", action="store_true",
                         help="leave the fragile-pHash candidate channel out (synthdata.dedup.fragile_phash)")

@@ -133,3 +133,38 @@ def test_max_partners_keeps_each_new_images_nearest_phash_partners(faces) -> Non
     expected = {tuple(sorted((o, p))) for o, found in nearest.items() for _, p in sorted(found)[:3]}
     assert set(zip(capped["a"], capped["b"])) == expected
     assert len(capped) < len(every)
+
+
+def test_shift_max_partners_keeps_each_new_images_nearest_shift_partners(faces) -> None:
+    """The shift channel's look-alikes grow with the set as pHash's do: capped, each new image keeps its nearest
+    shift partners (least key distance over its shifts, then pHash distance, then id), pHash's pairs unchanged."""
+    rng = np.random.default_rng(2)
+    textured = np.flatnonzero([f.std() >= 4 for f in faces])
+    # Six shifted copies of each of 20 faces: a copy meets its original and the siblings shifted near it.
+    sources = rng.choice(textured, 20, replace=False)
+    images = list(faces) + [plant_copy(faces[s], "shift", rng) for s in sources for _ in range(6)]
+    is_new = np.arange(len(images)) >= len(faces)
+    con = _table(images, is_new, np.ones(len(images), bool))
+    phash, _, shifts = image_hashes([Image.fromarray(i) for i in images])[:3]
+    ids = [f"i{k:04d}" for k in range(len(images))]
+
+    # The channel by hand: a new image's windows at every shift against every other image's centred window.
+    centre = shifts[:, CENTRE]
+    key = hamming(shifts[:, :, None], centre[None, None, :]).astype(float)  # (probing, shift, keyed)
+    key[(shifts == 0)[:, :, None] | (centre == 0)[None, None, :]] = np.inf  # 0 = no hash
+    key = key.min(axis=1)
+    np.fill_diagonal(key, np.inf)
+    by_phash = hamming(phash[:, None], phash[None, :])
+    expected_shift, partners = set(), []
+    for owner in np.flatnonzero(is_new):
+        near = [(key[owner, p], by_phash[owner, p], ids[p]) for p in np.flatnonzero(key[owner] <= 4)]
+        expected_shift |= {tuple(sorted((ids[owner], p))) for *_, p in sorted(near)[:2]}
+        partners.append(len(near))
+    assert np.mean(np.array(partners) > 2) > 0.5  # the cap binds for most copies
+
+    phash_only = candidate_pairs(con, "hashes", 10, crop_radius=None, shift_radius=None)
+    capped = candidate_pairs(con, "hashes", 10, crop_radius=None, shift_radius=4, shift_max_partners=2)
+    every = candidate_pairs(con, "hashes", 10, crop_radius=None, shift_radius=4)
+    pairs = lambda frame: set(zip(frame["a"], frame["b"]))  # noqa: E731
+    assert pairs(capped) == pairs(phash_only) | expected_shift
+    assert len(pairs(every) - pairs(capped)) > 0

@@ -174,6 +174,50 @@ def test_scores_do_not_depend_on_the_number_of_threads(monkeypatch) -> None:
     assert np.array_equal(two[0], one[0]) and np.array_equal(two[1], one[1])
 
 
+def _grey_pairs() -> tuple[list[tuple[int, int]], list[np.ndarray], list]:
+    """Grey pairs of one and of two shapes (copies and distinct look-alikes), JPEG files with their encodings,
+    and a binary drawing whose few unclipped pixels decide the fit."""
+    from synthdata.dedup.codec import lossy_file
+
+    pairs, images = _mixed_pairs(seed=5)
+    images = [np.asarray(Image.fromarray(im).convert("L")) if im.ndim == 3 else im for im in images]
+    codes: list = [None] * len(images)
+    for i in range(8):  # same-shape JPEG copies: codec views
+        copy, codes_i = lossy_file(images[i], "JPEG", 85)
+        images.append(copy)
+        codes.append(codes_i)
+        pairs.append((i, len(images) - 1))
+    pairs += [(i, i + 1) for i in range(len(images) - 9, len(images) - 1)]  # distinct
+    horse = np.where(data.horse(), 255, 0).astype(np.uint8)  # a silhouette: black and white, nothing between
+    small = np.array(Image.fromarray(horse).resize((27, 27), Image.Resampling.NEAREST))
+    small[[5, 9, 14, 20, 22], [4, 17, 8, 12, 21]] = 218  # five pixels unclipped: fewer than 8 values on one channel
+    images += [small, np.ascontiguousarray(small[1:, :26])]
+    codes += [None, None]
+    pairs.append((len(images) - 2, len(images) - 1))
+    return pairs, images, codes
+
+
+def test_grey_pairs_are_scored_on_one_channel_as_on_three(monkeypatch) -> None:
+    pairs, images, codes = _grey_pairs()
+    one = copy_evidence(pairs, images.__getitem__, encoding=codes.__getitem__)
+    monkeypatch.setattr(evidence, "_is_grey", lambda image: False)  # every pair on three equal channels
+    three = copy_evidence(pairs, images.__getitem__, encoding=codes.__getitem__)
+    np.testing.assert_allclose(one[0], three[0], rtol=1e-4, atol=2e-6)
+    np.testing.assert_allclose(one[1], three[1], atol=1e-5)
+    assert np.all(one[0][-17:-9] == 0) and np.all(one[0][-9:-1] > 0.6)  # JPEG copies (codec views), distinct pairs
+
+
+def test_codec_views_do_not_depend_on_the_number_of_threads(monkeypatch) -> None:
+    pairs, images, codes = _grey_pairs()
+    monkeypatch.setattr(evidence, "_CODEC_BLOCK", 3)  # several blocks
+    monkeypatch.setattr(evidence, "_CODEC_CHUNK", 4)  # and several scored chunks per shape
+    monkeypatch.setattr(evidence, "_THREADS", 2)
+    two = copy_evidence(pairs, images.__getitem__, encoding=codes.__getitem__)
+    monkeypatch.setattr(evidence, "_THREADS", 1)
+    one = copy_evidence(pairs, images.__getitem__, encoding=codes.__getitem__)
+    assert np.array_equal(two[0], one[0]) and np.array_equal(two[1], one[1])
+
+
 @pytest.mark.parametrize(
     ("shape", "sigma"),
     [((6, 3, 40, 56), (0, 0, 0.5, 0.5)), ((6, 33, 20, 3), (0, 0.5, 0.5, 0)), ((4, 1, 1, 3), (0, 0.5, 0.5, 0)),

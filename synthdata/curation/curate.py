@@ -9,8 +9,9 @@ near-duplicate joins a group only when confirmed against the group's representat
 representative per group.
 
 Candidates come from stored hashes alone (`synthdata.dedup.candidates`): each new image's nearest pHash
-partners (``DEFAULT_MAX_PARTNERS``, so the work per image stays flat as the archive grows), the shift channel
-for 1-2 px crops and shifts, and the crop channel for rows ingested before shift hashes existed.
+partners (``DEFAULT_MAX_PARTNERS``) and nearest shift-hash partners for 1-2 px crops and shifts
+(``DEFAULT_SHIFT_MAX_PARTNERS``), so the work per image stays bounded as the archive grows, and the crop
+channel for rows ingested before shift hashes existed.
 
 Near-duplicate search is incremental: images already compared (`near_duplicate_index`) are never rehashed or
 compared again with each other; only new images are compared against everything, and confirmed pairs are
@@ -44,7 +45,7 @@ from synthdata.dedup.calibrate import (
     rule_fit,
     rule_from_pairs,
 )
-from synthdata.dedup.candidates import DEFAULT_MAX_PARTNERS, DEFAULT_RADIUS, candidate_pairs
+from synthdata.dedup.candidates import DEFAULT_MAX_PARTNERS, DEFAULT_RADIUS, DEFAULT_SHIFT_MAX_PARTNERS, candidate_pairs
 from synthdata.dedup.codec import Encoding
 from synthdata.dedup.evidence import CODEC_VIEW_MAX_SIDE, copy_evidence
 from synthdata.dedup.fragile_phash import stored_fragile_pairs
@@ -257,7 +258,8 @@ def _near_duplicates(
             t = time.perf_counter()
             stats.rule_fit = _test_rule_fit(con, rule, request, load_id, new_ids, encoding_id, codec_views)
             stats.seconds["rule_fit"] = time.perf_counter() - t
-        pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True, max_partners=DEFAULT_MAX_PARTNERS)
+        pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True, max_partners=DEFAULT_MAX_PARTNERS,
+                                shift_max_partners=DEFAULT_SHIFT_MAX_PARTNERS)  # fmt: skip
         screen = rule.screen if rule is not None else positives.screen
         t = time.perf_counter()
         hashed = len(pairs)

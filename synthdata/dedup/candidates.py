@@ -56,6 +56,14 @@ SHIFT_RADIUS = 4
 # 70k images), while re-encoded, resized and brightness-changed copies rank among their original's 5 nearest.
 DEFAULT_MAX_PARTNERS = 16
 
+# Nearest shift-hash partners each new image keeps (candidate_pairs' shift_max_partners, as curation calls it).
+# Uncapped, the shift channel's distinct partners grew with the set like pHash's (Fashion-MNIST: 0.23 pairs per
+# image at 10k images, 1.67 at 70k), so the work per image had no bound. A shifted or cropped copy reproduces
+# one of its original's windows (0 bits), so it ranks first unless look-alikes share that window: desktop icons,
+# whose themes share glyphs, lost 1 crop and 2 shift copies of 300 each at 4 and none at 8 (near_dup_recall
+# --set icons --shift-partners K: crop / shift 98.0 / 98.0% uncapped, 97.67 / 97.33 at 4, 98.0 / 98.0 at 8).
+DEFAULT_SHIFT_MAX_PARTNERS = 8
+
 # Probe rows per hash that a plan may cost: beyond this, the flip lists dwarf any saving in collisions.
 _MAX_PROBES = 4096
 
@@ -208,7 +216,8 @@ def _banded_join(
 ) -> str:
     """SQL for pairs ``a, b, distance`` (pHash distance) of rows whose keys agree on a band of ``plan``'s
     layout up to its flips and lie within the channel's radius (pigeonhole: exactly the pairs within it).
-    With ``max_partners``, each probing image keeps only its nearest partners (by key distance, then id)."""
+    With ``max_partners``, each probing image keeps only its nearest partners (by key distance, then pHash
+    distance, then id)."""
     keyed = _keyed_sql(channel, *plan, new_only)
     if new_only or not channel.symmetric or max_partners is not None:
         # Probe with the new images' bands only: cost scales with the drop, not with the archive.
@@ -217,9 +226,13 @@ def _banded_join(
                    bit_count(xor(x.key, y.key)) AS key_distance
             FROM probes x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id <> y.image_id
             WHERE bit_count(xor(x.key, y.key)) <= {int(channel.radius)}"""
-        if max_partners is not None:  # ranked after DISTINCT (a pair met on several bands counts once)
-            join = f"""SELECT * FROM ({join})
-            QUALIFY row_number() OVER (PARTITION BY owner ORDER BY key_distance, partner) <= {int(max_partners)}"""
+        if max_partners is not None:
+            # Ranked once per pair (met on several bands, or at several shifts: the nearest key counts), by key
+            # distance, then pHash distance, then id.
+            join = f"""SELECT owner, partner, min(distance) AS distance, min(key_distance) AS key_distance
+            FROM ({join}) GROUP BY owner, partner
+            QUALIFY row_number() OVER (PARTITION BY owner ORDER BY min(key_distance), min(distance), partner)
+                <= {int(max_partners)}"""
         return f"""WITH {keyed} SELECT least(owner, partner) AS a, greatest(owner, partner) AS b, distance
                    FROM ({join})"""
     join = """
@@ -254,6 +267,7 @@ def candidate_pairs(
     bands: int | None = None,
     shift_radius: int | None = SHIFT_RADIUS,
     max_partners: int | None = None,
+    shift_max_partners: int | None = None,
 ) -> pd.DataFrame:
     """Pairs of images whose pHashes differ in at most ``radius`` bits, found by banded equi-joins.
 
@@ -277,7 +291,9 @@ def candidate_pairs(
     ``max_partners`` caps the pHash channel: each new image keeps its ``max_partners`` nearest pHash partners
     within ``radius`` (ties by id), so candidates per image stay flat as the archive grows (a homogeneous
     set's look-alikes within a fixed radius grow with n, a copy stays among the nearest; see
-    :data:`DEFAULT_MAX_PARTNERS`). None keeps every pair within the radius.
+    :data:`DEFAULT_MAX_PARTNERS`). None keeps every pair within the radius. ``shift_max_partners`` caps the
+    shift channel the same way: each new image keeps its nearest partners by the least key distance over its
+    shifts, then pHash distance, then id (:data:`DEFAULT_SHIFT_MAX_PARTNERS`).
     """
     types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {hashes_table})").fetchall())
     extra = "".join(f", {c}" for c in ("phash2", "shift_hashes") if c in types)
@@ -294,7 +310,7 @@ def candidate_pairs(
         channels = _channels(con, "_candidate_keys", radius, crop_radius, shift_radius)
         parts = []
         for channel in channels:
-            cap = max_partners if channel.name == "phash" else None
+            cap = {"phash": max_partners, "shift_hashes": shift_max_partners}.get(channel.name)
             join = _banded_join(channel, new_only, _plan_for(con, channel, bands), cap)
             # The crop channel's pairs must also be within crop_phash_radius of each other's pHash.
             if channel.name == "phash2":

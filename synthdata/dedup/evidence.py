@@ -46,7 +46,9 @@ Cost: pairs of one shape are compared as stacks; pairs of two shapes (crops, res
 a set of many sizes) in padded batches whatever their sizes (:func:`_different_shape_distance`): every view
 is a matrix product of a padded canvas, the screen runs on luma alone, the crop offsets of a whole batch
 come from FFT correlations. The numbers are those of one pair at a time on its own canvases, to float
-rounding (``tests/test_evidence_batching.py``).
+rounding (``tests/test_evidence_batching.py``). A pair of two grey images (one channel, or three equal ones)
+is scored on one channel: three equal channels add nothing but three times the work, and the result is the
+same to float rounding (``tests/test_evidence_batching.py``).
 
 One file: this is the definition of one number, ``copy_distance``, whose meaning calibrated rules are stored
 under (``calibrate.STATISTIC``). Its same-shape, mixed-shape and native-scale paths must agree to float
@@ -59,7 +61,7 @@ import os
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -130,6 +132,7 @@ _NATIVE_CHUNK = 256  # pairs compared at once at their own scale (up to 256 x 25
 CODEC_VIEW_MAX_SIDE = _NATIVE_RESIZE_SIDE
 _CODEC_CACHE_BYTES = 64 << 20  # re-encoded frames kept for reuse (an image against many files of one encoding)
 _CODEC_CHUNK = 1024  # codec views scored at once
+_CODEC_BLOCK = 128  # scored pairs whose missing encodes are made at once (on _THREADS threads)
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -138,6 +141,20 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     return np.ascontiguousarray(arr[..., :3], dtype=np.float32)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """(h, w, 1) float32 of a grey image: a uint8 (h, w), or a frame whose three channels are equal. A pair of
+    two grey images is scored on this one channel: every sum of the three equal ones is three times its
+    sum, so the distance is the same to float rounding, for a third of the work."""
+    arr = np.asarray(image)
+    return np.ascontiguousarray(arr[..., None] if arr.ndim == 2 else arr[..., :1], dtype=np.float32)
+
+
+def _is_grey(image: np.ndarray) -> bool:
+    """Whether an image (uint8 or a frame) has one channel or three equal ones (alpha aside)."""
+    arr = np.asarray(image)
+    return arr.ndim == 2 or (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]))
 
 
 def _grid_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
@@ -236,7 +253,8 @@ def _residuals(
         ok &= valid
     w = ok.astype(np.float32)
     n = w.sum(axis=1)  # (counts: exact in float32)
-    few = n < 8
+    # Counted in colour values: a grey pair's one channel (:func:`_grey`) stands for three.
+    few = n * (3 // x.shape[channel_axis]) < 8
     if few.any():
         ok[few] = True if valid is None else valid[few]
         w = ok.astype(np.float32)
@@ -280,9 +298,12 @@ def _residuals(
 
 def _blur_residual(r: np.ndarray, sigma: tuple[float, ...], channel_axis: int) -> np.ndarray:
     """The residual stack blurred: its luma by ``sigma`` per axis, its chroma by CHROMA_BLUR_SIGMA where
-    ``sigma`` blurs; grey residuals (three equal channels) by ``sigma`` alone, as they were before chroma was.
-    ``channel_axis`` is 1 (padded canvases, (n, 3, H, W)) or the last axis (stacks of views, (n, h, w, 3))."""
+    ``sigma`` blurs; grey residuals (three equal channels, or one) by ``sigma`` alone, as they were before
+    chroma was. ``channel_axis`` is 1 (padded canvases, (n, C, H, W)) or the last axis (stacks of views,
+    (n, h, w, C)); C is 3, or 1 for a grey pair."""
     last = channel_axis == r.ndim - 1
+    if r.shape[channel_axis] == 1:  # a grey pair on one channel (:func:`_grey`)
+        return _blur(r, sigma)
     channels = (r[..., 0], r[..., 1], r[..., 2]) if last else (r[:, 0], r[:, 1], r[:, 2])
     if np.array_equal(channels[0], channels[1]) and np.array_equal(channels[1], channels[2]):
         return _blur(r, sigma)
@@ -458,15 +479,17 @@ def _same_shape_distance(
     luma = frames.mean(axis=3)
     centre = _unit(luma[:, m : h - m, m : w - m].reshape(len(luma), -1))
     chosen = _offsets((h, w), (h, w))  # the shifts that leave enough overlap
-    shifts = [(ty, tx) for ty, tx, *_ in chosen]
+    # Each shift's window as flat indices into an image (K, D): an image's windows are one gather.
+    window = (np.arange(m, h - m)[:, None] * w + np.arange(m, w - m)[None, :]).ravel()
+    at = np.stack([window + ty * w + tx for ty, tx, *_ in chosen])
+    pixels = luma.reshape(len(luma), -1)
     order = np.argsort(a, kind="stable")
     starts = np.flatnonzero(np.r_[True, a[order][1:] != a[order][:-1]])
+    ends = np.r_[starts[1:], len(order)]
     pick, corr = np.zeros(len(a), np.intp), np.zeros(len(a), np.float32)
-    for lo, hi in zip(starts, np.r_[starts[1:], len(order)]):
+    for lo, hi in zip(starts, ends):
         rows = order[lo:hi]
-        image = luma[a[rows[0]]]
-        windows = _unit(np.stack([image[m + ty : h - m + ty, m + tx : w - m + tx].ravel() for ty, tx in shifts]))
-        scores = windows @ centre[b[rows]].T  # (K, k)
+        scores = _unit(pixels[a[rows[0]]][at]) @ centre[b[rows]].T  # (K, k)
         pick[rows], corr[rows] = scores.argmax(axis=0), scores.max(axis=0)
     # A flat window has no correlation to speak of: such pairs are never screened out.
     flat = np.linalg.norm(centre, axis=1) < 0.5
@@ -480,18 +503,20 @@ def _same_shape_distance(
 
 
 def _native_shift_distance(
-    originals: list[np.ndarray], a: np.ndarray, b: np.ndarray, corr: np.ndarray, screen: float
-) -> np.ndarray:
+    originals: list[np.ndarray], a: np.ndarray, b: np.ndarray, corr: np.ndarray, screen: float,
+    channels: Callable[[np.ndarray], np.ndarray] = _rgb,
+) -> np.ndarray:  # fmt: skip
     """Distances of same-shape pairs (a[i], b[i]) at their own pixel scale, shifted by up to MAX_SHIFT pixels,
     for the pairs whose frame correlation reaches ``screen`` (inf elsewhere). On a frame reduced from a larger
     image a shift of 1-2 source pixels is a fraction of a grid pixel, which leaves fine textures (grass,
-    brick, a star field) a residual no grid alignment removes; at the source's own scale it is exact."""
+    brick, a star field) a residual no grid alignment removes; at the source's own scale it is exact.
+    ``channels``: :func:`_rgb`, or :func:`_grey` for grey pairs."""
     out = np.full(len(a), np.inf)
     rows = np.flatnonzero(corr >= screen)
     for start in range(0, len(rows), _NATIVE_CHUNK):
         part = rows[start : start + _NATIVE_CHUNK]
-        small = np.stack([_rgb(originals[i]) for i in b[part]])
-        large = np.stack([_rgb(originals[i]) for i in a[part]])
+        small = np.stack([channels(originals[i]) for i in b[part]])
+        large = np.stack([channels(originals[i]) for i in a[part]])
         out[part] = _pixel_scale_distance(small, large, screen=screen, max_shift=MAX_SHIFT)[0]
     return out
 
@@ -573,8 +598,8 @@ def _identity(n: int) -> np.ndarray:
 
 
 def _canvas(images: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
-    """(P, 3, height, width) float32 of images (h, w, 3), each in the top-left corner, edge-replicated beyond."""
-    out = np.empty((len(images), 3, height, width), np.float32)
+    """(P, C, height, width) float32 of images (h, w, C), each in the top-left corner, edge-replicated beyond."""
+    out = np.empty((len(images), images[0].shape[2], height, width), np.float32)
     for i, image in enumerate(images):
         h, w = image.shape[:2]
         planes = image.transpose(2, 0, 1)
@@ -694,9 +719,12 @@ def _different_shape_distance(
     Hl, Wl, Hs, Ws = (_ceil(int(v.max())) for v in (hl, wl, hs, ws))  # noqa: N806
     big, little = _canvas(large, Hl, Wl), _canvas(small, Hs, Ws)
     maps = []  # per filter: (rows, transposed cols) resizing large to small, then small to large
+    # Square images (most sets) on square canvases: the column maps are the row maps.
+    square = Hl == Wl and Hs == Ws and np.array_equal(hl, wl) and np.array_equal(hs, ws)
     for method in _RESIZE_FILTERS:
-        sides = ((hl, hs, Hl, Hs), (wl, ws, Wl, Ws), (hs, hl, Hs, Hl), (ws, wl, Ws, Wl))
-        down_r, down_c, up_r, up_c = (_line_maps(n_in, n_out, method, pa, pb) for n_in, n_out, pa, pb in sides)
+        down_r, up_r = _line_maps(hl, hs, method, Hl, Hs), _line_maps(hs, hl, method, Hs, Hl)
+        down_c, up_c = (down_r, up_r) if square else (_line_maps(wl, ws, method, Wl, Ws),
+                                                      _line_maps(ws, wl, method, Ws, Wl))
         maps.append((down_r, _transposed(down_c), up_r, _transposed(up_c)))
     # The screen on luma alone: a resize is linear, so the luma of a resized view is the resized luma (a
     # third of the work); the colour views are made for the pairs that pass.
@@ -863,58 +891,64 @@ def copy_evidence(
         return item
 
     # Pairs of one shape are grouped by it (compared as stacks); pairs of two shapes, the larger area first,
-    # go to padded batches of similar canvas sizes, however many distinct sizes there are.
-    shape_of: dict[object, tuple[int, int]] = {}
+    # go to padded batches of similar canvas sizes, however many distinct sizes there are. Pairs of two grey
+    # images go to groups of their own, scored on one channel (:func:`_grey`).
+    shape_of: dict[object, tuple[tuple[int, int], bool]] = {}
     groups: dict[tuple, list[tuple[int, object, object]]] = {}
     for k, (a, b) in enumerate(pairs):
         for x in (a, b):
             if x not in shape_of:
-                shape_of[x] = get(x)[0].shape[:2]
-        sa, sb = shape_of[a], shape_of[b]
+                original = get(x)[0]
+                shape_of[x] = original.shape[:2], _is_grey(original)
+        (sa, grey_a), (sb, grey_b) = shape_of[a], shape_of[b]
         if sa[0] * sa[1] < sb[0] * sb[1]:
             a, b, sa, sb = b, a, sb, sa
-        key = (sa,) if sa == sb else ("mixed", *(_ceil(v) for v in (*sa, *sb)))
+        grey = grey_a and grey_b
+        key = (grey, sa) if sa == sb else (grey, *(_ceil(v) for v in (*sa, *sb)))
         groups.setdefault(key, []).append((k, a, b))
-    def same_shape(where: np.ndarray, frames: np.ndarray, a: np.ndarray, b: np.ndarray, originals: list | None) -> None:
+
+    def same_shape(where: np.ndarray, frames: np.ndarray, a: np.ndarray, b: np.ndarray, originals: list | None,
+                   channels: Callable[[np.ndarray], np.ndarray]) -> None:  # fmt: skip
         distance, best = _same_shape_distance(frames, a, b, screen, subpixel=max(frames.shape[1:3]) >= GRID)
         if originals is not None:
-            distance = np.minimum(distance, _native_shift_distance(originals, a, b, best, screen))
+            distance = np.minimum(distance, _native_shift_distance(originals, a, b, best, screen, channels))
         out[where], corr[where] = distance, best
 
-    def mixed(where: np.ndarray, large: list, small: list) -> None:
+    def mixed(where: np.ndarray, large: list, small: list, channels: Callable[[np.ndarray], np.ndarray]) -> None:
         native = tuple(np.array([eight_bit_resizes and x.dtype == np.uint8 for x in side]) for side in (large, small))
-        out[where], corr[where] = _different_shape_distance([_rgb(x) for x in large], [_rgb(x) for x in small], screen,
-                                                            native)  # fmt: skip
+        out[where], corr[where] = _different_shape_distance([channels(x) for x in large], [channels(x) for x in small],
+                                                            screen, native)  # fmt: skip
 
     # Images are fetched here (the cache is this thread's) and batches scored on _THREADS threads; the next
     # batch is formed while they run, so at most _THREADS + 1 batches are held.
     with single_threaded_blas(), ThreadPoolExecutor(_THREADS, thread_name_prefix="copy-evidence") as pool:
         pending: deque = deque()
         for key, everyone in groups.items():
-            step = _CHUNK if len(key) == 1 else max(1, _BATCH_PIXELS // (key[1] * key[2] + key[3] * key[4]))
+            channels = _grey if key[0] else _rgb
+            step = _CHUNK if len(key) == 2 else max(1, _BATCH_PIXELS // (key[1] * key[2] + key[3] * key[4]))
             for start in range(0, len(everyone), step):
                 members = everyone[start : start + step]
                 where = np.array([k for k, _, _ in members])
-                if len(key) == 1:  # images (so frames) of one shape
+                if len(key) == 2:  # images (so frames) of one shape
                     ids = list(dict.fromkeys(x for _, a, b in members for x in (a, b)))
                     code = {x: i for i, x in enumerate(ids)}
-                    frames = np.stack([get(x)[1] for x in ids])
+                    frames = np.stack([get(x)[1][..., :1] if key[0] else get(x)[1] for x in ids])
                     a = np.array([code[x] for _, x, _ in members])
                     b = np.array([code[x] for _, _, x in members])
                     # Frames reduced from images of up to _NATIVE_RESIZE_SIDE are also shifted at native scale.
                     native = max(frames.shape[1:3]) >= GRID and get(ids[0])[0] is not get(ids[0])[1]
                     originals = [get(x)[0] for x in ids] if native else None
-                    pending.append(pool.submit(same_shape, where, frames, a, b, originals))
+                    pending.append(pool.submit(same_shape, where, frames, a, b, originals, channels))
                 else:
                     large = [get(x)[0] for _, x, _ in members]
                     small = [get(x)[0] for _, _, x in members]
-                    pending.append(pool.submit(mixed, where, large, small))
+                    pending.append(pool.submit(mixed, where, large, small, channels))
                 while len(pending) > _THREADS:
                     pending.popleft().result()
         for job in pending:
             job.result()
     if encoding is not None:
-        _codec_views(pairs, get, encoding, out)
+        _codec_views(pairs, get, encoding, out, lambda x: shape_of[x][1])
     return out, corr
 
 
@@ -923,6 +957,7 @@ def _codec_views(
     get: Callable[[object], tuple[np.ndarray, np.ndarray]],
     encoding: Callable[[object], Encoding | None],
     out: np.ndarray,
+    grey: Callable[[object], bool] = lambda _: False,
 ) -> None:
     """Lower ``out`` (in place) to the codec views where they are less: for each scored pair (one that passed
     the screen) of one size where an image's file is lossy, the other image encoded as that file was
@@ -930,39 +965,66 @@ def _codec_views(
     re-encoded copy made with the file's encoder is reproduced exactly (0); a distinct look-alike's codec view
     keeps it about as far as its pixels do. Images larger than _NATIVE_RESIZE_SIDE are left out: the cache
     holds only their frames, on which a reduction from that size has averaged a codec's noise away
-    (CODEC_VIEW_MAX_SIDE)."""
-    views: dict[tuple[int, int], list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    (CODEC_VIEW_MAX_SIDE). A grey view against a ``grey`` file is scored on one channel (:func:`_grey`).
+
+    The pairs go in blocks: the block's missing encodes (a WebP file's take about ten encodes each: the
+    quality search) and then its residuals run on _THREADS threads; ``out`` takes the least of each view in
+    this thread, so the numbers do not depend on the threads."""
+    views: dict[tuple, list[tuple[int, np.ndarray, np.ndarray]]] = {}
     # Re-encodes kept for reuse, by bytes: the JPEG files of a set mostly share their tables, so an image seen
     # against many of them is encoded once.
-    encoded: OrderedDict[tuple[object, Encoding], list[np.ndarray]] = OrderedDict()
+    encoded: OrderedDict[tuple[object, Encoding], list[tuple[np.ndarray, bool]]] = OrderedDict()
     held = 0
-    for k in np.flatnonzero(np.isfinite(out) & (out > 0)).tolist():
-        a, b = pairs[k]
-        pair_images = {a: get(a), b: get(b)}  # (original, frame) of each
-        if any(original is frame for original, frame in pair_images.values()) or (
-            pair_images[a][0].shape[:2] != pair_images[b][0].shape[:2]
-        ):
-            continue
-        for x, y in ((a, b), (b, a)):
-            code = encoding(y)
-            if code is None:
-                continue
-            original_x, frame_y = pair_images[x][0], pair_images[y][1]
-            if (x, code) not in encoded:
-                encoded[x, code] = [_frame(view) for view in encode_like(original_x, code)]
-                held += sum(v.nbytes for v in encoded[x, code])
-                while held > _CODEC_CACHE_BYTES and len(encoded) > 1:
-                    held -= sum(v.nbytes for v in encoded.popitem(last=False)[1])
-            group = views.setdefault(frame_y.shape[:2], [])
-            group.extend((k, view, frame_y) for view in encoded[x, code])
-            if len(group) >= _CODEC_CHUNK:  # scored a batch at a time: memory stays bounded
-                _score_codec_views(views.pop(frame_y.shape[:2]), out)
-    for members in views.values():
-        _score_codec_views(members, out)
+    scored = np.flatnonzero(np.isfinite(out) & (out > 0)).tolist()
+
+    def encode(item: tuple[tuple[object, Encoding], np.ndarray]) -> list[tuple[np.ndarray, bool]]:
+        (_, code), original = item
+        return [(_frame(view), _is_grey(view)) for view in encode_like(original, code)]
+
+    def lower(job: Future) -> None:
+        rows, values = job.result()
+        np.minimum.at(out, rows, values)
+
+    with single_threaded_blas(), ThreadPoolExecutor(_THREADS, thread_name_prefix="codec-views") as pool:
+        pending: deque = deque()
+        for start in range(0, len(scored), _CODEC_BLOCK):
+            tasks = []  # (pair row, (image encoded, file's encoding), file's frame, whether the file is grey)
+            needed: dict[tuple[object, Encoding], np.ndarray] = {}
+            for k in scored[start : start + _CODEC_BLOCK]:
+                a, b = pairs[k]
+                pair_images = {a: get(a), b: get(b)}  # (original, frame) of each
+                if any(original is frame for original, frame in pair_images.values()) or (
+                    pair_images[a][0].shape[:2] != pair_images[b][0].shape[:2]
+                ):
+                    continue
+                for x, y in ((a, b), (b, a)):
+                    code = encoding(y)
+                    if code is None:
+                        continue
+                    if (x, code) not in encoded:
+                        needed.setdefault((x, code), pair_images[x][0])
+                    tasks.append((k, (x, code), pair_images[y][1], grey(y)))
+            for key, frames in zip(needed, pool.map(encode, needed.items())):
+                encoded[key] = frames
+                held += sum(v.nbytes for v, _ in frames)
+            for k, key, frame_y, grey_y in tasks:
+                for view, grey_view in encoded[key]:
+                    one = grey_y and grey_view
+                    group = views.setdefault((*frame_y.shape[:2], one), [])
+                    group.append((k, view[..., :1] if one else view, frame_y[..., :1] if one else frame_y))
+                    if len(group) >= _CODEC_CHUNK:  # scored a batch at a time: memory stays bounded
+                        pending.append(pool.submit(_codec_residuals, views.pop((*frame_y.shape[:2], one))))
+                        while len(pending) > _THREADS:
+                            lower(pending.popleft())
+            while held > _CODEC_CACHE_BYTES and len(encoded) > 1:
+                held -= sum(v.nbytes for v, _ in encoded.popitem(last=False)[1])
+        pending.extend(pool.submit(_codec_residuals, members) for members in views.values())
+        for job in pending:
+            lower(job)
 
 
-def _score_codec_views(members: list, out: np.ndarray) -> None:
-    """:func:`residual` of each codec view (pair row, view, file's frame); ``out`` keeps the least (in place)."""
+def _codec_residuals(members: list) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`residual` of each codec view (pair row, view, file's frame): the rows and their residuals."""
     rows = np.array([k for k, _, _ in members])
     x, y = np.stack([v for _, v, _ in members]), np.stack([f for _, _, f in members])
-    np.minimum.at(out, rows, residual(x, y))
+    return rows, residual(x, y)
