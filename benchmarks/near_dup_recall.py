@@ -78,8 +78,8 @@ from synthdata.dedup.calibrate import (  # noqa: E402
 from synthdata.dedup.candidates import (  # noqa: E402
     CROP_RADIUS,
     DEFAULT_MAX_PARTNERS,
-    DEFAULT_SHIFT_MAX_PARTNERS,
     DEFAULT_RADIUS,
+    DEFAULT_SHIFT_MAX_PARTNERS,
     SHIFT_RADIUS,
     candidate_pairs,
 )
@@ -254,8 +254,8 @@ def clocks() -> np.ndarray:
 
 
 def find_candidates(
-    drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int, shift_partners: int,
-    small_floor: float | None = -1.0, fragile: bool = True, thumbnails: bool = True,
+    drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int,
+    shift_partners: int, small_floor: float | None = -1.0, fragile: bool = True, thumbnails: bool = True,
 ) -> tuple[list[pd.DataFrame], np.ndarray, int]:
     """Candidate pairs of each drop's new images against everything so far, as curation searches them (the
     small-image and fragile-pHash channels keep pairs from ``small_floor`` up; None leaves them out, and
@@ -386,8 +386,8 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     t_positives = clocks() - t
     # Curation knows the screen before it searches (the small-image channel keeps pairs near or above it).
     floor = None if args.phash_only else (positives.screen if positives else -1.0) - SCREEN_SLACK
-    found, t_cand, n_fragile = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners, args.shift_partners,
-                                               floor, not args.no_fragile, not args.no_thumbs)  # fmt: skip
+    found, t_cand, n_fragile = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners,
+                                               args.shift_partners, floor, not args.no_fragile, not args.no_thumbs)  # fmt: skip
     t = clocks() - t_positives
     if positives is not None:
         rule, first = calibrate_on(drops[0], found[0], images, labels, args, positives)

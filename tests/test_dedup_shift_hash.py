@@ -45,12 +45,18 @@ def test_a_shifted_or_cropped_copy_reproduces_one_of_the_originals_windows_exact
     assert np.mean([c in set(o.tolist()) for c, o in zip(beyond.tolist(), originals)]) < 0.05
 
 
-def test_distinct_faces_rarely_share_a_window_and_pHash_alone_misses_most_shifts(faces) -> None:
-    hashes = shift_hashes_arrays(faces)
+def _window_distance(hashes: np.ndarray) -> np.ndarray:
+    """The shift channel by hand: (probing, keyed) least Hamming distance of a probing image's windows at every
+    shift to a keyed image's centred one; 64 where either has no hash (0) and on the diagonal."""
     distance = hamming(hashes[:, :, None], hashes[None, None, :, CENTRE])  # (probing, shift, keyed)
     distance[(hashes == 0)[:, :, None] | (hashes[:, CENTRE] == 0)[None, None, :]] = 64  # 0 = no hash
     near = distance.min(axis=1)
     np.fill_diagonal(near, 64)
+    return near
+
+
+def test_distinct_faces_rarely_share_a_window_and_pHash_alone_misses_most_shifts(faces) -> None:
+    near = _window_distance(shift_hashes_arrays(faces))
     assert (near <= 4).any(axis=1).mean() <= 0.01  # at most 2 of the 200 come within the channel's radius
     rng = np.random.default_rng(0)
     copies = [plant_copy(f, "shift", rng) for f in faces]
@@ -148,12 +154,7 @@ def test_shift_max_partners_keeps_each_new_images_nearest_shift_partners(faces) 
     phash, _, shifts = image_hashes([Image.fromarray(i) for i in images])[:3]
     ids = [f"i{k:04d}" for k in range(len(images))]
 
-    # The channel by hand: a new image's windows at every shift against every other image's centred window.
-    centre = shifts[:, CENTRE]
-    key = hamming(shifts[:, :, None], centre[None, None, :]).astype(float)  # (probing, shift, keyed)
-    key[(shifts == 0)[:, :, None] | (centre == 0)[None, None, :]] = np.inf  # 0 = no hash
-    key = key.min(axis=1)
-    np.fill_diagonal(key, np.inf)
+    key = _window_distance(shifts)
     by_phash = hamming(phash[:, None], phash[None, :])
     expected_shift, partners = set(), []
     for owner in np.flatnonzero(is_new):

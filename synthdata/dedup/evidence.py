@@ -302,10 +302,7 @@ def _blur_residual(r: np.ndarray, sigma: tuple[float, ...], channel_axis: int) -
     chroma was. ``channel_axis`` is 1 (padded canvases, (n, C, H, W)) or the last axis (stacks of views,
     (n, h, w, C)); C is 3, or 1 for a grey pair."""
     last = channel_axis == r.ndim - 1
-    if r.shape[channel_axis] == 1:  # a grey pair on one channel (:func:`_grey`)
-        return _blur(r, sigma)
-    channels = (r[..., 0], r[..., 1], r[..., 2]) if last else (r[:, 0], r[:, 1], r[:, 2])
-    if np.array_equal(channels[0], channels[1]) and np.array_equal(channels[1], channels[2]):
+    if r.shape[channel_axis] == 1 or _is_grey(np.moveaxis(r, channel_axis, -1)):  # one channel, or three equal
         return _blur(r, sigma)
     # In YCbCr's inverse every channel is Y plus chroma terms, so the residual is its luma on all three
     # channels plus a chroma part (r minus that): each is blurred by its own sigma, and no planes are copied.
@@ -932,7 +929,7 @@ def copy_evidence(
                 if len(key) == 2:  # images (so frames) of one shape
                     ids = list(dict.fromkeys(x for _, a, b in members for x in (a, b)))
                     code = {x: i for i, x in enumerate(ids)}
-                    frames = np.stack([get(x)[1][..., :1] if key[0] else get(x)[1] for x in ids])
+                    frames = np.stack([channels(get(x)[1]) for x in ids])
                     a = np.array([code[x] for _, x, _ in members])
                     b = np.array([code[x] for _, _, x in members])
                     # Frames reduced from images of up to _NATIVE_RESIZE_SIDE are also shifted at native scale.
@@ -957,7 +954,7 @@ def _codec_views(
     get: Callable[[object], tuple[np.ndarray, np.ndarray]],
     encoding: Callable[[object], Encoding | None],
     out: np.ndarray,
-    grey: Callable[[object], bool] = lambda _: False,
+    grey: Callable[[object], bool],
 ) -> None:
     """Lower ``out`` (in place) to the codec views where they are less: for each scored pair (one that passed
     the screen) of one size where an image's file is lossy, the other image encoded as that file was
@@ -1011,7 +1008,7 @@ def _codec_views(
                 for view, grey_view in encoded[key]:
                     one = grey_y and grey_view
                     group = views.setdefault((*frame_y.shape[:2], one), [])
-                    group.append((k, view[..., :1] if one else view, frame_y[..., :1] if one else frame_y))
+                    group.append((k, _grey(view), _grey(frame_y)) if one else (k, view, frame_y))
                     if len(group) >= _CODEC_CHUNK:  # scored a batch at a time: memory stays bounded
                         pending.append(pool.submit(_codec_residuals, views.pop((*frame_y.shape[:2], one))))
                         while len(pending) > _THREADS:
