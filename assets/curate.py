@@ -119,6 +119,9 @@ def images(
         "near_candidates": stats.candidates,
         "near_candidates_small_images": stats.small_image_candidates,
         "near_candidates_fragile_phash": stats.fragile_phash_candidates,
+        # New images whose nearest-partner caps (DEFAULT_MAX_PARTNERS, DEFAULT_SHIFT_MAX_PARTNERS) left partners out.
+        "near_capped_images_phash": stats.capped_images.get("phash", 0),
+        "near_capped_images_shift": stats.capped_images.get("shift_hashes", 0),
         "near_scored": stats.screened,
         "near_confirmed": stats.confirmed,
         "largest_group": stats.largest_group,

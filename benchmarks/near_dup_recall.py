@@ -256,14 +256,14 @@ def clocks() -> np.ndarray:
 def find_candidates(
     drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int,
     shift_partners: int, small_floor: float | None = -1.0, fragile: bool = True, thumbnails: bool = True,
-) -> tuple[list[pd.DataFrame], np.ndarray, int]:
+) -> tuple[list[pd.DataFrame], np.ndarray, int, dict[str, int]]:
     """Candidate pairs of each drop's new images against everything so far, as curation searches them (the
     small-image and fragile-pHash channels keep pairs from ``small_floor`` up; None leaves them out, and
     ``fragile`` False the fragile-pHash channel; ``thumbnails`` False ranks its partners by low frequencies alone),
-    and how many distinct images have a fragile pHash."""
+    how many distinct images have a fragile pHash, and how many new images each partner cap left partners out of."""
     con = duckdb.connect()
     con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN)")
-    found, seconds = [], np.zeros(2)
+    found, seconds, capped = [], np.zeros(2), {}
     lowfreq: dict[str, np.ndarray] = {}  # low frequencies where ingest stores them (see synthdata.dedup.phash)
     thumbs: dict[str, np.ndarray] = {}  # ...and the 32x32 thumbnails there
     fragile: dict[str, bool] = {}
@@ -281,6 +281,7 @@ def find_candidates(
         pairs = candidate_pairs(con, "hashes", radius, new_only=True, crop_radius=crop_radius,
                                 shift_radius=shift_radius, max_partners=max_partners or None,
                                 shift_max_partners=shift_partners or None)  # fmt: skip
+        capped = {k: capped.get(k, 0) + v for k, v in pairs.attrs["capped"].items()}
         if small_floor is not None:  # resized copies of small images, as curation adds them (synthdata.dedup.small_images)
             ids, new = con.execute("SELECT image_id, is_new FROM hashes ORDER BY image_id").fetchnumpy().values()
             phash = dict(con.execute("SELECT image_id, phash FROM hashes").fetchall())
@@ -297,7 +298,7 @@ def find_candidates(
                                     phash)  # fmt: skip
         found.append(pairs)
         seconds += clocks() - t
-    return found, seconds, sum(fragile[i] for i in lowfreq)
+    return found, seconds, sum(fragile[i] for i in lowfreq), capped
 
 
 def positives_of(drop: list[str], images: dict, args) -> Positives:
@@ -386,7 +387,7 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     t_positives = clocks() - t
     # Curation knows the screen before it searches (the small-image channel keeps pairs near or above it).
     floor = None if args.phash_only else (positives.screen if positives else -1.0) - SCREEN_SLACK
-    found, t_cand, n_fragile = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners,
+    found, t_cand, n_fragile, capped = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners,
                                                args.shift_partners, floor, not args.no_fragile, not args.no_thumbs)  # fmt: skip
     t = clocks() - t_positives
     if positives is not None:
@@ -418,7 +419,8 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     for warning in rule.warnings:
         print(f"  warning: {warning}")
     print(f"candidates {len(cand):,} ({len(cand) / n:.1f} per image), scored in full {np.isfinite(distance).sum():,}, "
-          f"confirmed {len(near):,}")
+          f"confirmed {len(near):,}; images whose partners a cap left out: "
+          + (", ".join(f"{k} {v:,}" for k, v in capped.items()) or "none capped"))
     print(f"per image: candidates {t_cand[0] / n * 1e6:.0f} us ({t_cand[1] / n * 1e6:.0f} us CPU), confirmation "
           f"{t_confirm[0] / n * 1e6:.0f} us ({t_confirm[1] / n * 1e6:.0f} us CPU) (total {t_cand[0]:.1f} s + "
           f"{t_confirm[0]:.1f} s wall, {t_cand[1]:.1f} s + {t_confirm[1]:.1f} s CPU)")

@@ -138,6 +138,7 @@ def test_max_partners_keeps_each_new_images_nearest_phash_partners(faces) -> Non
                 nearest.setdefault(owner, []).append((d, partner))
     expected = {tuple(sorted((o, p))) for o, found in nearest.items() for _, p in sorted(found)[:3]}
     assert set(zip(capped["a"], capped["b"])) == expected
+    assert capped.attrs["capped"] == {"phash": sum(len(found) > 3 for found in nearest.values())} and every.attrs["capped"] == {}
     assert len(capped) < len(every)
 
 
@@ -168,4 +169,5 @@ def test_shift_max_partners_keeps_each_new_images_nearest_shift_partners(faces) 
     every = candidate_pairs(con, "hashes", 10, crop_radius=None, shift_radius=4)
     pairs = lambda frame: set(zip(frame["a"], frame["b"]))  # noqa: E731
     assert pairs(capped) == pairs(phash_only) | expected_shift
+    assert capped.attrs["capped"] == {"shift_hashes": int(np.sum(np.array(partners) > 2))}  # what the cap left out
     assert len(pairs(every) - pairs(capped)) > 0

@@ -80,6 +80,19 @@ def test_images_are_deduplicated_across_drops_first_seen_wins(pipeline):
     assert not sources & copies  # the originals (earlier drop) were kept
 
 
+def test_the_images_materialization_says_what_the_partner_caps_left_out(pipeline):
+    *_, ingest_runs, _ = pipeline
+    shown = [
+        e.step_materialization_data.materialization.metadata
+        for run in ingest_runs for e in run.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and e.asset_key == dg.AssetKey("images")
+    ]  # fmt: skip
+    assert shown
+    for meta in shown:
+        capped = meta["near_capped_images_phash"].value, meta["near_capped_images_shift"].value
+        assert all(0 <= c <= meta["new_images_compared"].value for c in capped)  # (counted exactly: test_dedup_shift_hash)
+
+
 def test_splits_cover_every_image_once_and_checks_pass(pipeline):
     paths, _, _, _, ingest_runs, _ = pipeline
     per_split = dict(query(paths, "SELECT split, count(*) FROM splits GROUP BY 1"))

@@ -67,6 +67,8 @@ class CurationStats:
     candidates: int = 0
     small_image_candidates: int = 0  # of which only the small-image channel found (synthdata.dedup.small_images)
     fragile_phash_candidates: int = 0  # of which only the fragile-pHash channel found (synthdata.dedup.fragile_phash)
+    # New images that had more pHash / shift-hash partners than the caps keep (candidate_pairs' attrs["capped"])
+    capped_images: dict[str, int] = field(default_factory=dict)
     screened: int = 0  # candidates scored in full (the rest fell below the rule's correlation screen)
     confirmed: int = 0
     rule: NearDuplicateRule | None = None
@@ -260,6 +262,7 @@ def _near_duplicates(
             stats.seconds["rule_fit"] = time.perf_counter() - t
         pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True, max_partners=DEFAULT_MAX_PARTNERS,
                                 shift_max_partners=DEFAULT_SHIFT_MAX_PARTNERS)  # fmt: skip
+        stats.capped_images = dict(pairs.attrs["capped"])
         screen = rule.screen if rule is not None else positives.screen
         t = time.perf_counter()
         hashed = len(pairs)

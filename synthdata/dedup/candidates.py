@@ -217,7 +217,7 @@ def _banded_join(
     """SQL for pairs ``a, b, distance`` (pHash distance) of rows whose keys agree on a band of ``plan``'s
     layout up to its flips and lie within the channel's radius (pigeonhole: exactly the pairs within it).
     With ``max_partners``, each probing image keeps only its nearest partners (by key distance, then pHash
-    distance, then id)."""
+    distance, then id); ``capped`` is true on one row of each image that had more."""
     keyed = _keyed_sql(channel, *plan, new_only)
     if new_only or not channel.symmetric or max_partners is not None:
         # Probe with the new images' bands only: cost scales with the drop, not with the archive.
@@ -229,17 +229,21 @@ def _banded_join(
         if max_partners is not None:
             # Ranked once per pair (met on several bands, or at several shifts: the nearest key counts), by key
             # distance, then pHash distance, then id.
-            join = f"""SELECT owner, partner, min(distance) AS distance, min(key_distance) AS key_distance
+            # ``capped`` marks an owner's first row when it had more partners than it keeps.
+            join = f"""SELECT owner, partner, min(distance) AS distance, min(key_distance) AS key_distance,
+                   row_number() OVER nearest = 1 AND count(*) OVER (PARTITION BY owner) > {int(max_partners)} AS capped
             FROM ({join}) GROUP BY owner, partner
-            QUALIFY row_number() OVER (PARTITION BY owner ORDER BY min(key_distance), min(distance), partner)
-                <= {int(max_partners)}"""
-        return f"""WITH {keyed} SELECT least(owner, partner) AS a, greatest(owner, partner) AS b, distance
+            WINDOW nearest AS (PARTITION BY owner ORDER BY min(key_distance), min(distance), partner)
+            QUALIFY row_number() OVER nearest <= {int(max_partners)}"""
+        else:
+            join = f"SELECT *, false AS capped FROM ({join})"
+        return f"""WITH {keyed} SELECT least(owner, partner) AS a, greatest(owner, partner) AS b, distance, capped
                    FROM ({join})"""
     join = """
         SELECT x.image_id AS a, y.image_id AS b, bit_count(xor(x.phash, y.phash)) AS distance,
                bit_count(xor(x.key, y.key)) AS key_distance
         FROM probes x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id < y.image_id"""
-    return f"WITH {keyed} SELECT a, b, distance FROM ({join}) WHERE key_distance <= {int(channel.radius)}"
+    return f"WITH {keyed} SELECT a, b, distance, false AS capped FROM ({join}) WHERE key_distance <= {int(channel.radius)}"
 
 
 def _plan_for(con: duckdb.DuckDBPyConnection, channel: Channel, bands: int | None) -> tuple[list[tuple[int, int]], int]:
@@ -293,8 +297,10 @@ def candidate_pairs(
     set's look-alikes within a fixed radius grow with n, a copy stays among the nearest; see
     :data:`DEFAULT_MAX_PARTNERS`). None keeps every pair within the radius. ``shift_max_partners`` caps the
     shift channel the same way: each new image keeps its nearest partners by the least key distance over its
-    shifts, then pHash distance, then id (:data:`DEFAULT_SHIFT_MAX_PARTNERS`).
+    shifts, then pHash distance, then id (:data:`DEFAULT_SHIFT_MAX_PARTNERS`). ``frame.attrs["capped"]`` says,
+    per capped channel, how many new images had more partners than they kept.
     """
+    caps = {"phash": max_partners, "shift_hashes": shift_max_partners if shift_radius is not None else None}
     types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {hashes_table})").fetchall())
     extra = "".join(f", {c}" for c in ("phash2", "shift_hashes") if c in types)
     # The joins run on dense integer keys numbered in image_id order (so least/greatest and the sort agree
@@ -310,21 +316,26 @@ def candidate_pairs(
         channels = _channels(con, "_candidate_keys", radius, crop_radius, shift_radius)
         parts = []
         for channel in channels:
-            cap = {"phash": max_partners, "shift_hashes": shift_max_partners}.get(channel.name)
-            join = _banded_join(channel, new_only, _plan_for(con, channel, bands), cap)
+            join = _banded_join(channel, new_only, _plan_for(con, channel, bands), caps.get(channel.name))
             # The crop channel's pairs must also be within crop_phash_radius of each other's pHash.
             if channel.name == "phash2":
                 join = f"SELECT * FROM ({join}) WHERE distance <= {int(crop_phash_radius)}"
             parts.append(join)
-        union = " UNION ALL ".join(f"SELECT a, b, distance FROM ({part})" for part in parts)
-        found = con.execute(f"SELECT DISTINCT a, b, distance::INTEGER AS distance FROM ({union}) ORDER BY a, b").fetchnumpy()
+        union = " UNION ALL ".join(f"SELECT a, b, distance, capped, '{channel.name}' AS channel FROM ({part})"
+                                   for channel, part in zip(channels, parts))  # fmt: skip
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _candidate_rows AS {union}")
+        found = con.execute("SELECT DISTINCT a, b, distance::INTEGER AS distance FROM _candidate_rows ORDER BY a, b").fetchnumpy()
+        capped = dict(con.execute("SELECT channel, count(*) FROM _candidate_rows WHERE capped GROUP BY 1").fetchall())
         ids = con.execute("SELECT id FROM _candidate_keys ORDER BY image_id").fetchnumpy()["id"]
     finally:
         con.execute("DROP TABLE IF EXISTS _candidate_keys")
+        con.execute("DROP TABLE IF EXISTS _candidate_rows")
     ids = np.asarray(ids, dtype=object)  # one string object per image, shared by all of its pairs
     frame = pd.DataFrame(
         {"a": ids[found["a"]], "b": ids[found["b"]], "distance": np.asarray(found["distance"], dtype=np.int32)}
     )
     if len(parts) > 1:
         frame["crop_only"] = frame["distance"] > radius  # found by the crop or shift channel alone
+    # New images that had more partners than a capped channel keeps, by channel: what the caps left out.
+    frame.attrs["capped"] = {name: int(capped.get(name, 0)) for name, cap in caps.items() if cap is not None}
     return frame
