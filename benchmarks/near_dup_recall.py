@@ -266,12 +266,12 @@ def find_candidates(
     found, seconds, capped = [], np.zeros(2), {}
     lowfreq: dict[str, np.ndarray] = {}  # low frequencies where ingest stores them (see synthdata.dedup.phash)
     thumbs: dict[str, np.ndarray] = {}  # ...and the 32x32 thumbnails there
-    fragile: dict[str, bool] = {}
+    fragile_of: dict[str, bool] = {}  # (not `fragile`: that is the flag that turns the channel off)
     for drop in drops:
         hashes = image_hashes([Image.fromarray(images[i]) for i in drop])
         lowfreq.update((i, row) for i, row in zip(drop, hashes.lowfreq) if not np.isnan(row).any())
         thumbs.update((i, t) for i, t, row in zip(drop, hashes.thumbs, hashes.lowfreq) if not np.isnan(row).any())
-        fragile.update(zip(drop, (hashes.fragile_bits >= FRAGILE_BITS).tolist()))
+        fragile_of.update(zip(drop, (hashes.fragile_bits >= FRAGILE_BITS).tolist()))
         t = clocks()
         con.execute("UPDATE hashes SET is_new = false")
         shift_lists = [[int(v) for v in to_signed(np.array(row, np.uint64))] for row in stored(hashes.shifts)]
@@ -293,12 +293,12 @@ def find_candidates(
                 # (as stored: float16 rows)
                 rows = np.stack([lowfreq[ids[k]] for k in keep]).astype(np.float32) if keep else np.zeros((0, 64))
                 thumb_rows = np.stack([thumbs[ids[k]] for k in keep]) if thumbnails and keep else None
-                pairs = merge_pairs(pairs, fragile_pairs([ids[k] for k in keep], rows, [fragile[ids[k]] for k in keep],
+                pairs = merge_pairs(pairs, fragile_pairs([ids[k] for k in keep], rows, [fragile_of[ids[k]] for k in keep],
                                                          new[keep], min_correlation=small_floor, thumbs=thumb_rows),
                                     phash)  # fmt: skip
         found.append(pairs)
         seconds += clocks() - t
-    return found, seconds, sum(fragile[i] for i in lowfreq), capped
+    return found, seconds, sum(fragile_of[i] for i in lowfreq), capped
 
 
 def positives_of(drop: list[str], images: dict, args) -> Positives:
