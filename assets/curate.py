@@ -43,7 +43,8 @@ class CurateConfig(dg.Config):
     kinds={"duckdb", "python"},
     description=(
         "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) and "
-        "near-duplicates (pHash candidates within `hamming_radius`, plus shift/crop hashes, resized copies of "
+        "near-duplicates (pHash candidates within `hamming_radius`, each new image's 16 nearest by Hamming distance "
+        "and by the pHash's low frequencies, plus shift/crop hashes, resized copies of "
         "images under 16 px and the low frequencies and 32x32 thumbnails of images whose pHash noise decides "
         "(symmetric drawings), "
         "confirmed by a copy distance after alignment "

@@ -88,7 +88,7 @@ from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs  # noqa: E
 from synthdata.dedup.evidence import copy_evidence  # noqa: E402
 from synthdata.dedup.fragile_phash import fragile_pairs  # noqa: E402
 from synthdata.dedup.groups import group_duplicates  # noqa: E402
-from synthdata.dedup.phash import FRAGILE_BITS, image_hashes, to_signed  # noqa: E402
+from synthdata.dedup.phash import FRAGILE_BITS, fragile_channel, image_hashes, lowfreq_bytes, to_signed  # noqa: E402
 from synthdata.dedup.shift_hash import stored  # noqa: E402
 from synthdata.dedup.small_images import SCREEN_SLACK, merge_pairs, resized_small_pairs  # noqa: E402
 
@@ -256,27 +256,32 @@ def clocks() -> np.ndarray:
 def find_candidates(
     drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int,
     shift_partners: int, small_floor: float | None = -1.0, fragile: bool = True, thumbnails: bool = True,
+    rank_lowfreq: bool = True,
 ) -> tuple[list[pd.DataFrame], np.ndarray, int, dict[str, int]]:
     """Candidate pairs of each drop's new images against everything so far, as curation searches them (the
     small-image and fragile-pHash channels keep pairs from ``small_floor`` up; None leaves them out, and
-    ``fragile`` False the fragile-pHash channel; ``thumbnails`` False ranks its partners by low frequencies alone),
-    how many distinct images have a fragile pHash, and how many new images each partner cap left partners out of."""
+    ``fragile`` False the fragile-pHash channel; ``thumbnails`` False ranks its partners by low frequencies
+    alone; ``rank_lowfreq`` False keeps the pHash channel's partners by Hamming distance alone, as before every
+    image stored its low frequencies), how many distinct images have a fragile pHash, and how many new images each partner cap left partners out of."""
     con = duckdb.connect()
-    con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN)")
+    con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN,"
+                " lowfreq BLOB)")
     found, seconds, capped = [], np.zeros(2), {}
-    lowfreq: dict[str, np.ndarray] = {}  # low frequencies where ingest stores them (see synthdata.dedup.phash)
-    thumbs: dict[str, np.ndarray] = {}  # ...and the 32x32 thumbnails there
-    fragile_of: dict[str, bool] = {}  # (not `fragile`: that is the flag that turns the channel off)
+    lowfreq: dict[str, np.ndarray] = {}  # the fragile-pHash channel's low frequencies (see synthdata.dedup.phash)
+    thumbs: dict[str, np.ndarray] = {}  # ...and its 32x32 thumbnails
+    fragile_of: dict[str, bool] = {}
     for drop in drops:
         hashes = image_hashes([Image.fromarray(images[i]) for i in drop])
-        lowfreq.update((i, row) for i, row in zip(drop, hashes.lowfreq) if not np.isnan(row).any())
-        thumbs.update((i, t) for i, t, row in zip(drop, hashes.thumbs, hashes.lowfreq) if not np.isnan(row).any())
+        channel = fragile_channel(hashes.fragile_bits, hashes.lowfreq)
+        lowfreq.update((i, row) for i, row, kept in zip(drop, hashes.lowfreq, channel) if kept)
+        thumbs.update((i, t) for i, t, kept in zip(drop, hashes.thumbs, channel) if kept)
         fragile_of.update(zip(drop, (hashes.fragile_bits >= FRAGILE_BITS).tolist()))
         t = clocks()
         con.execute("UPDATE hashes SET is_new = false")
         shift_lists = [[int(v) for v in to_signed(np.array(row, np.uint64))] for row in stored(hashes.shifts)]
         frame = pd.DataFrame({"image_id": drop, "phash": to_signed(hashes.phash), "phash2": to_signed(hashes.phash2),
-                              "shift_hashes": shift_lists, "is_new": True})  # fmt: skip
+                              "shift_hashes": shift_lists, "is_new": True,
+                              "lowfreq": [lowfreq_bytes(row) for row in hashes.lowfreq] if rank_lowfreq else None})  # fmt: skip
         con.execute("INSERT INTO hashes SELECT * FROM frame")
         pairs = candidate_pairs(con, "hashes", radius, new_only=True, crop_radius=crop_radius,
                                 shift_radius=shift_radius, max_partners=max_partners or None,
@@ -388,7 +393,8 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     # Curation knows the screen before it searches (the small-image channel keeps pairs near or above it).
     floor = None if args.phash_only else (positives.screen if positives else -1.0) - SCREEN_SLACK
     found, t_cand, n_fragile, capped = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners,
-                                               args.shift_partners, floor, not args.no_fragile, not args.no_thumbs)  # fmt: skip
+                                               args.shift_partners, floor, not args.no_fragile, not args.no_thumbs,
+                                               not args.rank_hamming)  # fmt: skip
     t = clocks() - t_positives
     if positives is not None:
         rule, first = calibrate_on(drops[0], found[0], images, labels, args, positives)
@@ -474,6 +480,8 @@ def main() -> None:
     parser.add_argument("--shift-partners", type=int, default=DEFAULT_SHIFT_MAX_PARTNERS,
                         help="nearest shift-hash partners kept per new image, as curation does (0: every pair within "
                              "the shift radius)")
+    parser.add_argument("--rank-hamming", action="store_true",
+                        help="keep the pHash channel's partners by Hamming distance alone (no low frequencies stored)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the fixed-rule baseline")
     parser.add_argument("--no-fragile", action="store_true",
                         help="leave the fragile-pHash candidate channel out (synthdata.dedup.fragile_phash)")

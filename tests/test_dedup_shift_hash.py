@@ -11,7 +11,7 @@ from PIL import Image
 
 from synthdata.dedup.calibrate import plant_copy
 from synthdata.dedup.candidates import candidate_pairs
-from synthdata.dedup.phash import hamming, image_hashes, phash_and_crop_hashes, to_signed
+from synthdata.dedup.phash import hamming, image_hashes, lowfreq_array, lowfreq_bytes, phash_and_crop_hashes, to_signed
 from synthdata.dedup.shift_hash import CENTRE, N_SHIFTS, SHIFTS, WINDOW, shift_hashes_arrays, stored
 
 
@@ -140,6 +140,54 @@ def test_max_partners_keeps_each_new_images_nearest_phash_partners(faces) -> Non
     assert set(zip(capped["a"], capped["b"])) == expected
     assert capped.attrs["capped"] == {"phash": sum(len(found) > 3 for found in nearest.values())} and every.attrs["capped"] == {}
     assert len(capped) < len(every)
+
+
+def test_max_partners_keeps_the_nearest_by_hamming_distance_and_by_low_frequencies(faces) -> None:
+    """Every image ingested now stores its pHash's low frequencies (64 unit values): of its shortlist (twice the
+    cap, nearest by Hamming distance) a new image keeps half the cap by Hamming distance and half by how well
+    the low frequencies correlate (its original first, where 64 bits may tie it with look-alikes); a partner
+    without them (a row ingested before) is kept by Hamming distance alone, up to the whole cap, as before."""
+    rng = np.random.default_rng(3)
+    sources = rng.choice(len(faces), 60, replace=False)
+    kinds = ["jpeg", "brightness_contrast", "resize"] * 20
+    images = list(faces) + [plant_copy(faces[s], k, rng) for s, k in zip(sources, kinds)]
+    is_new = np.arange(len(images)) >= len(faces)
+    hashes = image_hashes([Image.fromarray(i) for i in images])
+    stored_rows = np.arange(len(images)) % 5 != 0  # every fifth image as if ingested before the column
+    stored_rows[len(faces):] = True  # (the copies arrive now)
+    blobs = [lowfreq_bytes(r) if keep else None for r, keep in zip(hashes.lowfreq, stored_rows)]
+
+    def search(lowfreq: list | None, cap: int | None) -> pd.DataFrame:
+        con = _table(images, is_new, np.zeros(len(images), bool))
+        if lowfreq is not None:
+            con.execute("ALTER TABLE hashes ADD COLUMN lowfreq BLOB")
+            con.executemany("UPDATE hashes SET lowfreq = ? WHERE image_id = ?",
+                            [(b, f"i{k:04d}") for k, b in enumerate(lowfreq)])  # fmt: skip
+        return candidate_pairs(con, "hashes", 24, crop_radius=None, shift_radius=None, max_partners=cap)
+
+    every = search(blobs, None)
+    capped = search(blobs, 4)
+    rows = lowfreq_array([b if b is not None else bytes(128) for b in blobs])
+    known = np.array([b is not None for b in blobs])
+    distance = {}
+    for a, b, d in zip(every["a"], every["b"], every["distance"]):
+        distance[int(a[1:]), int(b[1:])] = distance[int(b[1:]), int(a[1:])] = d
+    expected, dropped = set(), 0
+    for owner in np.flatnonzero(is_new):
+        partners = [p for (o, p) in distance if o == owner]
+        by_distance = sorted(partners, key=lambda p: (distance[owner, p], p))
+        shortlist = by_distance[:8]  # twice the cap
+        by_lowfreq = sorted((p for p in shortlist if known[p]), key=lambda p: (-float(rows[owner] @ rows[p]), p))
+        keep = set(by_distance[:2]) | set(by_lowfreq[:2]) | {p for p in by_distance[:4] if not known[p]}
+        expected |= {tuple(sorted((f"i{owner:04d}", f"i{p:04d}"))) for p in keep}
+        dropped += len(keep) < len(partners)
+    assert set(zip(capped["a"], capped["b"])) == expected and len(capped) < len(every)
+    assert capped.attrs["capped"] == {"phash": dropped} and dropped > 0
+
+    # The one partner each re-encoded, brightness-changed or resized copy keeps by low frequencies is its original.
+    truth = {(f"i{s:04d}", f"i{len(faces) + c:04d}") for c, s in enumerate(sources)}
+    one = search([lowfreq_bytes(r) for r in hashes.lowfreq], 2)
+    assert truth <= set(zip(one["a"], one["b"]))
 
 
 def test_shift_max_partners_keeps_each_new_images_nearest_shift_partners(faces) -> None:

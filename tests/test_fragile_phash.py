@@ -18,6 +18,7 @@ from synthdata.dedup.fragile_phash import MAX_PARTNERS, PARTIAL_PARTNERS, fragil
 from synthdata.dedup.phash import (
     FRAGILE_BITS,
     LOWFREQ_BITS,
+    fragile_channel,
     hamming,
     image_hashes,
     lowfreq_array,
@@ -62,8 +63,9 @@ def test_fragile_hashes_are_those_that_reencoding_scatters():
     icons = [x for _, x in unique_icons()]
     hashes = image_hashes([Image.fromarray(x) for x in icons])
     fragile = hashes.fragile_bits >= FRAGILE_BITS
-    kept = ~np.isnan(hashes.lowfreq).any(axis=1)
-    assert np.array_equal(kept, hashes.fragile_bits >= LOWFREQ_BITS)  # (no flat icon here)
+    assert not np.isnan(hashes.lowfreq).any()  # every icon's low frequencies (no flat icon here)...
+    kept = fragile_channel(hashes.fragile_bits, hashes.lowfreq)
+    assert np.array_equal(kept, hashes.fragile_bits >= LOWFREQ_BITS)  # ...and the channel's images
     assert 0.2 < fragile.mean() < 0.5  # a symbolic theme: many glyphs are symmetric
     copies = [c for _, _, c in reencoded(icons, seed=1)]
     moved = hamming(image_hashes([Image.fromarray(c) for c in copies]).phash, hashes.phash)
@@ -71,14 +73,13 @@ def test_fragile_hashes_are_those_that_reencoding_scatters():
     # the others'.
     assert (moved[fragile] > RADIUS).mean() > 0.25
     assert (moved[~fragile] > RADIUS).sum() == 0
-    # Low frequencies are unit rows where fragile, and survive storage as float16 bytes.
-    rows = lowfreq_array([lowfreq_bytes(r) for r in hashes.lowfreq[kept]])
+    # Low frequencies are unit rows, and survive storage as float16 bytes.
+    rows = lowfreq_array([lowfreq_bytes(r) for r in hashes.lowfreq])
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=2e-3)
-    assert all(lowfreq_bytes(r) is None for r in hashes.lowfreq[~kept])
-    # The thumbnails are pHash's own working image (Pillow's 32x32 LANCZOS luma), stored where lowfreq is.
+    # The thumbnails are pHash's own working image (Pillow's 32x32 LANCZOS luma), stored for the channel's images.
     reference = [np.asarray(Image.fromarray(x).convert("L").resize((32, 32), Image.Resampling.LANCZOS)) for x in icons]
     np.testing.assert_array_equal(hashes.thumbs, np.stack(reference).reshape(len(icons), -1))
-    stored = [thumb_bytes(t, r) for t, r in zip(hashes.thumbs, hashes.lowfreq)]
+    stored = [thumb_bytes(t, r, b) for t, r, b in zip(hashes.thumbs, hashes.lowfreq, hashes.fragile_bits)]
     assert [b is not None for b in stored] == kept.tolist()
     np.testing.assert_array_equal(thumb_array([b for b in stored if b is not None]), hashes.thumbs[kept])
 
@@ -87,7 +88,8 @@ def test_fragile_hashes_are_those_that_reencoding_scatters():
     others = image_hashes([Image.fromarray(a) for a in list(x[:1000]) + text_tiles(100)])
     assert (others.fragile_bits >= FRAGILE_BITS).mean() < 0.05
     flat = image_hashes([Image.fromarray(np.full((32, 32), 200, np.uint8))])
-    assert np.isnan(flat.lowfreq).all()
+    assert np.isnan(flat.lowfreq).all() and not fragile_channel(flat.fragile_bits, flat.lowfreq).any()
+    assert lowfreq_bytes(flat.lowfreq[0]) is None
 
 
 def test_the_channel_pairs_the_copies_phash_scatters_and_stays_bounded():
@@ -98,7 +100,7 @@ def test_the_channel_pairs_the_copies_phash_scatters_and_stays_bounded():
     moved = hamming(hashes.phash[n:], hashes.phash[:n])
     fragile = hashes.fragile_bits >= FRAGILE_BITS
     ids = [f"o{k:04d}" for k in range(n)] + [f"c{k:04d}" for k in range(n)]
-    keep = np.flatnonzero(~np.isnan(hashes.lowfreq).any(axis=1))
+    keep = np.flatnonzero(fragile_channel(hashes.fragile_bits, hashes.lowfreq))
     for copies_new in (True, False):  # the copies arrive after their originals, or before them
         new = np.arange(2 * n) >= n if copies_new else np.arange(2 * n) < n
         pairs = fragile_pairs([ids[k] for k in keep], hashes.lowfreq[keep].astype(np.float32), fragile[keep],
@@ -125,7 +127,7 @@ def test_a_copy_that_lost_its_originals_symmetry_is_paired_with_its_best_fragile
     n = len(icons)
     moved = hamming(hashes.phash[n:], hashes.phash[:n])
     fragile = (hashes.fragile_bits >= FRAGILE_BITS) & (np.arange(2 * n) < n)  # the copies as if not fragile
-    keep = np.flatnonzero(~np.isnan(hashes.lowfreq).any(axis=1))
+    keep = np.flatnonzero(fragile_channel(hashes.fragile_bits, hashes.lowfreq))
     ids = [f"o{k:04d}" for k in range(n)] + [f"c{k:04d}" for k in range(n)]
     new = np.arange(2 * n) >= n
     pairs = fragile_pairs([ids[k] for k in keep], hashes.lowfreq[keep].astype(np.float32), fragile[keep], new[keep])
@@ -142,7 +144,7 @@ def test_the_pairs_do_not_depend_on_how_the_comparison_is_chunked(monkeypatch):
 
     icons = [x for _, x in adwaita_icons()]  # byte-identical icons included: ties go to the earlier image
     hashes = image_hashes([Image.fromarray(x) for x in icons])
-    keep = np.flatnonzero(~np.isnan(hashes.lowfreq).any(axis=1))
+    keep = np.flatnonzero(fragile_channel(hashes.fragile_bits, hashes.lowfreq))
     ids, rows = [f"i{k:04d}" for k in keep], hashes.lowfreq[keep].astype(np.float32)
     fragile = hashes.fragile_bits[keep] >= FRAGILE_BITS
     thumbs = hashes.thumbs[keep]
@@ -193,10 +195,13 @@ def test_curation_folds_reencoded_symmetric_icons_that_phash_alone_misses(tmp_pa
         first = curate(con, load, load_encoding=encoding)
         ingest_partition(con, "2024-01-02", landing / "2024-01-02", landing, store, workers=0)
         stored = con.execute(
-            """SELECT count(lowfreq), count(thumb32), min(octet_length(thumb32)), max(octet_length(thumb32))
-               FROM raw_images"""
+            f"""SELECT count(*), count(lowfreq), count(thumb32) FILTER (phash_fragile_bits >= {LOWFREQ_BITS}),
+                       count(*) FILTER (phash_fragile_bits >= {LOWFREQ_BITS}), count(thumb32),
+                       min(octet_length(thumb32)), max(octet_length(thumb32))
+                FROM raw_images"""
         ).fetchone()
-        assert stored[0] > 0 and stored[1] == stored[0] and stored[2] == stored[3] == 1024
+        # Every icon's low frequencies; the channel's icons' thumbnails (and no other's).
+        assert stored[0] == stored[1] and stored[2] == stored[3] == stored[4] > 0 and stored[5] == stored[6] == 1024
         if not stored_lowfreq:
             con.execute("UPDATE raw_image_rows SET lowfreq = NULL, phash_fragile_bits = NULL")
         second = curate(con, load, load_encoding=encoding)
@@ -252,7 +257,7 @@ def test_thumbnails_tell_the_original_from_a_crowd_of_lookalikes():
         lost = [k for k in range(n) if fragile[k] and hamming(hashes.phash[n + k], hashes.phash[k]) > RADIUS]
         assert len(lost) > 150
         lowfreq = [lowfreq_bytes(r) for r in hashes.lowfreq]
-        thumbs = [thumb_bytes(t, r) for t, r in zip(hashes.thumbs, hashes.lowfreq)]
+        thumbs = [thumb_bytes(t, r, b) for t, r, b in zip(hashes.thumbs, hashes.lowfreq, hashes.fragile_bits)]
         paired, sizes = [], []
         for thumb32 in (None, thumbs):
             pairs = stored_fragile_pairs(ids, lowfreq, hashes.fragile_bits.tolist(), new, 0.0, thumb32)

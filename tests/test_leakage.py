@@ -159,8 +159,9 @@ def test_reencoded_symmetric_drawings_in_train_are_found_through_the_fragile_pha
         "phash2": to_signed(np.concatenate([hashes.phash2, copy_hashes.phash2])),
         "lowfreq": [lowfreq_bytes(r) for r in np.concatenate([hashes.lowfreq, copy_hashes.lowfreq])],
         "phash_fragile_bits": np.concatenate([hashes.fragile_bits, copy_hashes.fragile_bits]).astype(int),
-        "thumb32": [thumb_bytes(t, r) for t, r in zip(np.concatenate([hashes.thumbs, copy_hashes.thumbs]),
-                                                      np.concatenate([hashes.lowfreq, copy_hashes.lowfreq]))],
+        "thumb32": [thumb_bytes(t, r, b) for t, r, b in zip(np.concatenate([hashes.thumbs, copy_hashes.thumbs]),
+                                                            np.concatenate([hashes.lowfreq, copy_hashes.lowfreq]),
+                                                            np.concatenate([hashes.fragile_bits, copy_hashes.fragile_bits]))],
     })  # fmt: skip
     pixels = dict(zip(ids, icons + copies))
 

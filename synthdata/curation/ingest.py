@@ -114,7 +114,7 @@ def _add_hashes(rows: list[dict], images: list[Image.Image], out: IngestBatch) -
         return
     def rows_of(h: ImageHashes) -> list[tuple]:
         return list(zip(h.phash.tolist(), h.phash2.tolist(), stored(h.shifts), h.fragile_bits.tolist(),
-                        map(lowfreq_bytes, h.lowfreq), map(thumb_bytes, h.thumbs, h.lowfreq)))  # fmt: skip
+                        map(lowfreq_bytes, h.lowfreq), map(thumb_bytes, h.thumbs, h.lowfreq, h.fragile_bits)))  # fmt: skip
 
     try:
         hashed = rows_of(image_hashes(images))

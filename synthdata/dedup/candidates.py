@@ -29,6 +29,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from synthdata.dedup.phash import lowfreq_array
 from synthdata.dedup.shift_hash import CENTRE, N_SHIFTS
 
 HASH_BITS = 64
@@ -54,6 +55,14 @@ SHIFT_RADIUS = 4
 # Nearest pHash partners each new image keeps (candidate_pairs' max_partners, as curation calls it). Within
 # radius 10, distinct look-alikes per image grow with the set (Fashion-MNIST: 29 at 10k, 101 at 35k, 213 at
 # 70k images), while re-encoded, resized and brightness-changed copies rank among their original's 5 nearest.
+# Where both images store the pHash's low frequencies (every image ingested since 2026-12-07), half are the
+# nearest by Hamming distance and half the best-correlated by low frequencies, of the 32 nearest (:func:`_by_lowfreq`):
+# 64 bits tie a copy with its look-alikes, 64 real values rarely do, and each ranking keeps copies the other
+# misses. Planted copies whose original lies within the radius, kept among K partners by Hamming distance, then by
+# low frequencies alone: Fashion-MNIST + MNIST 100k, K=2 brightness 97.0 -> 100, crop 47.7 -> 70.5; K=16
+# brightness 99.3 -> 100, crop 77.3 -> 90.9; desktop icons K=16 brightness 96.5 -> 96.9, resize 99.0 -> 100,
+# but low frequencies alone (8 or 16) lost one icon brightness copy of 300 that Hamming distance keeps
+# (docs/benchmarks.md).
 DEFAULT_MAX_PARTNERS = 16
 
 # Nearest shift-hash partners each new image keeps (candidate_pairs' shift_max_partners, as curation calls it).
@@ -212,29 +221,35 @@ def _keyed_sql(channel: Channel, layout: list[tuple[int, int]], flip_radius: int
 
 
 def _banded_join(
-    channel: Channel, new_only: bool, plan: tuple[list[tuple[int, int]], int], max_partners: int | None = None
+    channel: Channel, new_only: bool, plan: tuple[list[tuple[int, int]], int], max_partners: int | None = None,
+    shortlist: int | None = None,
 ) -> str:
     """SQL for pairs ``a, b, distance`` (pHash distance) of rows whose keys agree on a band of ``plan``'s
     layout up to its flips and lie within the channel's radius (pigeonhole: exactly the pairs within it).
     With ``max_partners``, each probing image keeps only its nearest partners (by key distance, then pHash
-    distance, then id); ``capped`` is true on one row of each image that had more."""
+    distance, then id); ``capped`` is true on one row of each image that had more. With ``shortlist``, each
+    probing image's that many nearest as ``owner, partner, distance`` and its count of ``partners`` before
+    (for :func:`_by_lowfreq`)."""
     keyed = _keyed_sql(channel, *plan, new_only)
-    if new_only or not channel.symmetric or max_partners is not None:
+    if new_only or not channel.symmetric or max_partners is not None or shortlist is not None:
         # Probe with the new images' bands only: cost scales with the drop, not with the archive.
         join = f"""
             SELECT DISTINCT x.image_id AS owner, y.image_id AS partner, bit_count(xor(x.phash, y.phash)) AS distance,
                    bit_count(xor(x.key, y.key)) AS key_distance
             FROM probes x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id <> y.image_id
             WHERE bit_count(xor(x.key, y.key)) <= {int(channel.radius)}"""
-        if max_partners is not None:
+        if max_partners is not None or shortlist is not None:
             # Ranked once per pair (met on several bands, or at several shifts: the nearest key counts), by key
             # distance, then pHash distance, then id.
-            # ``capped`` marks an owner's first row when it had more partners than it keeps.
             join = f"""SELECT owner, partner, min(distance) AS distance, min(key_distance) AS key_distance,
-                   row_number() OVER nearest = 1 AND count(*) OVER (PARTITION BY owner) > {int(max_partners)} AS capped
+                   row_number() OVER nearest AS place, count(*) OVER (PARTITION BY owner) AS partners
             FROM ({join}) GROUP BY owner, partner
             WINDOW nearest AS (PARTITION BY owner ORDER BY min(key_distance), min(distance), partner)
-            QUALIFY row_number() OVER nearest <= {int(max_partners)}"""
+            QUALIFY row_number() OVER nearest <= {int(shortlist if shortlist is not None else max_partners)}"""
+            if shortlist is not None:
+                return f"WITH {keyed} SELECT owner, partner, distance, partners FROM ({join})"
+            # ``capped`` marks an owner's first row when it had more partners than it keeps.
+            join = f"SELECT owner, partner, distance, place = 1 AND partners > {int(max_partners)} AS capped FROM ({join})"
         else:
             join = f"SELECT *, false AS capped FROM ({join})"
         return f"""WITH {keyed} SELECT least(owner, partner) AS a, greatest(owner, partner) AS b, distance, capped
@@ -244,6 +259,54 @@ def _banded_join(
                bit_count(xor(x.key, y.key)) AS key_distance
         FROM probes x JOIN keyed y ON x.band = y.band AND x.v = y.v AND x.image_id < y.image_id"""
     return f"WITH {keyed} SELECT a, b, distance, false AS capped FROM ({join}) WHERE key_distance <= {int(channel.radius)}"
+
+
+# Each new image's pHash shortlist, in multiples of max_partners, that its low frequencies then rank: a copy's
+# original lies far nearer than this by Hamming distance (Fashion-MNIST + MNIST 100k: 16 keep 99.3% of in-radius
+# brightness copies' originals), and ranking every pair within the radius (9.5M rows for 50,000 new images
+# against 100,000, in numpy) made the search 35 s instead of 15; with the shortlist, in the search's own SQL
+# statement, 16.5 s.
+_LOWFREQ_SHORTLIST = 2
+
+
+def _by_lowfreq(shortlist_sql: str, max_partners: int) -> str:
+    """SQL for the pairs ``a, b, distance, capped`` each owner keeps of its shortlist (``shortlist_sql``: its
+    nearest partners by pHash distance, ties by id, and its count of ``partners`` in all): the first half of
+    ``max_partners`` of the shortlist, and the half whose low frequencies (``_candidate_lowfreq``) correlate
+    best with its own; a partner without them (a row ingested before every image stored them) also when it is
+    among the ``max_partners`` nearest, as before. ``capped`` marks an owner's first row when it had more
+    partners than it kept."""
+    half = max(1, max_partners // 2)
+    return f"""
+        SELECT least(owner, partner) AS a, greatest(owner, partner) AS b, distance,
+               row_number() OVER (PARTITION BY owner ORDER BY partner) = 1 AND partners > count(*) OVER (PARTITION BY owner) AS capped
+        FROM (
+            SELECT s.owner, s.partner, s.distance, s.partners,
+                   row_number() OVER (PARTITION BY s.owner ORDER BY s.distance, s.partner) AS by_distance,
+                   array_inner_product(x.lowfreq, y.lowfreq) AS similarity,
+                   row_number() OVER (PARTITION BY s.owner, similarity IS NULL ORDER BY similarity DESC, s.partner) AS by_lowfreq
+            FROM ({shortlist_sql}) s
+            LEFT JOIN _candidate_lowfreq x ON x.image_id = s.owner LEFT JOIN _candidate_lowfreq y ON y.image_id = s.partner
+        )
+        WHERE by_distance <= {half} OR (similarity IS NOT NULL AND by_lowfreq <= {half})
+              OR (similarity IS NULL AND by_distance <= {int(max_partners)})"""
+
+
+def _lowfreq_table(con: duckdb.DuckDBPyConnection, hashes_table: str) -> None:
+    """``_candidate_lowfreq``: each image's low frequencies (stored as 128 float16 bytes) as FLOAT[64], by its
+    dense key in ``_candidate_keys`` (image_id order); images without them are left out."""
+    import pyarrow as pa
+
+    blobs = [b for (b,) in con.execute(f"SELECT lowfreq FROM {hashes_table} ORDER BY image_id").fetchall()]
+    stored = [k for k, b in enumerate(blobs) if b is not None]
+    rows = lowfreq_array([bytes(blobs[k]) for k in stored])
+    frame = pa.table({"image_id": pa.array(np.array(stored, np.int32)),
+                      "lowfreq": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 64)})  # fmt: skip
+    con.register("_candidate_lowfreq_frame", frame)
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _candidate_lowfreq AS SELECT * FROM _candidate_lowfreq_frame")
+    finally:
+        con.unregister("_candidate_lowfreq_frame")
 
 
 def _plan_for(con: duckdb.DuckDBPyConnection, channel: Channel, bands: int | None) -> tuple[list[tuple[int, int]], int]:
@@ -293,15 +356,19 @@ def candidate_pairs(
     does not cover (see :func:`_channels`).
 
     ``max_partners`` caps the pHash channel: each new image keeps its ``max_partners`` nearest pHash partners
-    within ``radius`` (ties by id), so candidates per image stay flat as the archive grows (a homogeneous
-    set's look-alikes within a fixed radius grow with n, a copy stays among the nearest; see
-    :data:`DEFAULT_MAX_PARTNERS`). None keeps every pair within the radius. ``shift_max_partners`` caps the
+    within ``radius``, so candidates per image stay bounded as the archive grows (a homogeneous set's
+    look-alikes within a fixed radius grow with n, a copy stays among the nearest; see
+    :data:`DEFAULT_MAX_PARTNERS`): nearest by Hamming distance (ties by id); where the table has a ``lowfreq``
+    column (:func:`synthdata.dedup.phash.lowfreq_bytes`), half of them by Hamming distance and half by the
+    correlation of both images' low frequencies, of a shortlist twice as long (:func:`_by_lowfreq`). None keeps
+    every pair within the radius. ``shift_max_partners`` caps the
     shift channel the same way: each new image keeps its nearest partners by the least key distance over its
     shifts, then pHash distance, then id (:data:`DEFAULT_SHIFT_MAX_PARTNERS`). ``frame.attrs["capped"]`` says,
     per capped channel, how many new images had more partners than they kept.
     """
     caps = {"phash": max_partners, "shift_hashes": shift_max_partners if shift_radius is not None else None}
     types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {hashes_table})").fetchall())
+    rank_lowfreq = max_partners is not None and "lowfreq" in types  # pHash partners ranked by low frequencies
     extra = "".join(f", {c}" for c in ("phash2", "shift_hashes") if c in types)
     # The joins run on dense integer keys numbered in image_id order (so least/greatest and the sort agree
     # with the ids'): the DISTINCT and the sort hold every candidate, and keyed by 64-character ids they
@@ -313,10 +380,17 @@ def candidate_pairs(
             FROM {hashes_table}"""
     )
     try:
+        if rank_lowfreq:
+            _lowfreq_table(con, hashes_table)
         channels = _channels(con, "_candidate_keys", radius, crop_radius, shift_radius)
         parts = []
         for channel in channels:
-            join = _banded_join(channel, new_only, _plan_for(con, channel, bands), caps.get(channel.name))
+            plan = _plan_for(con, channel, bands)
+            if channel.name == "phash" and rank_lowfreq:
+                shortlist = _banded_join(channel, new_only, plan, shortlist=_LOWFREQ_SHORTLIST * int(max_partners))
+                parts.append(_by_lowfreq(shortlist, int(max_partners)))
+                continue
+            join = _banded_join(channel, new_only, plan, caps.get(channel.name))
             # The crop channel's pairs must also be within crop_phash_radius of each other's pHash.
             if channel.name == "phash2":
                 join = f"SELECT * FROM ({join}) WHERE distance <= {int(crop_phash_radius)}"
@@ -330,6 +404,7 @@ def candidate_pairs(
     finally:
         con.execute("DROP TABLE IF EXISTS _candidate_keys")
         con.execute("DROP TABLE IF EXISTS _candidate_rows")
+        con.execute("DROP TABLE IF EXISTS _candidate_lowfreq")
     ids = np.asarray(ids, dtype=object)  # one string object per image, shared by all of its pairs
     frame = pd.DataFrame(
         {"a": ids[found["a"]], "b": ids[found["b"]], "distance": np.asarray(found["distance"], dtype=np.int32)}

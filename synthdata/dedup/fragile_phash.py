@@ -13,8 +13,8 @@ The same 64 coefficients, read as a unit vector of low frequencies (``lowfreq``,
 :func:`synthdata.dedup.phash.image_hashes`), still say what such an image is: a re-encoded copy correlates
 with its original at 0.99+ and ranks it first among its look-alikes nearly always (of 60 near-identical
 clip-art sunbursts, its own). So this channel pairs each new image with a fragile pHash with its
-``MAX_PARTNERS`` best-correlated images that have low frequencies stored (:data:`synthdata.dedup.phash.LOWFREQ_BITS`
-or more such bits), and each other new image that has them with its ``PARTIAL_PARTNERS`` best fragile one: a
+``MAX_PARTNERS`` best-correlated images with :data:`synthdata.dedup.phash.LOWFREQ_BITS` or more such bits (every
+image stores its low frequencies since 2026-12-07, for the pHash channel's ranking; these are the channel's), and each other new image that has them with its ``PARTIAL_PARTNERS`` best fragile one: a
 copy may lose part of its original's symmetry (WebP smooths a 16 px glyph) and with it its fragile pHash. On
 the icons it raised the share of JPEG copies with a candidate pair from 96.3% to 99.7% and of WebP copies
 from 94.7% to 99.7%, for 0.2 more candidates per image; on 16 px icons WebP 89.7% -> 99.3% (docs/curation.md,
@@ -29,8 +29,8 @@ frequencies (a resized copy's thumbnail is blurred, its low frequencies are not)
 Cost: products of 64-value rows, (new fragile) x (all with low frequencies) and (the other new ones) x (all
 fragile), in chunks of both, then 1,024-value products with each new image's shortlist: a set of photos has
 few fragile images and pays next to nothing; a set of symmetric drawings pays per new image in proportion to
-how many it holds. Rows ingested before ``lowfreq`` existed hold NULL and are not in this channel; rows
-ingested before ``thumb32`` are ranked by their low frequencies.
+how many it holds. Rows ingested before ``lowfreq`` existed hold NULL and are not in this channel (nor are
+flat images); rows ingested before ``thumb32`` are ranked by their low frequencies.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from synthdata.dedup.phash import FRAGILE_BITS, THUMB_BYTES, lowfreq_array, thumb_array
+from synthdata.dedup.phash import FRAGILE_BITS, LOWFREQ_BITS, THUMB_BYTES, lowfreq_array, thumb_array
 
 # Best partners kept per new image with a fragile pHash: by low frequencies alone, the original ranked first for
 # all but a few re-encoded icons, and within the first three for every one (of 60 near-identical clip-art
@@ -114,11 +114,14 @@ def stored_fragile_pairs(
     min_correlation: float = 0.0,
     thumb32: Sequence[bytes | None] | None = None,
 ) -> pd.DataFrame:
-    """:func:`fragile_pairs` of images as the warehouse stores them (``raw_images``' ``lowfreq``, NULL where not
-    kept or ingested before it, ``phash_fragile_bits``, and ``thumb32``, NULL in rows ingested before it), in
-    the given order."""
-    keep = [k for k, blob in enumerate(lowfreq) if _known(blob)]
-    bits = np.array([fragile_bits[k] if _known(fragile_bits[k]) else 0 for k in keep])
+    """:func:`fragile_pairs` of images as the warehouse stores them (``raw_images``' ``lowfreq``, NULL for flat
+    images and rows ingested before it, ``phash_fragile_bits``, and ``thumb32``, NULL in rows ingested before
+    it), in the given order: the channel's images are those with LOWFREQ_BITS or more such bits."""
+    # Every image ingested now stores its low frequencies (they rank pHash partners too); the channel's are
+    # those with LOWFREQ_BITS or more noise-decided bits (rows ingested before kept them for these alone).
+    keep = [k for k, blob in enumerate(lowfreq)
+            if _known(blob) and _known(fragile_bits[k]) and fragile_bits[k] >= LOWFREQ_BITS]  # fmt: skip
+    bits = np.array([fragile_bits[k] for k in keep])
     rows = lowfreq_array([bytes(lowfreq[k]) for k in keep])
     new = [bool(is_new[k]) for k in keep]
     have = [i for i, k in enumerate(keep) if thumb32 is not None and _known(thumb32[k])]

@@ -96,15 +96,17 @@ class ImageHashes(NamedTuple):
     phash2: np.ndarray  # uint64 crop-robust companion (0 = none)
     shifts: np.ndarray  # (N, N_SHIFTS) uint64 shift hashes
     fragile_bits: np.ndarray  # uint8: pHash bits decided by noise (FRAGILE_TOLERANCE)
-    lowfreq: np.ndarray  # (N, 64) float16: unit-norm low frequencies where >= LOWFREQ_BITS bits are fragile, else NaN
-    thumbs: np.ndarray  # (N, 1024) uint8: the 32x32 LANCZOS luma pHash works on (stored where lowfreq is kept)
+    lowfreq: np.ndarray  # (N, 64) float16: unit-norm low frequencies, NaN for a flat image
+    thumbs: np.ndarray  # (N, 1024) uint8: the 32x32 LANCZOS luma pHash works on (stored for the fragile channel's rows)
 
 
 def fragility(dct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For pHash DCT blocks (N, 64) (imagehash's unnormalised 8x8 coefficients, row-major): how many bits noise
     decides (coefficients within FRAGILE_TOLERANCE x the AC RMS of the median), and the low frequencies as a
-    unit vector (DC left out, orthonormal scaling; float16) where at least LOWFREQ_BITS are, NaN elsewhere (a
-    robust pHash, or a flat image: no AC to describe). FRAGILE_BITS or more make the pHash fragile."""
+    unit vector (DC left out, orthonormal scaling; float16), NaN for a flat image (no AC to describe).
+    FRAGILE_BITS or more make the pHash fragile; with LOWFREQ_BITS or more an image is in the fragile-pHash
+    channel (:func:`fragile_channel`). Every image's low frequencies also rank its pHash partners
+    (:func:`synthdata.dedup.candidates.candidate_pairs`): finer than 64 bits of Hamming distance."""
     dct = np.asarray(dct, np.float64).reshape(len(dct), HASH_SIZE * HASH_SIZE)
     med = np.median(dct, axis=1, keepdims=True)
     rms = np.sqrt(np.mean(dct[:, 1:] ** 2, axis=1, keepdims=True))
@@ -112,7 +114,7 @@ def fragility(dct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     low = dct * _ORTHO
     norm = np.linalg.norm(low, axis=1, keepdims=True)
     # A flat image's AC is the matrix-product DCT's rounding (~1e-10), not content; any visible detail is >= ~1.
-    kept = (counts >= LOWFREQ_BITS) & (norm[:, 0] > _FLAT_AC)
+    kept = norm[:, 0] > _FLAT_AC
     out = np.full(low.shape, np.nan, np.float16)
     out[kept] = low[kept] / norm[kept]
     return counts, out
@@ -134,10 +136,16 @@ def lowfreq_array(blobs: Sequence[bytes]) -> np.ndarray:
 THUMB_BYTES = IMG_SIZE * IMG_SIZE
 
 
-def thumb_bytes(thumb: np.ndarray, lowfreq: np.ndarray) -> bytes | None:
-    """One image's 32x32 pHash thumbnail as stored (1,024 bytes) where its ``lowfreq`` is kept, else None: only the
-    images of the fragile-pHash channel need it (:mod:`synthdata.dedup.fragile_phash`)."""
-    if np.isnan(np.asarray(lowfreq, np.float16)).any():
+def fragile_channel(fragile_bits: np.ndarray, lowfreq: np.ndarray) -> np.ndarray:
+    """Which images (``fragile_bits`` (N,), ``lowfreq`` (N, 64), NaN rows unknown) are in the fragile-pHash
+    channel (:mod:`synthdata.dedup.fragile_phash`): LOWFREQ_BITS or more noise-decided bits, and not flat."""
+    return (np.asarray(fragile_bits) >= LOWFREQ_BITS) & ~np.isnan(np.asarray(lowfreq, np.float32)).any(axis=-1)
+
+
+def thumb_bytes(thumb: np.ndarray, lowfreq: np.ndarray, fragile_bits: int) -> bytes | None:
+    """One image's 32x32 pHash thumbnail as stored (1,024 bytes) where it is in the fragile-pHash channel
+    (:func:`fragile_channel`), else None: only those images need it (:mod:`synthdata.dedup.fragile_phash`)."""
+    if not fragile_channel(fragile_bits, lowfreq):
         return None
     return np.asarray(thumb, np.uint8).tobytes()
 

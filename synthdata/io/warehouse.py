@@ -46,8 +46,8 @@ SCHEMA: dict[str, str] = {
         phash2 UBIGINT,                 -- crop-robust companion hash (0 = none: tiny or flat image)
         shift_hashes UBIGINT[],         -- 25 window hashes for 1-2 px shifts/crops ([] = none; NULL = row older than it)
         phash_fragile_bits UTINYINT,    -- pHash bits that noise decides (NULL = row older than it)
-        lowfreq BLOB,                   -- >= 12 such bits: 64 low frequencies, unit float16 (synthdata.dedup.fragile_phash)
-        thumb32 BLOB,                   -- where lowfreq is kept: pHash's 32x32 luma thumbnail, 1,024 bytes
+        lowfreq BLOB,                   -- 64 low frequencies, unit float16 (NULL: flat, or ingested before 2026-12-07 with < 12 such bits)
+        thumb32 BLOB,                   -- >= 12 such bits (the fragile-pHash channel): pHash's 32x32 luma thumbnail, 1,024 bytes
         run_id VARCHAR,
         ingest_id VARCHAR,
         ingested_at TIMESTAMP DEFAULT current_timestamp
