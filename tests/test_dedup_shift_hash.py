@@ -10,6 +10,7 @@ import skimage.data
 from PIL import Image
 
 from synthdata.dedup.calibrate import plant_copy
+from synthdata.dedup import candidates
 from synthdata.dedup.candidates import candidate_pairs
 from synthdata.dedup.phash import hamming, image_hashes, lowfreq_array, lowfreq_bytes, phash_and_crop_hashes, to_signed
 from synthdata.dedup.shift_hash import CENTRE, N_SHIFTS, SHIFTS, WINDOW, shift_hashes_arrays, stored
@@ -142,7 +143,7 @@ def test_max_partners_keeps_each_new_images_nearest_phash_partners(faces) -> Non
     assert len(capped) < len(every)
 
 
-def test_max_partners_keeps_the_nearest_by_hamming_distance_and_by_low_frequencies(faces) -> None:
+def test_max_partners_keeps_the_nearest_by_hamming_distance_and_by_low_frequencies(faces, monkeypatch) -> None:
     """Every image ingested now stores its pHash's low frequencies (64 unit values): of its shortlist (twice the
     cap, nearest by Hamming distance) a new image keeps half the cap by Hamming distance and half by how well
     the low frequencies correlate (its original first, where 64 bits may tie it with look-alikes); a partner
@@ -183,6 +184,10 @@ def test_max_partners_keeps_the_nearest_by_hamming_distance_and_by_low_frequenci
         dropped += len(keep) < len(partners)
     assert set(zip(capped["a"], capped["b"])) == expected and len(capped) < len(every)
     assert capped.attrs["capped"] == {"phash": dropped} and dropped > 0
+    # The low frequencies are loaded a chunk of images at a time: the chunks do not change the pairs.
+    monkeypatch.setattr(candidates, "_LOWFREQ_CHUNK", 7)
+    assert search(blobs, 4).equals(capped)
+    monkeypatch.undo()
 
     # The one partner each re-encoded, brightness-changed or resized copy keeps by low frequencies is its original.
     truth = {(f"i{s:04d}", f"i{len(faces) + c:04d}") for c, s in enumerate(sources)}

@@ -292,21 +292,41 @@ def _by_lowfreq(shortlist_sql: str, max_partners: int) -> str:
               OR (similarity IS NULL AND by_distance <= {int(max_partners)})"""
 
 
+_LOWFREQ_CHUNK = 1 << 16  # images whose low frequencies are converted at once (8 MB of float32)
+
+
 def _lowfreq_table(con: duckdb.DuckDBPyConnection, hashes_table: str) -> None:
     """``_candidate_lowfreq``: each image's low frequencies (stored as 128 float16 bytes) as FLOAT[64], by its
-    dense key in ``_candidate_keys`` (image_id order); images without them are left out."""
+    dense key in ``_candidate_keys`` (image_id order); images without them are left out. Converted a chunk of
+    keys at a time, so memory does not grow with the archive."""
     import pyarrow as pa
 
-    blobs = [b for (b,) in con.execute(f"SELECT lowfreq FROM {hashes_table} ORDER BY image_id").fetchall()]
-    stored = [k for k, b in enumerate(blobs) if b is not None]
-    rows = lowfreq_array([bytes(blobs[k]) for k in stored])
-    frame = pa.table({"image_id": pa.array(np.array(stored, np.int32)),
-                      "lowfreq": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 64)})  # fmt: skip
-    con.register("_candidate_lowfreq_frame", frame)
+    con.execute("CREATE OR REPLACE TEMP TABLE _candidate_lowfreq (image_id INTEGER, lowfreq FLOAT[64])")
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _candidate_lowfreq_blobs AS
+            SELECT k.image_id, h.lowfreq FROM _candidate_keys k JOIN {hashes_table} h ON h.image_id = k.id
+            WHERE h.lowfreq IS NOT NULL"""
+    )
     try:
-        con.execute("CREATE OR REPLACE TEMP TABLE _candidate_lowfreq AS SELECT * FROM _candidate_lowfreq_frame")
+        (n,) = con.execute("SELECT count(*) FROM _candidate_keys").fetchone()
+        for start in range(0, n, _LOWFREQ_CHUNK):
+            found = con.execute(
+                "SELECT image_id, lowfreq FROM _candidate_lowfreq_blobs WHERE image_id >= ? AND image_id < ?",
+                [start, start + _LOWFREQ_CHUNK],
+            ).fetchall()
+            if not found:
+                continue
+            keys, blobs = zip(*found)
+            rows = lowfreq_array([bytes(b) for b in blobs])
+            chunk = pa.table({"image_id": pa.array(np.array(keys, np.int32)),
+                              "lowfreq": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 64)})  # fmt: skip
+            con.register("_candidate_lowfreq_chunk", chunk)
+            try:
+                con.execute("INSERT INTO _candidate_lowfreq SELECT * FROM _candidate_lowfreq_chunk")
+            finally:
+                con.unregister("_candidate_lowfreq_chunk")
     finally:
-        con.unregister("_candidate_lowfreq_frame")
+        con.execute("DROP TABLE IF EXISTS _candidate_lowfreq_blobs")
 
 
 def _plan_for(con: duckdb.DuckDBPyConnection, channel: Channel, bands: int | None) -> tuple[list[tuple[int, int]], int]:
