@@ -262,7 +262,8 @@ def find_candidates(
     small-image and fragile-pHash channels keep pairs from ``small_floor`` up; None leaves them out, and
     ``fragile`` False the fragile-pHash channel; ``thumbnails`` False ranks its partners by low frequencies
     alone; ``rank_lowfreq`` False keeps the pHash channel's partners by Hamming distance alone, as before every
-    image stored its low frequencies), how many distinct images have a fragile pHash, and how many new images each partner cap left partners out of."""
+    image stored its low frequencies), how many distinct images have a fragile pHash, and how many new images
+    each partner cap left partners out of."""
     con = duckdb.connect()
     con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN,"
                 " lowfreq BLOB)")

@@ -55,13 +55,13 @@ SHIFT_RADIUS = 4
 # Nearest pHash partners each new image keeps (candidate_pairs' max_partners, as curation calls it). Within
 # radius 10, distinct look-alikes per image grow with the set (Fashion-MNIST: 29 at 10k, 101 at 35k, 213 at
 # 70k images), while re-encoded, resized and brightness-changed copies rank among their original's 5 nearest.
-# Where both images store the pHash's low frequencies (every image ingested since 2026-12-07), half are the
-# nearest by Hamming distance and half the best-correlated by low frequencies, of the 32 nearest (:func:`_by_lowfreq`):
-# 64 bits tie a copy with its look-alikes, 64 real values rarely do, and each ranking keeps copies the other
-# misses. Planted copies whose original lies within the radius, kept among K partners by Hamming distance, then by
-# low frequencies alone: Fashion-MNIST + MNIST 100k, K=2 brightness 97.0 -> 100, crop 47.7 -> 70.5; K=16
-# brightness 99.3 -> 100, crop 77.3 -> 90.9; desktop icons K=16 brightness 96.5 -> 96.9, resize 99.0 -> 100,
-# but low frequencies alone (8 or 16) lost one icon brightness copy of 300 that Hamming distance keeps
+# Where both images store the pHash's low frequencies (every image ingested since 2026-12-07), half are the nearest
+# by Hamming distance and half the best-correlated by low frequencies, of the 32 nearest (:func:`_by_lowfreq`): 64
+# bits tie a copy with its look-alikes, 64 real values rarely do, and each ranking keeps copies the other misses.
+# Planted copies whose original lies within the radius, kept among K partners by Hamming distance, then by low
+# frequencies alone: Fashion-MNIST + MNIST 100k, K=2 brightness 97.0 -> 100, crop 47.7 -> 70.5; K=16 brightness
+# 99.3 -> 100, crop 77.3 -> 90.9; desktop icons K=16 brightness 96.5 -> 96.9, resize 99.0 -> 100, but low
+# frequencies alone (8 or 16) lost one icon brightness copy of 300 that Hamming distance keeps
 # (docs/benchmarks.md).
 DEFAULT_MAX_PARTNERS = 16
 
@@ -279,54 +279,50 @@ def _by_lowfreq(shortlist_sql: str, max_partners: int) -> str:
     half = max(1, max_partners // 2)
     return f"""
         SELECT least(owner, partner) AS a, greatest(owner, partner) AS b, distance,
-               row_number() OVER (PARTITION BY owner ORDER BY partner) = 1 AND partners > count(*) OVER (PARTITION BY owner) AS capped
+               row_number() OVER (PARTITION BY owner ORDER BY partner) = 1
+                   AND partners > count(*) OVER (PARTITION BY owner) AS capped
         FROM (
             SELECT s.owner, s.partner, s.distance, s.partners,
                    row_number() OVER (PARTITION BY s.owner ORDER BY s.distance, s.partner) AS by_distance,
                    array_inner_product(x.lowfreq, y.lowfreq) AS similarity,
-                   row_number() OVER (PARTITION BY s.owner, similarity IS NULL ORDER BY similarity DESC, s.partner) AS by_lowfreq
+                   row_number() OVER (PARTITION BY s.owner, similarity IS NULL
+                                      ORDER BY similarity DESC, s.partner) AS by_lowfreq
             FROM ({shortlist_sql}) s
-            LEFT JOIN _candidate_lowfreq x ON x.image_id = s.owner LEFT JOIN _candidate_lowfreq y ON y.image_id = s.partner
+            LEFT JOIN _candidate_lowfreq x ON x.image_id = s.owner
+            LEFT JOIN _candidate_lowfreq y ON y.image_id = s.partner
         )
         WHERE by_distance <= {half} OR (similarity IS NOT NULL AND by_lowfreq <= {half})
               OR (similarity IS NULL AND by_distance <= {int(max_partners)})"""
 
 
-_LOWFREQ_CHUNK = 1 << 16  # images whose low frequencies are converted at once (8 MB of float32)
+_LOWFREQ_CHUNK = 1 << 16  # images whose low frequencies are converted at once (16 MB of float32)
 
 
-def _lowfreq_table(con: duckdb.DuckDBPyConnection, hashes_table: str) -> None:
+def _lowfreq_table(con: duckdb.DuckDBPyConnection) -> None:
     """``_candidate_lowfreq``: each image's low frequencies (stored as 128 float16 bytes) as FLOAT[64], by its
     dense key in ``_candidate_keys`` (image_id order); images without them are left out. Converted a chunk of
     keys at a time, so memory does not grow with the archive."""
     import pyarrow as pa
 
     con.execute("CREATE OR REPLACE TEMP TABLE _candidate_lowfreq (image_id INTEGER, lowfreq FLOAT[64])")
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _candidate_lowfreq_blobs AS
-            SELECT k.image_id, h.lowfreq FROM _candidate_keys k JOIN {hashes_table} h ON h.image_id = k.id
-            WHERE h.lowfreq IS NOT NULL"""
-    )
-    try:
-        (n,) = con.execute("SELECT count(*) FROM _candidate_keys").fetchone()
-        for start in range(0, n, _LOWFREQ_CHUNK):
-            found = con.execute(
-                "SELECT image_id, lowfreq FROM _candidate_lowfreq_blobs WHERE image_id >= ? AND image_id < ?",
-                [start, start + _LOWFREQ_CHUNK],
-            ).fetchall()
-            if not found:
-                continue
-            keys, blobs = zip(*found)
-            rows = lowfreq_array([bytes(b) for b in blobs])
-            chunk = pa.table({"image_id": pa.array(np.array(keys, np.int32)),
-                              "lowfreq": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 64)})  # fmt: skip
-            con.register("_candidate_lowfreq_chunk", chunk)
-            try:
-                con.execute("INSERT INTO _candidate_lowfreq SELECT * FROM _candidate_lowfreq_chunk")
-            finally:
-                con.unregister("_candidate_lowfreq_chunk")
-    finally:
-        con.execute("DROP TABLE IF EXISTS _candidate_lowfreq_blobs")
+    (n,) = con.execute("SELECT count(*) FROM _candidate_keys").fetchone()
+    for start in range(0, n, _LOWFREQ_CHUNK):
+        found = con.execute(
+            """SELECT image_id, lowfreq FROM _candidate_keys
+               WHERE image_id >= ? AND image_id < ? AND lowfreq IS NOT NULL""",
+            [start, start + _LOWFREQ_CHUNK],
+        ).fetchall()
+        if not found:
+            continue
+        keys, blobs = zip(*found)
+        rows = lowfreq_array([bytes(b) for b in blobs])
+        chunk = pa.table({"image_id": pa.array(np.array(keys, np.int32)),
+                          "lowfreq": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 64)})  # fmt: skip
+        con.register("_candidate_lowfreq_chunk", chunk)
+        try:
+            con.execute("INSERT INTO _candidate_lowfreq SELECT * FROM _candidate_lowfreq_chunk")
+        finally:
+            con.unregister("_candidate_lowfreq_chunk")
 
 
 def _plan_for(con: duckdb.DuckDBPyConnection, channel: Channel, bands: int | None) -> tuple[list[tuple[int, int]], int]:
@@ -389,7 +385,8 @@ def candidate_pairs(
     caps = {"phash": max_partners, "shift_hashes": shift_max_partners if shift_radius is not None else None}
     types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {hashes_table})").fetchall())
     rank_lowfreq = max_partners is not None and "lowfreq" in types  # pHash partners ranked by low frequencies
-    extra = "".join(f", {c}" for c in ("phash2", "shift_hashes") if c in types)
+    columns = ("phash2", "shift_hashes") + (("lowfreq",) if rank_lowfreq else ())
+    extra = "".join(f", {c}" for c in columns if c in types)
     # The joins run on dense integer keys numbered in image_id order (so least/greatest and the sort agree
     # with the ids'): the DISTINCT and the sort hold every candidate, and keyed by 64-character ids they
     # outgrow the warehouse's memory limit on drops of many near-identical images; integer keys take a
@@ -401,7 +398,7 @@ def candidate_pairs(
     )
     try:
         if rank_lowfreq:
-            _lowfreq_table(con, hashes_table)
+            _lowfreq_table(con)
         channels = _channels(con, "_candidate_keys", radius, crop_radius, shift_radius)
         parts = []
         for channel in channels:

@@ -10,15 +10,15 @@ are the originals of 54 of the 55 re-encoded, brightness-changed, resized, cropp
 other channels left unpaired; Fashion-MNIST has 305 per 10,000, whose copies pHash pairs anyway.
 
 The same 64 coefficients, read as a unit vector of low frequencies (``lowfreq``, stored at ingest by
-:func:`synthdata.dedup.phash.image_hashes`), still say what such an image is: a re-encoded copy correlates
-with its original at 0.99+ and ranks it first among its look-alikes nearly always (of 60 near-identical
-clip-art sunbursts, its own). So this channel pairs each new image with a fragile pHash with its
-``MAX_PARTNERS`` best-correlated images with :data:`synthdata.dedup.phash.LOWFREQ_BITS` or more such bits (every
-image stores its low frequencies since 2026-12-07, for the pHash channel's ranking; these are the channel's), and each other new image that has them with its ``PARTIAL_PARTNERS`` best fragile one: a
-copy may lose part of its original's symmetry (WebP smooths a 16 px glyph) and with it its fragile pHash. On
-the icons it raised the share of JPEG copies with a candidate pair from 96.3% to 99.7% and of WebP copies
-from 94.7% to 99.7%, for 0.2 more candidates per image; on 16 px icons WebP 89.7% -> 99.3% (docs/curation.md,
-docs/benchmarks.md).
+:func:`synthdata.dedup.phash.image_hashes`), still say what such an image is: a re-encoded copy correlates with
+its original at 0.99+ and ranks it first among its look-alikes nearly always (of 60 near-identical clip-art
+sunbursts, its own). So this channel pairs each new image with a fragile pHash with its ``MAX_PARTNERS``
+best-correlated images with :data:`synthdata.dedup.phash.LOWFREQ_BITS` or more such bits (every image stores its
+low frequencies since 2026-12-07, for the pHash channel's ranking; these are the channel's), and each other new
+image that has them with its ``PARTIAL_PARTNERS`` best fragile one: a copy may lose part of its original's
+symmetry (WebP smooths a 16 px glyph) and with it its fragile pHash. On the icons it raised the share of JPEG
+copies with a candidate pair from 96.3% to 99.7% and of WebP copies from 94.7% to 99.7%, for 0.2 more candidates
+per image; on 16 px icons WebP 89.7% -> 99.3% (docs/curation.md, docs/benchmarks.md).
 
 Where a set holds a crowd of near-identical symmetric drawings (clip-art jigsaw pieces in several colours,
 stars, sunbursts), 64 low frequencies rank dozens of look-alikes above a brightness-changed copy's own
