@@ -34,6 +34,9 @@ class CurateConfig(dg.Config):
     # root mean square that v3 took; v5 adds codec views and v6 8-bit resize views, which only lower distances,
     # v7 scores fewer resize views, which only raises some): one chosen under v3 needs choosing again.
     copy_distance_threshold: float | None = None
+    # pHash partners each new image keeps (synthdata.dedup.partner_cap.CAP_CHOICES or any positive number). None:
+    # chosen per run, the fewest that keep planted copies of its new images paired as 16 would.
+    max_partners: int | None = None
 
 
 @dg.asset(
@@ -43,9 +46,9 @@ class CurateConfig(dg.Config):
     kinds={"duckdb", "python"},
     description=(
         "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) and "
-        "near-duplicates (pHash candidates within `hamming_radius`, each new image's 16 nearest by Hamming distance "
-        "and by the pHash's low frequencies, plus shift/crop hashes, resized copies of "
-        "images under 16 px and the low frequencies and 32x32 thumbnails of images whose pHash noise decides "
+        "near-duplicates (pHash candidates within `hamming_radius`, each new image's nearest by Hamming distance "
+        "and by the pHash's low frequencies, 4, 8 or 16 of them as planted copies of the run's new images need "
+        "(`near_max_partners`), plus shift/crop hashes, resized copies of images under 16 px and the low frequencies and 32x32 thumbnails of images whose pHash noise decides "
         "(symmetric drawings), "
         "confirmed by a copy distance after alignment "
         "and a brightness/contrast fit (a JPEG or WebP file is also compared with its partner encoded the way the "
@@ -75,6 +78,7 @@ def images(
             target_false_rate=config.target_false_rate, calibration_images=config.calibration_images,
             seed=config.calibration_seed, recalibrate=config.recalibrate, fit_images=config.rule_fit_images,
             load_encoding=lambda key: encoding_of(store.read(key)),  # JPEG / WebP files: how they were encoded
+            max_partners=config.max_partners,
         )  # fmt: skip
         retention = class_retention(con)
         per_label = con.execute(
@@ -104,6 +108,8 @@ def images(
         f"{stats.near_duplicates} near duplicates; {stats.new_compared} new images compared, "
         f"{stats.candidates} candidates, {stats.confirmed} confirmed"
     )
+    if stats.partner_cap is not None:
+        context.log.info(stats.partner_cap.describe())
     if stats.rule_change:
         context.log.warning(stats.rule_change)
     for warning in stats.rule.warnings if stats.rule else ():
@@ -120,9 +126,12 @@ def images(
         "near_candidates": stats.candidates,
         "near_candidates_small_images": stats.small_image_candidates,
         "near_candidates_fragile_phash": stats.fragile_phash_candidates,
-        # New images whose nearest-partner caps (DEFAULT_MAX_PARTNERS, DEFAULT_SHIFT_MAX_PARTNERS) left partners out.
+        # New images whose nearest-partner caps (near_max_partners, DEFAULT_SHIFT_MAX_PARTNERS) left partners out.
         "near_capped_images_phash": stats.capped_images.get("phash", 0),
         "near_capped_images_shift": stats.capped_images.get("shift_hashes", 0),
+        # How many pHash partners each new image kept, and the share of planted copies each cap keeps paired.
+        "near_max_partners": stats.partner_cap.max_partners if stats.partner_cap else 0,
+        "near_partner_cap": stats.partner_cap.describe() if stats.partner_cap else "no new images",
         "near_scored": stats.screened,
         "near_confirmed": stats.confirmed,
         "largest_group": stats.largest_group,

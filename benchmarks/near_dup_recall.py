@@ -38,7 +38,8 @@ drop 2 (the rest plus all copies) is judged by that rule, its images compared ag
 never chain (``synthdata.dedup.groups``). ``--threshold`` fixes the copy-distance threshold instead.
 Candidates come from the channels curation uses: pHash, shift and crop hashes, resized copies of small
 images (``synthdata.dedup.small_images``) and images whose pHash noise decides (``synthdata.dedup.fragile_phash``;
-``--no-fragile`` leaves that one out, ``--phash-only`` all but pHash).
+``--no-fragile`` leaves that one out, ``--phash-only`` all but pHash); each drop chooses how many pHash partners a
+new image keeps as curation does (``synthdata.dedup.partner_cap``; ``--max-partners K`` fixes it).
 
 Reported per set: recall per kind (copy grouped with its original), false duplicates (distinct images that
 share a group with another distinct image), the lowest per-class retained fraction, candidates and
@@ -88,6 +89,7 @@ from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs  # noqa: E
 from synthdata.dedup.evidence import copy_evidence  # noqa: E402
 from synthdata.dedup.fragile_phash import fragile_pairs  # noqa: E402
 from synthdata.dedup.groups import group_duplicates  # noqa: E402
+from synthdata.dedup.partner_cap import PROBE_IMAGES, PartnerCap, calibrate_partner_cap  # noqa: E402
 from synthdata.dedup.phash import FRAGILE_BITS, fragile_channel, image_hashes, lowfreq_bytes, to_signed  # noqa: E402
 from synthdata.dedup.shift_hash import stored  # noqa: E402
 from synthdata.dedup.small_images import SCREEN_SLACK, merge_pairs, resized_small_pairs  # noqa: E402
@@ -254,20 +256,21 @@ def clocks() -> np.ndarray:
 
 
 def find_candidates(
-    drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int,
+    drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int | None,
     shift_partners: int, small_floor: float | None = -1.0, fragile: bool = True, thumbnails: bool = True,
-    rank_lowfreq: bool = True,
-) -> tuple[list[pd.DataFrame], np.ndarray, int, dict[str, int]]:
+    rank_lowfreq: bool = True, seed: int = 0,
+) -> tuple[list[pd.DataFrame], np.ndarray, int, dict[str, int], list[PartnerCap]]:
     """Candidate pairs of each drop's new images against everything so far, as curation searches them (the
     small-image and fragile-pHash channels keep pairs from ``small_floor`` up; None leaves them out, and
     ``fragile`` False the fragile-pHash channel; ``thumbnails`` False ranks its partners by low frequencies
     alone; ``rank_lowfreq`` False keeps the pHash channel's partners by Hamming distance alone, as before every
-    image stored its low frequencies), how many distinct images have a fragile pHash, and how many new images
-    each partner cap left partners out of."""
+    image stored its low frequencies), how many distinct images have a fragile pHash, how many new images
+    each partner cap left partners out of, and each drop's pHash partner cap: ``max_partners``, or with None
+    chosen on planted copies of the drop's images as curation chooses it (``synthdata.dedup.partner_cap``)."""
     con = duckdb.connect()
     con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN,"
                 " lowfreq BLOB)")
-    found, seconds, capped = [], np.zeros(2), {}
+    found, seconds, capped, caps = [], np.zeros(2), {}, []
     lowfreq: dict[str, np.ndarray] = {}  # the fragile-pHash channel's low frequencies (see synthdata.dedup.phash)
     thumbs: dict[str, np.ndarray] = {}  # ...and its 32x32 thumbnails
     fragile_of: dict[str, bool] = {}
@@ -284,8 +287,15 @@ def find_candidates(
                               "shift_hashes": shift_lists, "is_new": True,
                               "lowfreq": [lowfreq_bytes(row) for row in hashes.lowfreq] if rank_lowfreq else None})  # fmt: skip
         con.execute("INSERT INTO hashes SELECT * FROM frame")
+        if max_partners is None:  # as curation: copies of a seeded sample of the drop's new images
+            new_ids = sorted(drop)
+            pick = np.random.default_rng(seed).choice(len(new_ids), min(PROBE_IMAGES, len(new_ids)), replace=False)
+            caps.append(calibrate_partner_cap(con, "hashes", radius, [new_ids[k] for k in sorted(pick)],
+                                              images.__getitem__, seed))  # fmt: skip
+        else:
+            caps.append(PartnerCap(max_partners, 0, 0, {}, fixed=True))
         pairs = candidate_pairs(con, "hashes", radius, new_only=True, crop_radius=crop_radius,
-                                shift_radius=shift_radius, max_partners=max_partners or None,
+                                shift_radius=shift_radius, max_partners=caps[-1].max_partners or None,
                                 shift_max_partners=shift_partners or None)  # fmt: skip
         capped = {k: capped.get(k, 0) + v for k, v in pairs.attrs["capped"].items()}
         if small_floor is not None:  # resized copies of small images, as curation adds them (synthdata.dedup.small_images)
@@ -304,7 +314,7 @@ def find_candidates(
                                     phash)  # fmt: skip
         found.append(pairs)
         seconds += clocks() - t
-    return found, seconds, sum(fragile_of[i] for i in lowfreq), capped
+    return found, seconds, sum(fragile_of[i] for i in lowfreq), capped, caps
 
 
 def positives_of(drop: list[str], images: dict, args) -> Positives:
@@ -393,9 +403,9 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     t_positives = clocks() - t
     # Curation knows the screen before it searches (the small-image channel keeps pairs near or above it).
     floor = None if args.phash_only else (positives.screen if positives else -1.0) - SCREEN_SLACK
-    found, t_cand, n_fragile, capped = find_candidates(drops, images, args.radius, crop_radius, shift_radius, args.max_partners,
-                                               args.shift_partners, floor, not args.no_fragile, not args.no_thumbs,
-                                               not args.rank_hamming)  # fmt: skip
+    found, t_cand, n_fragile, capped, caps = find_candidates(
+        drops, images, args.radius, crop_radius, shift_radius, args.max_partners, args.shift_partners, floor,
+        not args.no_fragile, not args.no_thumbs, not args.rank_hamming, args.seed)  # fmt: skip
     t = clocks() - t_positives
     if positives is not None:
         rule, first = calibrate_on(drops[0], found[0], images, labels, args, positives)
@@ -414,7 +424,7 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     ours = score_groups(order, images, exact, near, truth, distinct_ids, labels)
 
     print(f"\n{len(distinct_ids):,} distinct images + {len(copy_ids):,} planted copies ({args.copies} per kind); "
-          f"radius {args.radius}{f' (nearest {args.max_partners})' if args.max_partners else ''}"
+          f"radius {args.radius} (nearest {' / '.join(str(c.max_partners or 'all') for c in caps)} in drops 1 / 2)"
           f"{'' if shift_radius is None else f' + shift channel {shift_radius}'}"
           f"{f' (nearest {args.shift_partners})' if shift_radius is not None and args.shift_partners else ''}"
           f"{'' if crop_radius is None else f' + crop channel {crop_radius}'}"
@@ -425,6 +435,8 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
           f"limited by {rule.limited_by or 'hand'}")
     for warning in rule.warnings:
         print(f"  warning: {warning}")
+    for k, cap in enumerate(caps, 1):
+        print(f"  drop {k}: {cap.describe()}")
     print(f"candidates {len(cand):,} ({len(cand) / n:.1f} per image), scored in full {np.isfinite(distance).sum():,}, "
           f"confirmed {len(near):,}; images whose partners a cap left out: "
           + (", ".join(f"{k} {v:,}" for k, v in capped.items()) or "none capped"))
@@ -476,8 +488,9 @@ def main() -> None:
                         help="pHash channel alone (no shift or crop channel)")
     parser.add_argument("--no-shift", action="store_true",
                         help="no shift channel: pHash + crop channel (phash2) for every image, the previous search")
-    parser.add_argument("--max-partners", type=int, default=DEFAULT_MAX_PARTNERS,
-                        help="nearest pHash partners kept per new image, as curation does (0: every pair within the radius)")
+    parser.add_argument("--max-partners", type=int, default=None,
+                        help="nearest pHash partners kept per new image (default: chosen per drop on planted copies, as "
+                             f"curation does; {DEFAULT_MAX_PARTNERS} was the fixed cap before; 0: every pair within the radius)")
     parser.add_argument("--shift-partners", type=int, default=DEFAULT_SHIFT_MAX_PARTNERS,
                         help="nearest shift-hash partners kept per new image, as curation does (0: every pair within "
                              "the shift radius)")

@@ -52,9 +52,11 @@ CROP_PHASH_RADIUS = 24
 # on 10k Fashion-MNIST images: 1-2 px crops and shifts 100% within 4 bits, 0.4 distinct partners per image.
 SHIFT_RADIUS = 4
 
-# Nearest pHash partners each new image keeps (candidate_pairs' max_partners, as curation calls it). Within
-# radius 10, distinct look-alikes per image grow with the set (Fashion-MNIST: 29 at 10k, 101 at 35k, 213 at
-# 70k images), while re-encoded, resized and brightness-changed copies rank among their original's 5 nearest.
+# Nearest pHash partners each new image keeps at most (candidate_pairs' max_partners; curation keeps 4, 8 or this
+# many, the fewest that keep planted copies of the run's new images paired as this many would:
+# synthdata.dedup.partner_cap). Within radius 10, distinct look-alikes per image grow with the set
+# (Fashion-MNIST: 29 at 10k, 101 at 35k, 213 at 70k images), while re-encoded, resized and brightness-changed
+# copies rank among their original's 5 nearest.
 # Where both images store the pHash's low frequencies (every image ingested since 2026-12-07), half are the nearest
 # by Hamming distance and half the best-correlated by low frequencies, of the 32 nearest (:func:`_by_lowfreq`): 64
 # bits tie a copy with its look-alikes, 64 real values rarely do, and each ranking keeps copies the other misses.
@@ -338,6 +340,27 @@ def _plan_for(con: duckdb.DuckDBPyConnection, channel: Channel, bands: int | Non
         return layout, flip_radius
     n_rows = con.execute(f"SELECT count(*) FROM ({channel.keyed})").fetchone()[0]
     return search_plan(radius, int(n_rows))
+
+
+def shift_partners(
+    con: duckdb.DuckDBPyConnection, table: str, probes_sql: str, shift_radius: int = SHIFT_RADIUS,
+    max_partners: int = DEFAULT_SHIFT_MAX_PARTNERS,
+) -> pd.DataFrame:  # fmt: skip
+    """The shift channel of :func:`candidate_pairs` for outside images: each row of ``probes_sql`` (columns
+    ``image_id, phash, shift_hashes``, typed as ``table``'s) with its ``max_partners`` nearest partners among
+    ``table``'s rows (``owner, partner``), ranked as the search ranks them. Probes never pair with each other
+    (:mod:`synthdata.dedup.partner_cap` asks where planted copies' originals rank)."""
+    dtype = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall())["shift_hashes"][:-2]
+    channel = Channel(
+        "shift_hashes", shift_radius, dtype,
+        keyed=f"""SELECT image_id, phash, shift_hashes[{CENTRE + 1}] AS key, false AS is_new FROM {table}
+                  WHERE len(shift_hashes) = {N_SHIFTS} AND shift_hashes[{CENTRE + 1}] <> 0""",
+        probes=f"""SELECT * FROM (SELECT image_id, phash, unnest(shift_hashes) AS key, true AS is_new FROM ({probes_sql})
+                   WHERE len(shift_hashes) = {N_SHIFTS}) WHERE key <> 0""",
+        symmetric=False,
+    )  # fmt: skip
+    join = _banded_join(channel, True, _plan_for(con, channel, None), shortlist=max_partners)
+    return con.execute(f"SELECT owner, partner FROM ({join}) ORDER BY owner, partner").df()
 
 
 def candidate_pairs(

@@ -1,0 +1,143 @@
+"""The pHash partner cap chosen per drop from planted copies (synthdata.dedup.partner_cap): its ranking is the
+search's own, and the cap follows the data (few partners where copies stand out, the most where look-alikes crowd
+their originals)."""
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import skimage.data
+from PIL import Image
+
+from synthdata.dedup.candidates import DEFAULT_SHIFT_MAX_PARTNERS, SHIFT_RADIUS, candidate_pairs
+from synthdata.dedup.partner_cap import (
+    CAP_CHOICES,
+    CAP_TOLERANCE,
+    PROBE_KINDS,
+    calibrate_partner_cap,
+    choose_cap,
+    kept_at,
+    partner_ranks,
+    plant_probes,
+)
+from synthdata.dedup.phash import image_hashes, lowfreq_bytes
+from synthdata.dedup.shift_hash import CENTRE, stored
+from tests.test_fragile_phash import CLIPART_SHAPES, clipart_shapes
+
+
+def lfw_faces() -> list[np.ndarray]:
+    return [(x * 255).astype(np.uint8) for x in skimage.data.lfw_subset()]
+
+
+def hashes_table(images: list[np.ndarray], without_lowfreq: int = 0) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
+    """A table of the images' hashes as curation's `_hashes` holds them (UBIGINT pHash and shift hashes, lowfreq
+    blobs); every ``without_lowfreq``-th row has no low frequencies, as a row ingested before every image
+    stored them."""
+    ids = [f"i{k:05d}" for k in range(len(images))]
+    h = image_hashes([Image.fromarray(x) for x in images])
+    con = duckdb.connect()
+    con.register("frame", rows_of(ids, h, False, without_lowfreq))
+    con.execute("CREATE TABLE t AS SELECT * FROM frame")
+    con.unregister("frame")
+    return con, ids
+
+
+def rows_of(ids: list[str], h, is_new: bool, without_lowfreq: int = 0) -> pd.DataFrame:
+    lowfreq = [None if without_lowfreq and k % without_lowfreq == 0 else lowfreq_bytes(r) for k, r in enumerate(h.lowfreq)]
+    return pd.DataFrame({"image_id": ids, "phash": h.phash, "is_new": is_new, "lowfreq": lowfreq,
+                         "shift_hashes": [np.array(r, np.uint64) for r in stored(h.shifts)]})  # fmt: skip
+
+
+@pytest.mark.skipif(not CLIPART_SHAPES.is_dir(), reason="needs Debian's openclipart-png")
+def test_the_ranking_pairs_exactly_the_originals_that_the_search_pairs():
+    """On 1,600 clip-art shapes (a crowd of look-alikes: caps keep different originals), for every cap, the
+    copies paired with their original by the replica (pHash ranking or the shift channel) are those
+    candidate_pairs pairs when the copies are inserted as new rows, with and without low frequencies on the
+    partners."""
+    shapes = clipart_shapes()
+    con, ids = hashes_table(shapes, without_lowfreq=5)
+    sample = sorted(np.random.default_rng(3).choice(len(ids), 240, replace=False).tolist())
+    copies, of = plant_probes([shapes[i] for i in sample], seed=3)
+    originals = [ids[sample[k]] for k in of]
+    ranks = partner_ranks(con, "t", 10, originals, copies)
+
+    h = image_hashes([Image.fromarray(c) for c in copies])
+    probes = rows_of([f"p{k:04d}" for k in range(len(copies))], h, True)
+    # Copies searched together must not be each other's partners: batches of copies pairwise beyond both radii.
+    # Copies near many others (plain windows) would each need a search of their own: only batches of at least
+    # 16 are searched (about half of the copies; the rest are left out of the comparison).
+    shift_near = np.bitwise_count(h.shifts[:, None, :] ^ h.shifts[None, :, CENTRE, None]).min(axis=2) <= SHIFT_RADIUS
+    apart = (np.bitwise_count(h.phash[:, None] ^ h.phash[None, :]) > 10) & ~shift_near & ~shift_near.T
+    batch = np.full(len(copies), -1)
+    for p in range(len(copies)):
+        batch[p] = next(b for b in range(len(copies)) if apart[p, batch == b].all())
+    searched_batches = np.flatnonzero(np.bincount(batch) >= 16)
+    compared = np.isin(batch, searched_batches)
+    assert compared.mean() >= 0.4
+    paired_by_cap = {}
+    # Caps from 2 and a shift cap of 1 as well: every boundary of both rankings is met.
+    for shift_cap in (1, DEFAULT_SHIFT_MAX_PARTNERS):
+        ranks_here = ranks if shift_cap == DEFAULT_SHIFT_MAX_PARTNERS else partner_ranks(
+            con, "t", 10, originals, copies, shift_max_partners=shift_cap)
+        for cap in (2, *CAP_CHOICES):
+            searched = np.zeros(len(copies), bool)
+            for b in searched_batches:
+                con.register("part", probes[batch == b])
+                con.execute("INSERT INTO t SELECT * FROM part")
+                con.unregister("part")
+                pairs = candidate_pairs(con, "t", 10, new_only=True, crop_radius=None, max_partners=cap,
+                                        shift_max_partners=shift_cap)  # fmt: skip
+                found = set(zip(pairs["a"], pairs["b"]))
+                searched[batch == b] = [(originals[p], f"p{p:04d}") in found for p in np.flatnonzero(batch == b)]
+                con.execute("DELETE FROM t WHERE is_new")
+            phash_kept = kept_at(ranks_here.ranked, cap).reindex(range(len(copies)), fill_value=False).to_numpy()
+            np.testing.assert_array_equal((phash_kept | ranks_here.shift_kept)[compared], searched[compared])
+            if shift_cap == DEFAULT_SHIFT_MAX_PARTNERS:
+                paired_by_cap[cap] = int(searched.sum())
+    # Both parts matter here: fewer partners pair fewer copies, and the shift channel pairs copies that pHash
+    # at any cap leaves out (else this test could not tell the rankings apart).
+    assert paired_by_cap[4] < paired_by_cap[8] < paired_by_cap[16]
+    phash_16 = kept_at(ranks.ranked, 16).reindex(range(len(copies)), fill_value=False).to_numpy()
+    assert (compared & ranks.shift_kept & ~phash_16).sum() >= 10 and (compared & ~ranks.shift_kept & phash_16).sum() >= 10
+
+
+def test_few_partners_where_copies_stand_out():
+    """LFW's 200 faces and non-faces: every copy's original is among its first partners, so 4 are enough."""
+    faces = lfw_faces()
+    con, ids = hashes_table(faces)
+    cap = calibrate_partner_cap(con, "t", 10, ids[::4], lambda i: faces[ids.index(i)], seed=0)
+    assert cap.max_partners == 4 and cap.kept[4] == cap.kept[16] >= 0.97
+    assert cap.probes == len(PROBE_KINDS) * 50 and cap.beyond_radius <= 100  # crops and shifts move pHash
+    assert cap == calibrate_partner_cap(con, "t", 10, ids[::4], lambda i: faces[ids.index(i)], seed=0)  # seeded
+
+
+@pytest.mark.skipif(not CLIPART_SHAPES.is_dir(), reason="needs Debian's openclipart-png")
+def test_the_most_partners_where_look_alikes_crowd_the_originals():
+    """Clip-art shapes: jigsaw pieces, stars and circles in many colours outrank a brightened or resized copy's
+    original, so 4 or 8 partners lose more copies than the tolerance allows and the cap is 16."""
+    shapes = clipart_shapes()
+    con, ids = hashes_table(shapes)
+    sample = ids[::13]
+    cap = calibrate_partner_cap(con, "t", 10, sample, lambda i: shapes[ids.index(i)], seed=0)
+    assert cap.max_partners == 16
+    assert cap.kept[8] < cap.kept[16] - CAP_TOLERANCE and cap.kept[4] <= cap.kept[8]
+    assert "16 pHash partners per new image" in cap.describe()
+
+
+@pytest.mark.skipif(not CLIPART_SHAPES.is_dir(), reason="needs Debian's openclipart-png")
+def test_the_cap_is_the_smallest_within_the_tolerance_of_the_largest():
+    """On clip-art shapes, with every fifth partner's low frequencies missing and a choice of caps from 1: the
+    choice is the smallest cap that pairs the copies as the largest does, less the tolerance; a tolerance of 1
+    takes the smallest, and so does a shift channel that pairs every copy."""
+    shapes = clipart_shapes()
+    con, ids = hashes_table(shapes, without_lowfreq=5)
+    sample = ids[::20]
+    copies, of = plant_probes([shapes[ids.index(i)] for i in sample], seed=1)
+    ranks = partner_ranks(con, "t", 10, [sample[k] for k in of], copies)
+    choices = (1, 2, 4, 16)
+    cap = choose_cap(ranks, choices)
+    expected = min(c for c in choices if cap.kept[c] >= cap.kept[16] - CAP_TOLERANCE)
+    assert cap.max_partners == expected
+    assert cap.kept[1] < cap.kept[2] < cap.kept[16]  # the choice is not trivially the smallest
+    assert choose_cap(ranks, choices, tolerance=1.0).max_partners == 1
+    assert choose_cap(ranks._replace(shift_kept=np.ones_like(ranks.shift_kept)), choices).max_partners == 1
