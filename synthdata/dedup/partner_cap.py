@@ -18,9 +18,8 @@ their originals as well as under the largest, less :data:`CAP_TOLERANCE` (:func:
 against the whole archive, the choice grows with it when look-alikes crowd the originals out, and never
 silently: the shares paired at each cap go into the ``images`` materialization.
 
-What it cannot see: copies among a crowd of featureless look-alikes (pixel-exact shifted crops of smooth sky,
-whose hashes tie with dozens of other sky crops), which any cap keeps or drops by id; a sample of 128 images
-rarely meets such a crowd (docs/curation.md).
+What it does not see: pairs of single-colour images, whose hashes say nothing, so that any cap keeps or
+drops them by id; a sample of 128 images rarely holds one (docs/curation.md).
 """
 
 from __future__ import annotations
