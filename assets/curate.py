@@ -132,6 +132,10 @@ def images(
         # How many pHash partners each new image kept, and the share of planted copies each cap keeps paired.
         "near_max_partners": stats.partner_cap.max_partners if stats.partner_cap else 0,
         "near_partner_cap": stats.partner_cap.describe() if stats.partner_cap else "no new images",
+        "near_partner_cap_by_transform": dg.MetadataValue.json(
+            {kind: {str(cap): round(v, 4) for cap, v in shares.items()}
+             for kind, shares in (stats.partner_cap.by_kind if stats.partner_cap else {}).items()}
+        ),
         "near_scored": stats.screened,
         "near_confirmed": stats.confirmed,
         "largest_group": stats.largest_group,

@@ -13,7 +13,7 @@ from dagster_project.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
 from dagster_project.jobs import daily_ingest_job, synthesis_job
 from dagster_project.sensors import quality_alerts
 from resources import AlertingResource, QualityResource
-from synthdata.dedup.partner_cap import CAP_CHOICES
+from synthdata.dedup.partner_cap import CAP_CHOICES, PROBE_KINDS
 from synthdata.io.landing import export_as_drops
 from synthdata.io.paths import SynthdataPaths
 
@@ -95,6 +95,8 @@ def test_the_images_materialization_says_what_the_partner_caps_left_out(pipeline
         # The pHash cap each run chose, and the planted copies it was chosen on (test_partner_cap).
         assert meta["near_max_partners"].value in CAP_CHOICES
         assert f"{meta['near_max_partners'].value} pHash partners per new image" in meta["near_partner_cap"].value
+        shares = meta["near_partner_cap_by_transform"].value
+        assert set(shares) <= set(PROBE_KINDS) and all(0 <= v <= 1 for s in shares.values() for v in s.values())
 
 
 def test_splits_cover_every_image_once_and_checks_pass(pipeline):
