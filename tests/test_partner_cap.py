@@ -20,7 +20,7 @@ from synthdata.dedup.partner_cap import (
     partner_ranks,
     plant_probes,
 )
-from synthdata.dedup.phash import image_hashes, lowfreq_bytes
+from synthdata.dedup.phash import ImageHashes, image_hashes, lowfreq_bytes
 from synthdata.dedup.shift_hash import CENTRE, stored
 from tests.test_fragile_phash import CLIPART_SHAPES, clipart_shapes
 
@@ -42,7 +42,8 @@ def hashes_table(images: list[np.ndarray], without_lowfreq: int = 0) -> tuple[du
     return con, ids
 
 
-def rows_of(ids: list[str], h, is_new: bool, without_lowfreq: int = 0) -> pd.DataFrame:
+def rows_of(ids: list[str], h: ImageHashes, is_new: bool, without_lowfreq: int = 0) -> pd.DataFrame:
+    """Rows of a hashes table for images hashed as ``h`` (see :func:`hashes_table`)."""
     lowfreq = [None if without_lowfreq and k % without_lowfreq == 0 else lowfreq_bytes(r) for k, r in enumerate(h.lowfreq)]
     return pd.DataFrame({"image_id": ids, "phash": h.phash, "is_new": is_new, "lowfreq": lowfreq,
                          "shift_hashes": [np.array(r, np.uint64) for r in stored(h.shifts)]})  # fmt: skip
