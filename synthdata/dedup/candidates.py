@@ -268,7 +268,7 @@ def _banded_join(
 # brightness copies' originals), and ranking every pair within the radius (9.5M rows for 50,000 new images
 # against 100,000, in numpy) made the search 35 s instead of 15; with the shortlist, in the search's own SQL
 # statement, 16.5 s.
-_LOWFREQ_SHORTLIST = 2
+LOWFREQ_SHORTLIST = 2
 
 
 def _by_lowfreq(shortlist_sql: str, max_partners: int) -> str:
@@ -427,7 +427,7 @@ def candidate_pairs(
         for channel in channels:
             plan = _plan_for(con, channel, bands)
             if channel.name == "phash" and rank_lowfreq:
-                shortlist = _banded_join(channel, new_only, plan, shortlist=_LOWFREQ_SHORTLIST * int(max_partners))
+                shortlist = _banded_join(channel, new_only, plan, shortlist=LOWFREQ_SHORTLIST * int(max_partners))
                 parts.append(_by_lowfreq(shortlist, int(max_partners)))
                 continue
             join = _banded_join(channel, new_only, plan, caps.get(channel.name))

@@ -15,9 +15,8 @@ copy's partners in the whole archive, exactly as the search would rank them (:fu
 over the same table): among its pHash partners, and whether the shift channel (capped on its own) keeps it.
 The cap is the smallest of :data:`CAP_CHOICES` under which pHash or the shift channel pairs each
 transform's copies with their originals as well as under the largest, less :data:`CAP_TOLERANCE`
-(:func:`choose_cap`). Measured
-against the whole archive, the choice grows with it when look-alikes crowd the originals out, and never
-silently: the shares paired at each cap go into the ``images`` materialization.
+(:func:`choose_cap`). Measured against the whole archive, the choice grows with it when look-alikes crowd the
+originals out, and never silently: the shares paired at each cap go into the ``images`` materialization.
 
 What it does not see: pairs of single-colour images, whose hashes say nothing, so that any cap keeps or
 drops them by id; a sample of 128 images rarely holds one (docs/curation.md).
@@ -35,7 +34,7 @@ import pandas as pd
 from PIL import Image
 
 from synthdata.dedup.calibrate import TRANSFORMS, applies, plant_copy
-from synthdata.dedup.candidates import DEFAULT_SHIFT_MAX_PARTNERS, SHIFT_RADIUS, shift_partners
+from synthdata.dedup.candidates import DEFAULT_SHIFT_MAX_PARTNERS, LOWFREQ_SHORTLIST, SHIFT_RADIUS, shift_partners
 from synthdata.dedup.phash import image_hashes, lowfreq_array, to_signed
 from synthdata.dedup.shift_hash import stored
 
@@ -56,10 +55,6 @@ PROBE_IMAGES = 128
 # of them, offline) and the benchmark lost 4 of its 300. With 128 copies of a transform, 0.5% allows none
 # lost: a transform that loses ~0.5% passes about half the time, and the next cap is tried.
 CAP_TOLERANCE = 0.005
-
-# The pHash shortlist a cap of K ranks by low frequencies is 2K long (candidates._LOWFREQ_SHORTLIST).
-_SHORTLIST = 2
-
 
 @dataclass(frozen=True)
 class PartnerCap:
@@ -135,7 +130,7 @@ def partner_ranks(
                            AS by_distance,
                        h.lowfreq
                 FROM _partner_probes p JOIN {table} h ON bit_count(xor(h.phash, p.phash)) <= {int(radius)}
-                QUALIFY by_distance <= {_SHORTLIST * int(max_cap)}
+                QUALIFY by_distance <= {LOWFREQ_SHORTLIST * int(max_cap)}
                 ORDER BY p.probe, by_distance"""
         ).df()
     finally:
@@ -171,7 +166,7 @@ def kept_at(ranked: pd.DataFrame, cap: int) -> pd.Series:
     rule of :func:`synthdata.dedup.candidates._by_lowfreq`: among the ``2 * cap`` nearest, the ``cap // 2``
     nearest, the ``cap // 2`` best by low frequencies, and, without low frequencies, the ``cap`` nearest."""
     half = max(1, cap // 2)
-    short = ranked[ranked["by_distance"] <= _SHORTLIST * cap].copy()
+    short = ranked[ranked["by_distance"] <= LOWFREQ_SHORTLIST * cap].copy()
     known = short["similarity"].notna()
     # Within each probe, rows with low frequencies rank by them (then image_id), as the search's window does.
     short["by_lowfreq"] = np.inf
