@@ -37,6 +37,9 @@ class CurateConfig(dg.Config):
     # pHash partners each new image keeps (synthdata.dedup.partner_cap.CAP_CHOICES or any positive number). None:
     # chosen per run, the fewest that keep planted copies of its new images paired as 16 would.
     max_partners: int | None = None
+    # Shift-hash partners each new image keeps (SHIFT_CAP_CHOICES or any positive number). None: chosen per run
+    # after the pHash cap, the fewest that keep those copies paired as 8 would.
+    shift_max_partners: int | None = None
 
 
 @dg.asset(
@@ -48,7 +51,8 @@ class CurateConfig(dg.Config):
         "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) and "
         "near-duplicates (pHash candidates within `hamming_radius`, each new image's nearest by Hamming distance "
         "and by the pHash's low frequencies, 4, 8 or 16 of them as planted copies of the run's new images need "
-        "(`near_max_partners`), plus shift/crop hashes, resized copies of images under 16 px and the low "
+        "(`near_max_partners`), plus shift hashes (1, 2, 4 or 8 nearest, chosen the same way: "
+        "`near_shift_max_partners`), crop hashes, resized copies of images under 16 px and the low "
         "frequencies and 32x32 thumbnails of images whose pHash noise decides (symmetric drawings), "
         "confirmed by a copy distance after alignment "
         "and a brightness/contrast fit (a JPEG or WebP file is also compared with its partner encoded the way the "
@@ -78,7 +82,7 @@ def images(
             target_false_rate=config.target_false_rate, calibration_images=config.calibration_images,
             seed=config.calibration_seed, recalibrate=config.recalibrate, fit_images=config.rule_fit_images,
             load_encoding=lambda key: encoding_of(store.read(key)),  # JPEG / WebP files: how they were encoded
-            max_partners=config.max_partners,
+            max_partners=config.max_partners, shift_max_partners=config.shift_max_partners,
         )  # fmt: skip
         retention = class_retention(con)
         per_label = con.execute(
@@ -126,15 +130,21 @@ def images(
         "near_candidates": stats.candidates,
         "near_candidates_small_images": stats.small_image_candidates,
         "near_candidates_fragile_phash": stats.fragile_phash_candidates,
-        # New images whose nearest-partner caps (near_max_partners, DEFAULT_SHIFT_MAX_PARTNERS) left partners out.
+        # New images whose nearest-partner caps (near_max_partners, near_shift_max_partners) left partners out.
         "near_capped_images_phash": stats.capped_images.get("phash", 0),
         "near_capped_images_shift": stats.capped_images.get("shift_hashes", 0),
-        # How many pHash partners each new image kept, and the share of planted copies each cap keeps paired.
+        # How many pHash / shift-hash partners each new image kept, and the share of planted copies each cap
+        # keeps paired.
         "near_max_partners": stats.partner_cap.max_partners if stats.partner_cap else 0,
+        "near_shift_max_partners": stats.partner_cap.shift_max_partners if stats.partner_cap else 0,
         "near_partner_cap": stats.partner_cap.describe() if stats.partner_cap else "no new images",
         "near_partner_cap_by_transform": dg.MetadataValue.json(
             {kind: {str(cap): round(v, 4) for cap, v in shares.items()}
              for kind, shares in (stats.partner_cap.by_kind if stats.partner_cap else {}).items()}
+        ),
+        "near_shift_cap_by_transform": dg.MetadataValue.json(
+            {kind: {str(cap): round(v, 4) for cap, v in shares.items()}
+             for kind, shares in (stats.partner_cap.shift_by_kind if stats.partner_cap else {}).items()}
         ),
         "near_scored": stats.screened,
         "near_confirmed": stats.confirmed,

@@ -38,8 +38,9 @@ drop 2 (the rest plus all copies) is judged by that rule, its images compared ag
 never chain (``synthdata.dedup.groups``). ``--threshold`` fixes the copy-distance threshold instead.
 Candidates come from the channels curation uses: pHash, shift and crop hashes, resized copies of small
 images (``synthdata.dedup.small_images``) and images whose pHash noise decides (``synthdata.dedup.fragile_phash``;
-``--no-fragile`` leaves that one out, ``--phash-only`` all but pHash); each drop chooses how many pHash partners a
-new image keeps as curation does (``synthdata.dedup.partner_cap``; ``--max-partners K`` fixes it).
+``--no-fragile`` leaves that one out, ``--phash-only`` all but pHash); each drop chooses how many pHash and
+shift-hash partners a new image keeps as curation does (``synthdata.dedup.partner_cap``; ``--max-partners K`` and
+``--shift-partners K`` fix them).
 
 Reported per set: recall per kind (copy grouped with its original), false duplicates (distinct images that
 share a group with another distinct image), the lowest per-class retained fraction, candidates and
@@ -89,7 +90,13 @@ from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs  # noqa: E
 from synthdata.dedup.evidence import copy_evidence  # noqa: E402
 from synthdata.dedup.fragile_phash import fragile_pairs  # noqa: E402
 from synthdata.dedup.groups import group_duplicates  # noqa: E402
-from synthdata.dedup.partner_cap import PROBE_IMAGES, PartnerCap, calibrate_partner_cap  # noqa: E402
+from synthdata.dedup.partner_cap import (  # noqa: E402
+    CAP_CHOICES,
+    PROBE_IMAGES,
+    SHIFT_CAP_CHOICES,
+    PartnerCap,
+    calibrate_partner_cap,
+)
 from synthdata.dedup.phash import FRAGILE_BITS, fragile_channel, image_hashes, lowfreq_bytes, to_signed  # noqa: E402
 from synthdata.dedup.shift_hash import stored  # noqa: E402
 from synthdata.dedup.small_images import SCREEN_SLACK, merge_pairs, resized_small_pairs  # noqa: E402
@@ -257,7 +264,7 @@ def clocks() -> np.ndarray:
 
 def find_candidates(
     drops: list[list[str]], images: dict, radius: int, crop_radius, shift_radius, max_partners: int | None,
-    shift_partners: int, small_floor: float | None = -1.0, fragile: bool = True, thumbnails: bool = True,
+    shift_partners: int | None, small_floor: float | None = -1.0, fragile: bool = True, thumbnails: bool = True,
     rank_lowfreq: bool = True, seed: int = 0,
 ) -> tuple[list[pd.DataFrame], np.ndarray, int, dict[str, int], list[PartnerCap]]:
     """Candidate pairs of each drop's new images against everything so far, as curation searches them (the
@@ -265,8 +272,9 @@ def find_candidates(
     ``fragile`` False the fragile-pHash channel; ``thumbnails`` False ranks its partners by low frequencies
     alone; ``rank_lowfreq`` False keeps the pHash channel's partners by Hamming distance alone, as before every
     image stored its low frequencies), how many distinct images have a fragile pHash, how many new images
-    each partner cap left partners out of, and each drop's pHash partner cap: ``max_partners``, or with None
-    chosen on planted copies of the drop's images as curation chooses it (``synthdata.dedup.partner_cap``)."""
+    each partner cap left partners out of, and each drop's partner caps: ``max_partners`` (pHash) and
+    ``shift_partners`` (shift hashes), or where None chosen on planted copies of the drop's images as curation
+    chooses them (``synthdata.dedup.partner_cap``; 0 keeps every pair)."""
     con = duckdb.connect()
     con.execute("CREATE TABLE hashes (image_id VARCHAR, phash BIGINT, phash2 BIGINT, shift_hashes BIGINT[], is_new BOOLEAN,"
                 " lowfreq BLOB)")
@@ -287,16 +295,20 @@ def find_candidates(
                               "shift_hashes": shift_lists, "is_new": True,
                               "lowfreq": [lowfreq_bytes(row) for row in hashes.lowfreq] if rank_lowfreq else None})  # fmt: skip
         con.execute("INSERT INTO hashes SELECT * FROM frame")
-        if max_partners is None:  # as curation: copies of a seeded sample of the drop's new images
+        if max_partners is None or shift_partners is None:  # as curation: copies of a seeded sample of new images
             new_ids = sorted(drop)
             pick = np.random.default_rng(seed).choice(len(new_ids), min(PROBE_IMAGES, len(new_ids)), replace=False)
-            caps.append(calibrate_partner_cap(con, "hashes", radius, [new_ids[k] for k in sorted(pick)],
-                                              images.__getitem__, seed))  # fmt: skip
+            # A cap of 0 (every pair) is judged as the largest choice while the other cap is chosen.
+            caps.append(calibrate_partner_cap(
+                con, "hashes", radius, [new_ids[k] for k in sorted(pick)], images.__getitem__, seed,
+                None if max_partners is None else max_partners or CAP_CHOICES[-1],
+                None if shift_partners is None else shift_partners or SHIFT_CAP_CHOICES[-1]))  # fmt: skip
         else:
-            caps.append(PartnerCap(max_partners, 0, 0, {}, fixed=True))
-        pairs = candidate_pairs(con, "hashes", radius, new_only=True, crop_radius=crop_radius,
-                                shift_radius=shift_radius, max_partners=caps[-1].max_partners or None,
-                                shift_max_partners=shift_partners or None)  # fmt: skip
+            caps.append(PartnerCap(max_partners, 0, 0, {}, fixed=True, shift_max_partners=shift_partners,
+                                   shift_fixed=True))
+        pairs = candidate_pairs(con, "hashes", radius, new_only=True, crop_radius=crop_radius, shift_radius=shift_radius,
+                                max_partners=caps[-1].max_partners if max_partners != 0 else None,
+                                shift_max_partners=caps[-1].shift_max_partners if shift_partners != 0 else None)  # fmt: skip
         capped = {k: capped.get(k, 0) + v for k, v in pairs.attrs["capped"].items()}
         if small_floor is not None:  # resized copies of small images, as curation adds them (synthdata.dedup.small_images)
             ids, new = con.execute("SELECT image_id, is_new FROM hashes ORDER BY image_id").fetchnumpy().values()
@@ -423,10 +435,11 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     near = near[[(a, b) not in exact_set for a, b in zip(near["a"], near["b"])]]
     ours = score_groups(order, images, exact, near, truth, distinct_ids, labels)
 
+    shift_caps = " / ".join(str(c.shift_max_partners) for c in caps)
     print(f"\n{len(distinct_ids):,} distinct images + {len(copy_ids):,} planted copies ({args.copies} per kind); "
           f"radius {args.radius} (nearest {' / '.join(str(c.max_partners or 'all') for c in caps)} in drops 1 / 2)"
           f"{'' if shift_radius is None else f' + shift channel {shift_radius}'}"
-          f"{f' (nearest {args.shift_partners})' if shift_radius is not None and args.shift_partners else ''}"
+          f"{f' (nearest {shift_caps})' if shift_radius is not None and args.shift_partners != 0 else ''}"
           f"{'' if crop_radius is None else f' + crop channel {crop_radius}'}"
           f"{'' if args.phash_only or args.no_fragile else f' + fragile-pHash channel ({n_fragile:,} images)'}")
     print(f"rule {rule.rule_id}: copy distance <= {rule.threshold:.4f}, screen {rule.screen:.3f}; target false rate "
@@ -491,9 +504,10 @@ def main() -> None:
     parser.add_argument("--max-partners", type=int, default=None,
                         help="nearest pHash partners kept per new image (default: chosen per drop on planted copies, as "
                              f"curation does; {DEFAULT_MAX_PARTNERS} was the fixed cap before; 0: every pair within the radius)")
-    parser.add_argument("--shift-partners", type=int, default=DEFAULT_SHIFT_MAX_PARTNERS,
-                        help="nearest shift-hash partners kept per new image, as curation does (0: every pair within "
-                             "the shift radius)")
+    parser.add_argument("--shift-partners", type=int, default=None,
+                        help="nearest shift-hash partners kept per new image (default: chosen per drop after the pHash "
+                             f"cap, as curation does; {DEFAULT_SHIFT_MAX_PARTNERS} was the fixed cap before; 0: every "
+                             "pair within the shift radius)")
     parser.add_argument("--rank-hamming", action="store_true",
                         help="keep the pHash channel's partners by Hamming distance alone (no low frequencies stored)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the fixed-rule baseline")

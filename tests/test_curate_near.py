@@ -11,7 +11,7 @@ from PIL import Image, ImageEnhance
 from resources import QualityResource
 from synthdata.curation.curate import curate
 from synthdata.dedup.calibrate import TRANSFORMS
-from synthdata.dedup.partner_cap import CAP_CHOICES, PROBE_KINDS
+from synthdata.dedup.partner_cap import CAP_CHOICES, PROBE_KINDS, SHIFT_CAP_CHOICES
 from synthdata.curation.ingest import ingest_partition
 from synthdata.io.store import BlobStore
 from synthdata.io.warehouse import connect
@@ -105,26 +105,36 @@ def test_a_warehouse_ingested_before_shift_hashes_still_finds_its_copies(warehou
     assert second.new_compared == 10
 
 
-def test_each_run_chooses_its_phash_partner_cap_or_takes_the_configured_one(warehouse):
-    """Each run with new images chooses how many pHash partners they keep from planted copies of them
-    (synthdata.dedup.partner_cap; these photo tiles stand apart, so the fewest); a configured cap is used as
-    given, finds the same copies here, and a cap below 1 is refused before anything is written."""
+def test_each_run_chooses_its_partner_caps_or_takes_the_configured_ones(warehouse):
+    """Each run with new images chooses how many pHash and shift-hash partners they keep from planted copies of
+    them (synthdata.dedup.partner_cap; these photo tiles stand apart, so the fewest); a configured cap is used as
+    given (the other is still chosen; both configured, nothing is planted), finds the same copies here, and a cap
+    below 1 is refused before anything is written."""
     con, landing, store = warehouse
     ingest_partition(con, "2024-01-01", landing / "2024-01-01", landing, store, workers=0)
     first = curate(con, loader(store))
     assert first.partner_cap.max_partners == CAP_CHOICES[0] and not first.partner_cap.fixed
     assert first.partner_cap.probes == len(PROBE_KINDS) * 24  # every new image (up to 128), each kind
     assert first.partner_cap.kept[CAP_CHOICES[0]] == first.partner_cap.kept[CAP_CHOICES[-1]]
+    assert first.partner_cap.shift_max_partners == SHIFT_CAP_CHOICES[0] and not first.partner_cap.shift_fixed
+    assert first.partner_cap.shift_kept[SHIFT_CAP_CHOICES[0]] == first.partner_cap.shift_kept[SHIFT_CAP_CHOICES[-1]]
     assert first.seconds["partner_cap"] > 0
     ingest_partition(con, "2024-01-02", landing / "2024-01-02", landing, store, workers=0)
     with pytest.raises(ValueError, match="max_partners=0"):
         curate(con, loader(store), max_partners=0)
+    with pytest.raises(ValueError, match="shift_max_partners=-1"):
+        curate(con, loader(store), shift_max_partners=-1)
     assert con.execute("SELECT count(*) FROM near_duplicate_index").fetchone() == (24,)  # nothing written
     second = curate(con, loader(store), max_partners=2)
     assert second.partner_cap.fixed and second.partner_cap.max_partners == 2 and second.new_compared == 10
-    assert "fixed by configuration" in second.partner_cap.describe()
+    assert second.partner_cap.probes > 0 and not second.partner_cap.shift_fixed  # the shift cap is still chosen
+    assert "2 pHash partners per new image (fixed by configuration)" in second.partner_cap.describe()
     near = con.execute("SELECT member_source FROM duplicate_groups WHERE kind = 'near' ORDER BY 1").fetchall()
     assert [Path(m).name for (m,) in near] == ["bright.png", "crop.png", "jpeg.jpg", "small.png"]
+    third = curate(con, loader(store), max_partners=2, shift_max_partners=3, recalibrate=True)  # all compared again
+    assert (third.partner_cap.max_partners, third.partner_cap.shift_max_partners, third.partner_cap.probes) == (2, 3, 0)
+    assert third.new_compared == 34
+    assert "3 shift-channel partners (fixed by configuration)" in third.partner_cap.describe()
 
 
 def test_changing_the_radius_recompares_everything(warehouse):

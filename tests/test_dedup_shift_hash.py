@@ -224,3 +224,36 @@ def test_shift_max_partners_keeps_each_new_images_nearest_shift_partners(faces) 
     assert pairs(capped) == pairs(phash_only) | expected_shift
     assert capped.attrs["capped"] == {"shift_hashes": int(np.sum(np.array(partners) > 2))}  # what the cap left out
     assert len(pairs(every) - pairs(capped)) > 0
+
+
+def test_shift_partners_places_each_outside_probes_partners_as_the_search_ranks_them(faces) -> None:
+    """candidates.shift_partners (the shift channel for planted copies that are not in the table, which
+    synthdata.dedup.partner_cap ranks to choose the shift cap): each probe's partners in the table with their
+    place, by least key distance over the probe's shifts, then pHash distance, then id, so that a cap of k keeps
+    places 1..k; probes never pair with each other."""
+    rng = np.random.default_rng(4)
+    textured = np.flatnonzero([f.std() >= 4 for f in faces])
+    sources = rng.choice(textured, 20, replace=False)
+    # The table: the faces and six shifted copies of each of 20; the probes: one more shifted copy of each.
+    images = list(faces) + [plant_copy(faces[s], "shift", rng) for s in sources for _ in range(6)]
+    probes = [plant_copy(faces[s], "shift", rng) for s in sources]
+    con = _table(images, np.zeros(len(images), bool), np.ones(len(images), bool))
+    phash, _, shifts = image_hashes([Image.fromarray(i) for i in images + probes])[:3]
+    ids = [f"i{k:04d}" for k in range(len(images))]
+    probe_ids = [f"~p{k:02d}" for k in range(len(probes))]
+    frame = pd.DataFrame({"image_id": probe_ids, "phash": to_signed(phash[len(images):]),
+                          "shift_hashes": [[int(v) for v in to_signed(np.array(r, np.uint64))]
+                                           for r in stored(shifts[len(images):])]})  # fmt: skip
+    con.register("probe_rows", frame)
+    cap = 8
+    kept = candidates.shift_partners(con, "hashes", "SELECT * FROM probe_rows", max_partners=cap)
+
+    key = _window_distance(shifts)[len(images):, : len(images)]  # probes x table rows
+    by_phash = hamming(phash[len(images):, None], phash[None, : len(images)])
+    for p, owner in enumerate(probe_ids):
+        near = sorted((key[p, r], by_phash[p, r], ids[r]) for r in np.flatnonzero(key[p] <= 4))
+        mine = kept[kept["owner"] == owner]
+        assert mine["partner"].tolist() == [i for *_, i in near[:cap]]
+        assert mine["place"].tolist() == list(range(1, min(cap, len(near)) + 1))
+    assert (kept.groupby("owner").size() >= 4).mean() >= 0.5  # most probes have partners beyond the first few
+    assert not kept["partner"].str.startswith("~").any()

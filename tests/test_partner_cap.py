@@ -1,6 +1,6 @@
-"""The pHash partner cap chosen per drop from planted copies (synthdata.dedup.partner_cap): its ranking is the
-search's own, and the cap follows the data (few partners where copies stand out, the most where look-alikes crowd
-their originals)."""
+"""The pHash and shift-hash partner caps chosen per drop from planted copies (synthdata.dedup.partner_cap): the
+ranking is the search's own, and the caps follow the data (few partners where copies stand out, the most where
+look-alikes crowd their originals)."""
 
 import duckdb
 import numpy as np
@@ -14,6 +14,7 @@ from synthdata.dedup.partner_cap import (
     CAP_CHOICES,
     CAP_TOLERANCE,
     PROBE_KINDS,
+    SHIFT_CAP_CHOICES,
     calibrate_partner_cap,
     choose_cap,
     kept_at,
@@ -51,10 +52,10 @@ def rows_of(ids: list[str], h: ImageHashes, is_new: bool, without_lowfreq: int =
 
 @pytest.mark.skipif(not CLIPART_SHAPES.is_dir(), reason="needs Debian's openclipart-png")
 def test_the_ranking_pairs_exactly_the_originals_that_the_search_pairs():
-    """On 1,600 clip-art shapes (a crowd of look-alikes: caps keep different originals), for every cap, the
-    copies paired with their original by the replica (pHash ranking or the shift channel) are those
-    candidate_pairs pairs when the copies are inserted as new rows, with and without low frequencies on the
-    partners."""
+    """On 1,600 clip-art shapes (a crowd of look-alikes: caps keep different originals), for every pHash cap and
+    every shift cap, the copies paired with their original by the replica (pHash ranking or the shift channel's
+    places, taken once at the largest shift cap) are those candidate_pairs pairs when the copies are inserted as
+    new rows, with and without low frequencies on the partners."""
     shapes = clipart_shapes()
     con, ids = hashes_table(shapes, without_lowfreq=5)
     sample = sorted(np.random.default_rng(3).choice(len(ids), 240, replace=False).tolist())
@@ -75,31 +76,32 @@ def test_the_ranking_pairs_exactly_the_originals_that_the_search_pairs():
     searched_batches = np.flatnonzero(np.bincount(batch) >= 16)
     compared = np.isin(batch, searched_batches)
     assert compared.mean() >= 0.4
-    paired_by_cap = {}
-    # Caps from 2 and a shift cap of 1 as well: every boundary of both rankings is met.
-    for shift_cap in (1, DEFAULT_SHIFT_MAX_PARTNERS):
-        ranks_here = ranks if shift_cap == DEFAULT_SHIFT_MAX_PARTNERS else partner_ranks(
-            con, "t", 10, originals, copies, shift_max_partners=shift_cap)
-        for cap in (2, *CAP_CHOICES):
-            searched = np.zeros(len(copies), bool)
-            for b in searched_batches:
-                con.register("part", probes[batch == b])
-                con.execute("INSERT INTO t SELECT * FROM part")
-                con.unregister("part")
-                pairs = candidate_pairs(con, "t", 10, new_only=True, crop_radius=None, max_partners=cap,
-                                        shift_max_partners=shift_cap)  # fmt: skip
-                found = set(zip(pairs["a"], pairs["b"]))
-                searched[batch == b] = [(originals[p], f"p{p:04d}") in found for p in np.flatnonzero(batch == b)]
-                con.execute("DELETE FROM t WHERE is_new")
-            phash_kept = kept_at(ranks_here.ranked, cap).reindex(range(len(copies)), fill_value=False).to_numpy()
-            np.testing.assert_array_equal((phash_kept | ranks_here.shift_kept)[compared], searched[compared])
-            if shift_cap == DEFAULT_SHIFT_MAX_PARTNERS:
-                paired_by_cap[cap] = int(searched.sum())
+    paired = {}
+    # pHash caps from 2 under the largest shift cap, every shift cap under the largest pHash cap, and both at their
+    # smallest: every boundary of both rankings is met.
+    largest = DEFAULT_SHIFT_MAX_PARTNERS
+    combos = [(cap, largest) for cap in (2, *CAP_CHOICES)] + [(16, s) for s in SHIFT_CAP_CHOICES[:-1]] + [(2, 1)]
+    for cap, shift_cap in combos:
+        searched = np.zeros(len(copies), bool)
+        for b in searched_batches:
+            con.register("part", probes[batch == b])
+            con.execute("INSERT INTO t SELECT * FROM part")
+            con.unregister("part")
+            pairs = candidate_pairs(con, "t", 10, new_only=True, crop_radius=None, max_partners=cap,
+                                    shift_max_partners=shift_cap)  # fmt: skip
+            found = set(zip(pairs["a"], pairs["b"]))
+            searched[batch == b] = [(originals[p], f"p{p:04d}") in found for p in np.flatnonzero(batch == b)]
+            con.execute("DELETE FROM t WHERE is_new")
+        phash_kept = kept_at(ranks.ranked, cap).reindex(range(len(copies)), fill_value=False).to_numpy()
+        np.testing.assert_array_equal((phash_kept | ranks.shift_kept(shift_cap))[compared], searched[compared])
+        paired[cap, shift_cap] = int(searched.sum())
     # Both parts matter here: fewer partners pair fewer copies, and the shift channel pairs copies that pHash
     # at any cap leaves out (else this test could not tell the rankings apart).
-    assert paired_by_cap[4] < paired_by_cap[8] < paired_by_cap[16]
+    assert paired[4, largest] < paired[8, largest] < paired[16, largest]
+    assert paired[2, 1] < paired[2, largest]
     phash_16 = kept_at(ranks.ranked, 16).reindex(range(len(copies)), fill_value=False).to_numpy()
-    assert (compared & ranks.shift_kept & ~phash_16).sum() >= 10 and (compared & ~ranks.shift_kept & phash_16).sum() >= 10
+    shift = ranks.shift_kept(largest)
+    assert (compared & shift & ~phash_16).sum() >= 10 and (compared & ~shift & phash_16).sum() >= 10
 
 
 def test_few_partners_where_copies_stand_out():
@@ -138,8 +140,8 @@ def test_the_cap_is_the_smallest_within_the_tolerance_of_the_largest():
     choices = (1, 2, 4, 16)
     cap = choose_cap(ranks, kinds, choices)
     # Per transform: each kind's share paired under the cap, against 16 (recomputed here from the ranks).
-    paired = {c: kept_at(ranks.ranked, c).reindex(range(len(copies)), fill_value=False).to_numpy() | ranks.shift_kept
-              for c in choices}  # fmt: skip
+    paired = {c: kept_at(ranks.ranked, c).reindex(range(len(copies)), fill_value=False).to_numpy()
+              | ranks.shift_kept(DEFAULT_SHIFT_MAX_PARTNERS) for c in choices}  # fmt: skip
     kind = np.array(kinds)
     enough = [c for c in choices if all(paired[c][kind == k].mean() >= paired[16][kind == k].mean() - CAP_TOLERANCE
                                          for k in PROBE_KINDS)]  # fmt: skip
@@ -148,7 +150,7 @@ def test_the_cap_is_the_smallest_within_the_tolerance_of_the_largest():
     assert cap.kept[1] < cap.kept[2] < cap.kept[16]  # the choice is not trivially the smallest
     assert cap.limiting.endswith("copies unpaired") and f"{choices[choices.index(cap.max_partners) - 1]} would" in cap.limiting
     assert choose_cap(ranks, kinds, choices, tolerance=1.0).max_partners == 1
-    assert choose_cap(ranks._replace(shift_kept=np.ones_like(ranks.shift_kept)), kinds, choices).max_partners == 1
+    assert choose_cap(ranks._replace(shift_place=np.ones_like(ranks.shift_place)), kinds, choices).max_partners == 1
     # A loss in one transform is not averaged away by the others: at looser tolerances the pooled shares allow
     # a smaller cap than every transform's own, never a larger one.
     per_kind, pooled = [], []
@@ -157,3 +159,35 @@ def test_the_cap_is_the_smallest_within_the_tolerance_of_the_largest():
         per_kind.append(looser.max_partners)
         pooled.append(min(c for c in choices if looser.kept[c] >= looser.kept[16] - tolerance))
     assert all(p <= k for p, k in zip(pooled, per_kind)) and pooled != per_kind, (pooled, per_kind)
+
+
+@pytest.mark.skipif(not CLIPART_SHAPES.is_dir(), reason="needs Debian's openclipart-png")
+def test_the_shift_cap_is_chosen_after_the_phash_cap_by_the_same_rule():
+    """With the pHash cap chosen, the shift cap is the smallest that pairs each transform's copies as the largest
+    shift cap does, less the tolerance: copies pHash already pairs do not hold it up, a few crop copies only the
+    shift channel's third partner pairs do, and a tolerance of 1 takes the smallest."""
+    shapes = clipart_shapes()
+    con, ids = hashes_table(shapes)
+    sample = ids[::20]
+    copies, of, kinds = plant_probes([shapes[ids.index(i)] for i in sample], seed=1)
+    ranks = partner_ranks(con, "t", 10, [sample[k] for k in of], copies)
+    kind = np.array(kinds)
+    phash_cap = choose_cap(ranks, kinds).max_partners
+    by_phash = kept_at(ranks.ranked, phash_cap).reindex(range(len(copies)), fill_value=False).to_numpy()
+    # Every copy's original first among its shift partners, but for three crop copies pHash leaves unpaired (third)
+    # and every copy pHash pairs (eighth: pairs pHash makes anyway say nothing about the shift cap).
+    place = np.where(by_phash, SHIFT_CAP_CHOICES[-1], 1)
+    third = np.flatnonzero(~by_phash & (kind == "crop"))[:3]
+    place[third] = 3
+    assert len(third) == 3 and 3 / (kind == "crop").sum() > CAP_TOLERANCE
+    crafted = ranks._replace(shift_place=place.astype(np.int32))
+    # (The pHash cap as chosen on the real ranks: on crafted ones, where every copy's shift place is within the
+    # largest shift cap, any pHash cap would do.)
+    cap = choose_cap(crafted, kinds, (phash_cap,))
+    assert (cap.max_partners, cap.shift_max_partners) == (phash_cap, 4)
+    assert cap.shift_by_kind["crop"][2] == cap.shift_by_kind["crop"][8] - 3 / (kind == "crop").sum()
+    assert cap.shift_limiting.startswith("a shift cap of 2 would leave") and "crop copies" in cap.shift_limiting
+    assert "4 shift-channel partners, chosen on the same copies" in cap.describe()
+    assert choose_cap(crafted, kinds, (phash_cap,), tolerance=1.0).shift_max_partners == 1
+    place[third] = 1
+    assert choose_cap(ranks._replace(shift_place=place.astype(np.int32)), kinds, (phash_cap,)).shift_max_partners == 1

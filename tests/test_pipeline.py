@@ -13,7 +13,7 @@ from dagster_project.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
 from dagster_project.jobs import daily_ingest_job, synthesis_job
 from dagster_project.sensors import quality_alerts
 from resources import AlertingResource, QualityResource
-from synthdata.dedup.partner_cap import CAP_CHOICES, PROBE_KINDS
+from synthdata.dedup.partner_cap import CAP_CHOICES, PROBE_KINDS, SHIFT_CAP_CHOICES
 from synthdata.io.landing import export_as_drops
 from synthdata.io.paths import SynthdataPaths
 
@@ -92,11 +92,15 @@ def test_the_images_materialization_says_what_the_partner_caps_left_out(pipeline
     for meta in shown:
         capped = meta["near_capped_images_phash"].value, meta["near_capped_images_shift"].value
         assert all(0 <= c <= meta["new_images_compared"].value for c in capped)  # (counted exactly: test_dedup_shift_hash)
-        # The pHash cap each run chose, and the planted copies it was chosen on (test_partner_cap).
+        # The pHash cap each run chose, and the planted copies it was chosen on (test_partner_cap)...
         assert meta["near_max_partners"].value in CAP_CHOICES
         assert f"{meta['near_max_partners'].value} pHash partners per new image" in meta["near_partner_cap"].value
-        shares = meta["near_partner_cap_by_transform"].value
-        assert set(shares) <= set(PROBE_KINDS) and all(0 <= v <= 1 for s in shares.values() for v in s.values())
+        # ...and the shift channel's, chosen after it on the same copies.
+        assert meta["near_shift_max_partners"].value in SHIFT_CAP_CHOICES
+        assert f"{meta['near_shift_max_partners'].value} shift-channel partners" in meta["near_partner_cap"].value
+        for key in ("near_partner_cap_by_transform", "near_shift_cap_by_transform"):
+            shares = meta[key].value
+            assert set(shares) <= set(PROBE_KINDS) and all(0 <= v <= 1 for s in shares.values() for v in s.values())
 
 
 def test_splits_cover_every_image_once_and_checks_pass(pipeline):

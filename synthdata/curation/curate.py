@@ -9,9 +9,9 @@ near-duplicate joins a group only when confirmed against the group's representat
 representative per group.
 
 Candidates come from stored hashes alone (`synthdata.dedup.candidates`): each new image's nearest pHash
-partners (4, 8 or 16, chosen per run on planted copies of its new images, `synthdata.dedup.partner_cap`) and
-nearest shift-hash partners for 1-2 px crops and shifts (``DEFAULT_SHIFT_MAX_PARTNERS``), so the work per
-image stays bounded as the archive grows, and the crop channel for rows ingested before shift hashes existed.
+partners (4, 8 or 16) and nearest shift-hash partners for 1-2 px crops and shifts (1, 2, 4 or 8), both caps
+chosen per run on planted copies of its new images (`synthdata.dedup.partner_cap`), so the work per image
+stays bounded as the archive grows, and the crop channel for rows ingested before shift hashes existed.
 
 Near-duplicate search is incremental: images already compared (`near_duplicate_index`) are never rehashed or
 compared again with each other; only new images are compared against everything, and confirmed pairs are
@@ -45,7 +45,7 @@ from synthdata.dedup.calibrate import (
     rule_fit,
     rule_from_pairs,
 )
-from synthdata.dedup.candidates import DEFAULT_RADIUS, DEFAULT_SHIFT_MAX_PARTNERS, candidate_pairs
+from synthdata.dedup.candidates import DEFAULT_RADIUS, candidate_pairs
 from synthdata.dedup.codec import Encoding
 from synthdata.dedup.evidence import CODEC_VIEW_MAX_SIDE, copy_evidence
 from synthdata.dedup.fragile_phash import stored_fragile_pairs
@@ -70,7 +70,8 @@ class CurationStats:
     fragile_phash_candidates: int = 0  # of which only the fragile-pHash channel found (synthdata.dedup.fragile_phash)
     # New images that had more pHash / shift-hash partners than the caps keep (candidate_pairs' attrs["capped"])
     capped_images: dict[str, int] = field(default_factory=dict)
-    # How many pHash partners each new image kept, and the planted copies that chose it (synthdata.dedup.partner_cap)
+    # How many pHash and shift-hash partners each new image kept, and the planted copies that chose them
+    # (synthdata.dedup.partner_cap)
     partner_cap: PartnerCap | None = None
     screened: int = 0  # candidates scored in full (the rest fell below the rule's correlation screen)
     confirmed: int = 0
@@ -100,6 +101,7 @@ class RuleRequest:
     recalibrate: bool = False
     fit_images: int = FIT_IMAGES  # new images whose copies test a stored rule (0: no test)
     max_partners: int | None = None  # pHash partners per new image (None: chosen per drop, synthdata.dedup.partner_cap)
+    shift_max_partners: int | None = None  # shift-hash partners per new image (None: chosen per drop, likewise)
 
     def accepts(self, rule: NearDuplicateRule, radius: int) -> bool:
         """Whether a stored rule answers this request (else a new rule replaces it)."""
@@ -125,6 +127,7 @@ def curate(
     fit_images: int = FIT_IMAGES,
     load_encoding: Callable[[str], Encoding | None] | None = None,
     max_partners: int | None = None,
+    shift_max_partners: int | None = None,
 ) -> CurationStats:
     """Rebuild `images` and `duplicate_groups` from `raw_images` in one transaction.
 
@@ -136,14 +139,15 @@ def curate(
     ``threshold`` fixes the copy-distance threshold instead of calibrating one; the calibration targets
     ``target_false_rate`` with ``calibration_images`` seeded images (see synthdata.dedup.calibrate). A stored
     calibrated rule is tested on planted copies of ``fit_images`` of the run's new images (`near_rule_fits`).
-    ``max_partners`` fixes how many pHash partners each new image keeps; None chooses it per run from planted
-    copies of its new images (:mod:`synthdata.dedup.partner_cap`).
+    ``max_partners`` and ``shift_max_partners`` fix how many pHash and shift-hash partners each new image
+    keeps; None chooses that cap per run from planted copies of its new images (:mod:`synthdata.dedup.partner_cap`).
     """
-    if max_partners is not None and max_partners < 1:
-        raise ValueError(f"max_partners={max_partners}: each new image needs at least 1 pHash partner (None: chosen per run)")
+    for name, cap in (("max_partners", max_partners), ("shift_max_partners", shift_max_partners)):
+        if cap is not None and cap < 1:
+            raise ValueError(f"{name}={cap}: each new image needs at least 1 partner (None: chosen per run)")
     request = RuleRequest(
         DEFAULT_RADIUS if radius is None else radius, threshold, target_false_rate, calibration_images, seed,
-        recalibrate, fit_images, max_partners,
+        recalibrate, fit_images, max_partners, shift_max_partners,
     )  # fmt: skip
     stats = CurationStats()
     t0 = time.perf_counter()
@@ -270,14 +274,13 @@ def _near_duplicates(
             stats.rule_fit = _test_rule_fit(con, rule, request, load_id, new_ids, encoding_id, codec_views)
             stats.seconds["rule_fit"] = time.perf_counter() - t
         t = time.perf_counter()
-        if request.max_partners is None:  # chosen on copies of this run's new images, against everything
-            sample = _seeded_sample(new_ids, PROBE_IMAGES, request.seed)
-            stats.partner_cap = calibrate_partner_cap(con, "_hashes", request.radius, sample, load_id, request.seed)
-        else:
-            stats.partner_cap = PartnerCap(request.max_partners, 0, 0, {}, fixed=True)
+        # Chosen on copies of this run's new images, against everything (unless both are configured).
+        sample = _seeded_sample(new_ids, PROBE_IMAGES, request.seed)
+        stats.partner_cap = calibrate_partner_cap(con, "_hashes", request.radius, sample, load_id, request.seed,
+                                                  request.max_partners, request.shift_max_partners)  # fmt: skip
         stats.seconds["partner_cap"] = time.perf_counter() - t
         pairs = candidate_pairs(con, "_hashes", request.radius, new_only=True, max_partners=stats.partner_cap.max_partners,
-                                shift_max_partners=DEFAULT_SHIFT_MAX_PARTNERS)  # fmt: skip
+                                shift_max_partners=stats.partner_cap.shift_max_partners)  # fmt: skip
         stats.capped_images = dict(pairs.attrs["capped"])
         screen = rule.screen if rule is not None else positives.screen
         t = time.perf_counter()

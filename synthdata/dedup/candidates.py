@@ -67,12 +67,13 @@ SHIFT_RADIUS = 4
 # (docs/benchmarks.md).
 DEFAULT_MAX_PARTNERS = 16
 
-# Nearest shift-hash partners each new image keeps (candidate_pairs' shift_max_partners, as curation calls it).
-# Uncapped, the shift channel's distinct partners grew with the set like pHash's (Fashion-MNIST: 0.23 pairs per
-# image at 10k images, 1.67 at 70k), so the work per image had no bound. A shifted or cropped copy reproduces
-# one of its original's windows (0 bits), so it ranks first unless look-alikes share that window: desktop icons,
-# whose themes share glyphs, lost 1 crop and 2 shift copies of 300 each at 4 and none at 8 (near_dup_recall
-# --set icons --shift-partners K: crop / shift 98.0 / 98.0% uncapped, 97.67 / 97.33 at 4, 98.0 / 98.0 at 8).
+# Nearest shift-hash partners each new image keeps at most (candidate_pairs' shift_max_partners: curation chooses 1,
+# 2, 4 or this per run, synthdata.dedup.partner_cap.SHIFT_CAP_CHOICES). Uncapped, the shift channel's distinct
+# partners grew with the set like pHash's (Fashion-MNIST: 0.23 pairs per image at 10k images, 1.67 at 70k), so the
+# work per image had no bound. A shifted or cropped copy reproduces one of its original's windows (0 bits), so it
+# ranks first unless look-alikes share that window: desktop icons, whose themes share glyphs, lost 1 crop and 2
+# shift copies of 300 each at 4 and none at 8 (near_dup_recall --set icons --shift-partners K: crop / shift 98.0 /
+# 98.0% uncapped, 97.67 / 97.33 at 4, 98.0 / 98.0 at 8).
 DEFAULT_SHIFT_MAX_PARTNERS = 8
 
 # Probe rows per hash that a plan may cost: beyond this, the flip lists dwarf any saving in collisions.
@@ -230,8 +231,8 @@ def _banded_join(
     layout up to its flips and lie within the channel's radius (pigeonhole: exactly the pairs within it).
     With ``max_partners``, each probing image keeps only its nearest partners (by key distance, then pHash
     distance, then id); ``capped`` is true on one row of each image that had more. With ``shortlist``, each
-    probing image's that many nearest as ``owner, partner, distance`` and its count of ``partners`` before
-    (for :func:`_by_lowfreq`)."""
+    probing image's that many nearest as ``owner, partner, distance``, each one's ``place`` (1 = nearest) and
+    the owner's count of ``partners`` before (for :func:`_by_lowfreq`)."""
     keyed = _keyed_sql(channel, *plan, new_only)
     if new_only or not channel.symmetric or max_partners is not None or shortlist is not None:
         # Probe with the new images' bands only: cost scales with the drop, not with the archive.
@@ -249,7 +250,7 @@ def _banded_join(
             WINDOW nearest AS (PARTITION BY owner ORDER BY min(key_distance), min(distance), partner)
             QUALIFY row_number() OVER nearest <= {int(shortlist if shortlist is not None else max_partners)}"""
             if shortlist is not None:
-                return f"WITH {keyed} SELECT owner, partner, distance, partners FROM ({join})"
+                return f"WITH {keyed} SELECT owner, partner, distance, partners, place FROM ({join})"
             # ``capped`` marks an owner's first row when it had more partners than it keeps.
             join = f"SELECT owner, partner, distance, place = 1 AND partners > {int(max_partners)} AS capped FROM ({join})"
         else:
@@ -348,8 +349,9 @@ def shift_partners(
 ) -> pd.DataFrame:  # fmt: skip
     """The shift channel of :func:`candidate_pairs` for outside images: each row of ``probes_sql`` (columns
     ``image_id, phash, shift_hashes``, typed as ``table``'s) with its ``max_partners`` nearest partners among
-    ``table``'s rows (``owner, partner``), ranked as the search ranks them. Probes never pair with each other
-    (:mod:`synthdata.dedup.partner_cap` asks where planted copies' originals rank)."""
+    ``table``'s rows (``owner, partner, place``: 1 = nearest), ranked as the search ranks them, so that a cap of
+    k keeps the rows of ``place <= k``. Probes never pair with each other (:mod:`synthdata.dedup.partner_cap`
+    asks where planted copies' originals rank)."""
     dtype = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall())["shift_hashes"][:-2]
     channel = Channel(
         "shift_hashes", shift_radius, dtype,
@@ -360,7 +362,7 @@ def shift_partners(
         symmetric=False,
     )  # fmt: skip
     join = _banded_join(channel, True, _plan_for(con, channel, None), shortlist=max_partners)
-    return con.execute(f"SELECT owner, partner FROM ({join}) ORDER BY owner, partner").df()
+    return con.execute(f"SELECT owner, partner, place FROM ({join}) ORDER BY owner, place").df()
 
 
 def candidate_pairs(

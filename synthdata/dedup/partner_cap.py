@@ -1,4 +1,5 @@
-"""How many pHash partners each new image keeps, chosen per drop from planted copies of its own images.
+"""How many pHash and shift-hash partners each new image keeps, chosen per drop from planted copies of its
+own images.
 
 The pHash channel keeps each new image's ``max_partners`` best partners within the radius
 (:func:`synthdata.dedup.candidates.candidate_pairs`: half by Hamming distance, half by low frequencies, of a
@@ -15,8 +16,11 @@ copy's partners in the whole archive, exactly as the search would rank them (:fu
 over the same table): among its pHash partners, and whether the shift channel (capped on its own) keeps it.
 The cap is the smallest of :data:`CAP_CHOICES` under which pHash or the shift channel pairs each
 transform's copies with their originals as well as under the largest, less :data:`CAP_TOLERANCE`
-(:func:`choose_cap`). Measured against the whole archive, the choice grows with it when look-alikes crowd the
-originals out, and never silently: the shares paired at each cap go into the ``images`` materialization.
+(:func:`choose_cap`). Then, with that pHash cap, the shift channel's cap: the smallest of
+:data:`SHIFT_CAP_CHOICES` by the same rule (one partner where pHash pairs the copies or their windows stand
+apart; more where small images crowd each other's windows). Measured against the whole archive, the choices
+grow with it when look-alikes crowd the originals out, and never silently: the shares paired at each cap go
+into the ``images`` materialization.
 
 What it does not see: pairs of single-colour images, whose hashes say nothing, so that any cap keeps or
 drops them by id; a sample of 128 images rarely holds one (docs/curation.md).
@@ -25,7 +29,7 @@ drops them by id; a sample of 128 images rarely holds one (docs/curation.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import duckdb
@@ -56,9 +60,16 @@ PROBE_IMAGES = 128
 # lost: a transform that loses ~0.5% passes about half the time, and the next cap is tried.
 CAP_TOLERANCE = 0.005
 
+# The shift channel's caps a drop may choose, smallest first; the last is candidates.DEFAULT_SHIFT_MAX_PARTNERS.
+# Chosen after the pHash cap, on the same copies: on photo crops of 24-64 px (benchmarks/ingest_speed.py) one
+# shift partner pairs every copy that eight pair, and the channel's candidates halve; on 28 px Fashion-MNIST one
+# pairs 93% of 1-2 px crops and shifts, where eight pair all (docs/benchmarks.md).
+SHIFT_CAP_CHOICES = (1, 2, 4, DEFAULT_SHIFT_MAX_PARTNERS)
+
+
 @dataclass(frozen=True)
 class PartnerCap:
-    """The chosen cap and the evidence for it."""
+    """The chosen caps (pHash, then the shift channel's) and the evidence for them."""
 
     max_partners: int
     probes: int  # planted copies
@@ -67,15 +78,28 @@ class PartnerCap:
     fixed: bool = False  # set by the caller's configuration, not chosen
     limiting: str = ""  # why the next smaller cap was not enough
     by_kind: dict[str, dict[int, float]] = field(default_factory=dict)  # transform -> cap -> share paired
+    # The shift channel's cap, chosen with the pHash cap above: the same fields for it.
+    shift_max_partners: int = DEFAULT_SHIFT_MAX_PARTNERS
+    shift_kept: dict[int, float] = field(default_factory=dict)
+    shift_fixed: bool = False
+    shift_limiting: str = ""
+    shift_by_kind: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def describe(self) -> str:
         if self.fixed:
-            return f"{self.max_partners} pHash partners per new image (fixed by configuration)"
-        shares = ", ".join(f"{k}: {v:.1%}" for k, v in sorted(self.kept.items()))
-        why = f"; {self.limiting}" if self.limiting else ""
-        return (f"{self.max_partners} pHash partners per new image, chosen on {self.probes} planted copies of new "
-                f"images (paired with their original by pHash or the shift channel, per cap: "
-                f"{shares or 'none measured'}; {self.beyond_radius} originals beyond the pHash radius{why})")  # fmt: skip
+            phash = f"{self.max_partners} pHash partners per new image (fixed by configuration)"
+        else:
+            shares = ", ".join(f"{k}: {v:.1%}" for k, v in sorted(self.kept.items()))
+            why = f"; {self.limiting}" if self.limiting else ""
+            phash = (f"{self.max_partners} pHash partners per new image, chosen on {self.probes} planted copies of new "
+                     f"images (paired with their original by pHash or the shift channel, per cap: "
+                     f"{shares or 'none measured'}; {self.beyond_radius} originals beyond the pHash radius{why})")  # fmt: skip
+        if self.shift_fixed:
+            return f"{phash}; {self.shift_max_partners} shift-channel partners (fixed by configuration)"
+        shares = ", ".join(f"{k}: {v:.1%}" for k, v in sorted(self.shift_kept.items()))
+        why = f"; {self.shift_limiting}" if self.shift_limiting else ""
+        return (f"{phash}; {self.shift_max_partners} shift-channel partners, chosen on the same copies (paired with "
+                f"{self.max_partners} pHash partners, per shift cap: {shares or 'none measured'}{why})")
 
 
 def plant_probes(images: Sequence[np.ndarray], seed: int) -> tuple[list[np.ndarray], list[int], list[str]]:
@@ -97,7 +121,12 @@ class ProbeRanks(NamedTuple):
 
     ranked: pd.DataFrame  # pHash partners: probe, image_id, distance, by_distance, similarity, original
     within: np.ndarray  # per copy: its original lies within the pHash radius
-    shift_kept: np.ndarray  # per copy: the shift channel keeps its original among its partners
+    shift_place: np.ndarray  # per copy: its original's place among its shift-channel partners (1 = nearest; 0 = none)
+
+    def shift_kept(self, cap: int) -> np.ndarray:
+        """Per copy: whether a shift channel keeping ``cap`` partners keeps its original (``cap`` at most the
+        ``shift_max_partners`` these ranks were taken with)."""
+        return (self.shift_place >= 1) & (self.shift_place <= cap)
 
 
 def partner_ranks(
@@ -109,7 +138,7 @@ def partner_ranks(
     ``radius``, by Hamming distance then image_id, as :func:`synthdata.dedup.candidates.candidate_pairs` orders
     them, ``similarity`` the inner product of the low frequencies, NaN where either has none, ``original``
     whether the row is the copy's original), whether its original lies within ``radius`` at all (it may be
-    beyond the shortlist), and whether the shift channel keeps it
+    beyond the shortlist), and its place among the shift channel's ``shift_max_partners`` nearest partners
     (:func:`synthdata.dedup.candidates.shift_partners`). ``table`` has ``image_id``, ``phash`` (BIGINT or
     UBIGINT), ``lowfreq`` (BLOB, may be NULL) and optionally ``shift_hashes``."""
     hashes = image_hashes([Image.fromarray(c) for c in copies])
@@ -144,7 +173,7 @@ def partner_ranks(
     ranked["original"] = ranked["image_id"].to_numpy() == np.asarray(originals, dtype=object)[ranked["probe"].to_numpy()]
     within = np.zeros(len(copies), bool)
     within[reach["probe"].to_numpy()] = reach["distance"].to_numpy() <= radius
-    shift_kept = np.zeros(len(copies), bool)
+    shift_place = np.zeros(len(copies), np.int32)
     if "shift_hashes" in types:
         shifts = [to_signed(np.array(row, np.uint64)) if signed else np.array(row, np.uint64) for row in stored(hashes.shifts)]
         ids = [f"~probe/{k:06d}" for k in range(len(copies))]  # never an image_id (SHA-256 hex)
@@ -157,8 +186,9 @@ def partner_ranks(
         finally:
             con.unregister("_partner_shift_probes")
         owner = kept["owner"].map({i: k for k, i in enumerate(ids)}).to_numpy()
-        shift_kept[owner[kept["partner"].to_numpy() == np.asarray(originals, dtype=object)[owner]]] = True
-    return ProbeRanks(ranked.drop(columns="lowfreq"), within, shift_kept)
+        found = kept["partner"].to_numpy() == np.asarray(originals, dtype=object)[owner]
+        shift_place[owner[found]] = kept["place"].to_numpy()[found]
+    return ProbeRanks(ranked.drop(columns="lowfreq"), within, shift_place)
 
 
 def kept_at(ranked: pd.DataFrame, cap: int) -> pd.Series:
@@ -178,39 +208,65 @@ def kept_at(ranked: pd.DataFrame, cap: int) -> pd.Series:
     return keep[originals].groupby(short["probe"][originals]).any()
 
 
-def choose_cap(
-    ranks: ProbeRanks, kinds: Sequence[str], choices: Sequence[int] = CAP_CHOICES, tolerance: float = CAP_TOLERANCE
-) -> PartnerCap:
-    """The smallest cap of ``choices`` under which pHash or the shift channel pairs the copies of every
-    transform (``kinds``, per copy) with their originals as under the largest, less ``tolerance`` of that
-    transform's copies (each transform's recall is a target of its own: a loss in one is not averaged away
-    by the others); the largest when there are no copies."""
-    n = len(ranks.within)
-    kinds = np.asarray(kinds, dtype=object)
-    paired = {cap: kept_at(ranks.ranked, cap).reindex(range(n), fill_value=False).to_numpy() | ranks.shift_kept
-              for cap in choices}  # fmt: skip
-    kept = {cap: float(paired[cap].mean()) if n else 1.0 for cap in choices}
-    by_kind = {str(k): {cap: float(paired[cap][kinds == k].mean()) for cap in choices} for k in dict.fromkeys(kinds)}
-    largest = max(choices)
-    chosen, limiting = largest, ""
-    for cap in sorted(choices):
+def _smallest_enough(
+    paired: dict[int, np.ndarray], kinds: np.ndarray, tolerance: float, name: str
+) -> tuple[int, str, dict[str, dict[int, float]]]:
+    """The smallest cap of ``paired`` (cap -> per copy, paired with its original) that pairs each transform's
+    copies as the largest does, less ``tolerance``; why the next smaller one was not enough; the shares per
+    transform and cap."""
+    by_kind = {str(k): {cap: float(v[kinds == k].mean()) for cap, v in paired.items()} for k in dict.fromkeys(kinds)}
+    largest = max(paired)
+    limiting = ""
+    for cap in sorted(paired):
         short = {k: v[largest] - v[cap] for k, v in by_kind.items() if v[cap] < v[largest] - tolerance}
         if not short:
-            chosen = cap
-            break
+            return cap, limiting, by_kind
         worst = max(short, key=short.get)
-        limiting = f"{cap} would leave {short[worst]:.1%} more of the {worst} copies unpaired"
-    return PartnerCap(chosen, n, int(n - ranks.within.sum()), kept, limiting=limiting if n else "", by_kind=by_kind)
+        limiting = f"{name}{cap} would leave {short[worst]:.1%} more of the {worst} copies unpaired"
+    return largest, limiting, by_kind
+
+
+def choose_cap(
+    ranks: ProbeRanks, kinds: Sequence[str], choices: Sequence[int] = CAP_CHOICES, tolerance: float = CAP_TOLERANCE,
+    shift_choices: Sequence[int] = SHIFT_CAP_CHOICES,
+) -> PartnerCap:  # fmt: skip
+    """The smallest pHash cap of ``choices`` under which pHash or the shift channel (at the largest of
+    ``shift_choices``) pairs the copies of every transform (``kinds``, per copy) with their originals as under
+    the largest, less ``tolerance`` of that transform's copies (each transform's recall is a target of its
+    own: a loss in one is not averaged away by the others); then, with that pHash cap, the smallest shift cap
+    of ``shift_choices`` by the same rule. The largest of each when there are no copies."""
+    n = len(ranks.within)
+    kinds = np.asarray(kinds, dtype=object)
+    shift_largest = max(shift_choices)
+    if not n:
+        return PartnerCap(max(choices), 0, 0, {}, shift_max_partners=shift_largest)
+    phash = {cap: kept_at(ranks.ranked, cap).reindex(range(n), fill_value=False).to_numpy() for cap in choices}
+    paired = {cap: phash[cap] | ranks.shift_kept(shift_largest) for cap in choices}
+    chosen, limiting, by_kind = _smallest_enough(paired, kinds, tolerance, "")
+    shift_paired = {cap: phash[chosen] | ranks.shift_kept(cap) for cap in shift_choices}
+    shift_chosen, shift_limiting, shift_by_kind = _smallest_enough(shift_paired, kinds, tolerance, "a shift cap of ")
+    return PartnerCap(chosen, n, int(n - ranks.within.sum()), {cap: float(v.mean()) for cap, v in paired.items()},
+                      limiting=limiting, by_kind=by_kind, shift_max_partners=shift_chosen,
+                      shift_kept={cap: float(v.mean()) for cap, v in shift_paired.items()},
+                      shift_limiting=shift_limiting, shift_by_kind=shift_by_kind)  # fmt: skip
 
 
 def calibrate_partner_cap(
     con: duckdb.DuckDBPyConnection, table: str, radius: int, sample: Sequence[str],
-    load: Callable[[str], np.ndarray], seed: int,
+    load: Callable[[str], np.ndarray], seed: int, max_partners: int | None = None, shift_max_partners: int | None = None,
 ) -> PartnerCap:  # fmt: skip
     """:func:`choose_cap` on copies (:func:`plant_probes`) of the images ``sample`` (image_ids of ``table``,
-    which already holds this drop's new images), ranked against everything in ``table``."""
+    which already holds this drop's new images), ranked against everything in ``table``. ``max_partners`` or
+    ``shift_max_partners`` fixes that cap (the other is still chosen; both fixed, nothing is planted)."""
+    choices = CAP_CHOICES if max_partners is None else (max_partners,)
+    shift_choices = SHIFT_CAP_CHOICES if shift_max_partners is None else (shift_max_partners,)
+    fixed = {"fixed": max_partners is not None, "shift_fixed": shift_max_partners is not None}
+    if max_partners is not None and shift_max_partners is not None:
+        return PartnerCap(max_partners, 0, 0, {}, shift_max_partners=shift_max_partners, **fixed)
     images = [np.asarray(load(i)) for i in sample]
     copies, of, kinds = plant_probes(images, seed)
-    if not copies:
-        return PartnerCap(CAP_CHOICES[-1], 0, 0, {})
-    return choose_cap(partner_ranks(con, table, radius, [sample[k] for k in of], copies), kinds)
+    ranks = partner_ranks(con, table, radius, [sample[k] for k in of], copies, max(choices),
+                          shift_max_partners=max(shift_choices)) if copies else None  # fmt: skip
+    cap = choose_cap(ranks, kinds, choices, shift_choices=shift_choices) if ranks is not None else PartnerCap(
+        max(choices), 0, 0, {}, shift_max_partners=max(shift_choices))
+    return replace(cap, **fixed)
