@@ -50,7 +50,7 @@ class CurateConfig(dg.Config):
     description=(
         "One row per unique image across all drops. Exact duplicates (same decoded pixels, any encoding) and "
         "near-duplicates (pHash candidates within `hamming_radius`, each new image's nearest by Hamming distance "
-        "and by the pHash's low frequencies, 4, 8 or 16 of them as planted copies of the run's new images need "
+        "and by the pHash's low frequencies, 2, 4, 8 or 16 of them as planted copies of the run's new images need "
         "(`near_max_partners`), plus shift hashes (1, 2, 4 or 8 nearest, chosen the same way: "
         "`near_shift_max_partners`), crop hashes, resized copies of images under 16 px and the low "
         "frequencies and 32x32 thumbnails of images whose pHash noise decides (symmetric drawings), "

@@ -105,11 +105,13 @@ def test_the_ranking_pairs_exactly_the_originals_that_the_search_pairs():
 
 
 def test_few_partners_where_copies_stand_out():
-    """LFW's 200 faces and non-faces: every copy's original is among its first partners, so 4 are enough."""
+    """LFW's 200 faces and non-faces: every copy's original is among its first partners, so the fewest pHash
+    partners (2) and one shift partner are enough."""
     faces = lfw_faces()
     con, ids = hashes_table(faces)
     cap = calibrate_partner_cap(con, "t", 10, ids[::4], lambda i: faces[ids.index(i)], seed=0)
-    assert cap.max_partners == 4 and cap.kept[4] == cap.kept[16] >= 0.97
+    assert cap.max_partners == 2 and cap.kept[2] == cap.kept[16] >= 0.97
+    assert cap.shift_max_partners == 1 and cap.shift_kept[1] == cap.shift_kept[8]
     assert cap.probes == len(PROBE_KINDS) * 50 and cap.beyond_radius <= 100  # crops and shifts move pHash
     assert cap == calibrate_partner_cap(con, "t", 10, ids[::4], lambda i: faces[ids.index(i)], seed=0)  # seeded
 

@@ -9,7 +9,7 @@ near-duplicate joins a group only when confirmed against the group's representat
 representative per group.
 
 Candidates come from stored hashes alone (`synthdata.dedup.candidates`): each new image's nearest pHash
-partners (4, 8 or 16) and nearest shift-hash partners for 1-2 px crops and shifts (1, 2, 4 or 8), both caps
+partners (2, 4, 8 or 16) and nearest shift-hash partners for 1-2 px crops and shifts (1, 2, 4 or 8), both caps
 chosen per run on planted copies of its new images (`synthdata.dedup.partner_cap`), so the work per image
 stays bounded as the archive grows, and the crop channel for rows ingested before shift hashes existed.
 

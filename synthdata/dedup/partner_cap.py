@@ -8,7 +8,8 @@ the set while a copy's original stays among the first. How many are enough depen
 Fashion-MNIST 4 keep every re-encoded, brightness-changed and resized copy's original at 10,000 and at
 100,000 images, while desktop icons need 16 (a brightened white icon clips toward a crowd of look-alikes).
 A fixed 16 pays for the icons on every set: Fashion-MNIST's candidates per image grew from 4.9 at 10,000 to
-8.6 at 100,000 images, where 4 give 2.2 and 3.2 with the same recall (docs/benchmarks.md).
+8.6 at 100,000 images, where 4 give 2.2 and 3.2 with the same recall, and a choice of 2 to 16 (with the
+shift channel's cap chosen too) 1.9 and 2.3 (docs/benchmarks.md).
 
 So each drop plants copies of a seeded sample of its new images under every supported transform
 (:data:`PROBE_KINDS`), hashes them as ingestion does, and asks where each copy's original ranks among the
@@ -44,7 +45,7 @@ from synthdata.dedup.shift_hash import stored
 
 # The caps a drop may choose, smallest first; the last is candidates.DEFAULT_MAX_PARTNERS, kept when no copy
 # says less is enough.
-CAP_CHOICES = (4, 8, 16)
+CAP_CHOICES = (2, 4, 8, 16)
 
 # Every supported transform: a cap must not lose any kind of copy. Crops and shifts move pHash and are mostly
 # the shift channel's, so its ranking is asked too; a copy either channel pairs counts as paired.
