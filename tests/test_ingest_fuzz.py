@@ -13,6 +13,8 @@ import ctypes
 import io
 import os
 import signal
+from collections import deque
+from concurrent.futures import wait
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from synthdata.curation.ingest import WORKER_DIED, IngestBatch, ingest_items, ingest_partition, process_items
+from synthdata.curation.ingest import WORKER_DIED, IngestBatch, _Pool, ingest_items, ingest_partition, process_items
 from synthdata.io.imageio import DecodeLimits
 from synthdata.io.sources import SourceItem, iter_drop
 from synthdata.io.warehouse import connect
@@ -228,6 +230,31 @@ def test_a_worker_that_dies_costs_only_the_file_it_was_on(landing, digits):
     assert {r["reason"] for r in out.rejected} == {WORKER_DIED}
     survivors = [i.source_path for i in items if "segfault" not in i.source_path and "oom" not in i.source_path]
     assert [r["source_path"] for r in out.accepted] == survivors  # every other file, in source order
+
+
+def test_a_worker_death_noticed_when_the_next_chunk_is_submitted_costs_only_its_file(landing, digits):
+    """The race behind a flaky CI run: a worker dies after the last result was read, so the next submit meets a
+    broken pool (BrokenProcessPool from submit, not from a result). That chunk never ran: it is recovered with
+    the rest of the window, and only the file the worker died on is rejected."""
+    drop = landing / "2024-09-03"
+    names = [f"{i:02d}.png" for i in range(8)]
+    names[1] = "01_segfault.png"
+    write_drop(drop, digits, names)
+    items = list(iter_drop(drop, landing))
+    pool = _Pool(1, crash_on_marked, DecodeLimits(), None)
+    try:
+        window = deque([(items[:4], pool.submit(items[:4]))])
+        wait([window[0][1]])  # the worker is dead, and the pool knows it
+        window.append((items[4:], pool.submit(items[4:])))  # before: BrokenProcessPool raised here
+        assert pool.broken
+        out = IngestBatch()
+        for batch in pool.results(window, keep=0):
+            out.extend(batch)
+        assert not pool.broken and not window
+    finally:
+        pool.close()
+    assert [(r["source_path"], r["reason"]) for r in out.rejected] == [("2024-09-03/a/01_segfault.png", WORKER_DIED)]
+    assert [r["source_path"] for r in out.accepted] == [i.source_path for i in items if "segfault" not in i.source_path]
 
 
 def test_a_drop_of_one_chunk_is_decoded_in_a_worker_so_a_crash_costs_only_its_file(landing, digits):

@@ -209,6 +209,7 @@ class _Pool:
         self.workers, self.worker, self.args = workers, worker, (limits, store_root)
         self.pool = self._start(workers)
         self.solo: ProcessPoolExecutor | None = None  # one worker, for re-running suspects file by file
+        self.broken = False  # a submit found the pool broken: the window must be recovered before going on
 
     @staticmethod
     def _start(workers: int) -> ProcessPoolExecutor:
@@ -216,7 +217,16 @@ class _Pool:
         return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
 
     def submit(self, chunk: list[SourceItem]) -> Future[IngestBatch]:
-        return self.pool.submit(self.worker, chunk, *self.args)
+        try:
+            return self.pool.submit(self.worker, chunk, *self.args)
+        except BrokenProcessPool as e:
+            # A worker died since the last result was read, and a broken pool takes no more work. The chunk
+            # joins the window as failed (it never ran), and the caller drains the window at once: results()
+            # recovers it with the chunks the dead worker took down.
+            self.broken = True
+            failed: Future[IngestBatch] = Future()
+            failed.set_exception(e)
+            return failed
 
     def results(self, window: deque[tuple[list[SourceItem], Future[IngestBatch]]], keep: int) -> Iterator[IngestBatch]:
         """Yield the oldest results until `keep` chunks remain in flight, in submission order."""
@@ -234,7 +244,7 @@ class _Pool:
         lost = list(window)
         window.clear()
         self.pool.shutdown(wait=True, cancel_futures=True)
-        self.pool = self._start(self.workers)
+        self.pool, self.broken = self._start(self.workers), False
         for chunk, future in lost:
             finished = future.done() and not future.cancelled() and future.exception() is None
             yield future.result() if finished else self._one_by_one(chunk)
@@ -319,7 +329,7 @@ def ingest_items(
         limit = max(1, workers * in_flight_per_worker)
         for chunk in _prepend(head, chunks):
             window.append((chunk, pool.submit(chunk)))
-            yield from pool.results(window, keep=limit - 1)
+            yield from pool.results(window, keep=0 if pool.broken else limit - 1)
         yield from pool.results(window, keep=0)
     finally:
         pool.close()
