@@ -129,6 +129,7 @@ def test_each_run_chooses_its_partner_caps_or_takes_the_configured_ones(warehous
     assert second.partner_cap.fixed and second.partner_cap.max_partners == 2 and second.new_compared == 10
     assert second.partner_cap.probes > 0 and not second.partner_cap.shift_fixed  # the shift cap is still chosen
     assert "2 pHash partners per new image (fixed by configuration)" in second.partner_cap.describe()
+    assert f"chosen on {second.partner_cap.probes} planted copies of new images" in second.partner_cap.describe()
     near = con.execute("SELECT member_source FROM duplicate_groups WHERE kind = 'near' ORDER BY 1").fetchall()
     assert [Path(m).name for (m,) in near] == ["bright.png", "crop.png", "jpeg.jpg", "small.png"]
     third = curate(con, loader(store), max_partners=2, shift_max_partners=3, recalibrate=True)  # all compared again

@@ -99,7 +99,8 @@ class PartnerCap:
             return f"{phash}; {self.shift_max_partners} shift-channel partners (fixed by configuration)"
         shares = ", ".join(f"{k}: {v:.1%}" for k, v in sorted(self.shift_kept.items()))
         why = f"; {self.shift_limiting}" if self.shift_limiting else ""
-        return (f"{phash}; {self.shift_max_partners} shift-channel partners, chosen on the same copies (paired with "
+        copies = f"{self.probes} planted copies of new images" if self.fixed else "the same copies"
+        return (f"{phash}; {self.shift_max_partners} shift-channel partners, chosen on {copies} (paired with "
                 f"{self.max_partners} pHash partners, per shift cap: {shares or 'none measured'}{why})")
 
 
