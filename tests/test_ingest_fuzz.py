@@ -13,6 +13,7 @@ import ctypes
 import io
 import os
 import signal
+import time
 from collections import deque
 from concurrent.futures import wait
 from pathlib import Path
@@ -255,6 +256,30 @@ def test_a_worker_death_noticed_when_the_next_chunk_is_submitted_costs_only_its_
         pool.close()
     assert [(r["source_path"], r["reason"]) for r in out.rejected] == [("2024-09-03/a/01_segfault.png", WORKER_DIED)]
     assert [r["source_path"] for r in out.accepted] == [i.source_path for i in items if "segfault" not in i.source_path]
+
+
+def test_a_worker_that_died_idle_costs_no_file(landing, digits):
+    """Re-running suspects file by file: a single worker killed while idle (after its last result, as the
+    out-of-memory killer may) is noticed when the next file is submitted. That file never ran: it is run on a
+    fresh worker, not rejected as the one the worker died on."""
+    drop = landing / "2024-09-04"
+    write_drop(drop, digits, ["00.png", "01.png"])
+    items = list(iter_drop(drop, landing))
+    pool = _Pool(1, crash_on_marked, DecodeLimits(), None)
+    try:
+        pool.solo = pool._start(1)
+        pool.solo.submit(crash_on_marked, [], DecodeLimits(), None).result()  # a started, idle worker
+        for pid in list(pool.solo._processes):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not pool.solo._broken and time.monotonic() < deadline:  # until the executor has noticed
+            time.sleep(0.01)
+        assert pool.solo._broken
+        out = pool._one_by_one(items)
+    finally:
+        pool.close()
+    assert out.rejected == []
+    assert [r["source_path"] for r in out.accepted] == [i.source_path for i in items]
 
 
 def test_a_drop_of_one_chunk_is_decoded_in_a_worker_so_a_crash_costs_only_its_file(landing, digits):

@@ -255,7 +255,13 @@ class _Pool:
             if self.solo is None:
                 self.solo = self._start(1)
             try:
-                out.extend(self.solo.submit(self.worker, [item], *self.args).result())
+                future = self.solo.submit(self.worker, [item], *self.args)
+            except BrokenProcessPool:  # the worker died idle, after its last result: this file never ran
+                self.solo.shutdown(wait=True)
+                self.solo = self._proven_worker()
+                future = self.solo.submit(self.worker, [item], *self.args)
+            try:
+                out.extend(future.result())
             except BrokenProcessPool:
                 self.solo.shutdown(wait=True)
                 self.solo = self._proven_worker()
