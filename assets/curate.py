@@ -138,14 +138,8 @@ def images(
         "near_max_partners": stats.partner_cap.max_partners if stats.partner_cap else 0,
         "near_shift_max_partners": stats.partner_cap.shift_max_partners if stats.partner_cap else 0,
         "near_partner_cap": stats.partner_cap.describe() if stats.partner_cap else "no new images",
-        "near_partner_cap_by_transform": dg.MetadataValue.json(
-            {kind: {str(cap): round(v, 4) for cap, v in shares.items()}
-             for kind, shares in (stats.partner_cap.by_kind if stats.partner_cap else {}).items()}
-        ),
-        "near_shift_cap_by_transform": dg.MetadataValue.json(
-            {kind: {str(cap): round(v, 4) for cap, v in shares.items()}
-             for kind, shares in (stats.partner_cap.shift_by_kind if stats.partner_cap else {}).items()}
-        ),
+        "near_partner_cap_by_transform": _shares_json(stats.partner_cap.by_kind if stats.partner_cap else {}),
+        "near_shift_cap_by_transform": _shares_json(stats.partner_cap.shift_by_kind if stats.partner_cap else {}),
         "near_scored": stats.screened,
         "near_confirmed": stats.confirmed,
         "largest_group": stats.largest_group,
@@ -165,6 +159,12 @@ def images(
     if limiting:
         metadata["near_rule_limiting_pairs"] = dg.MetadataValue.md(limiting)
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _shares_json(by_kind: dict[str, dict[int, float]]) -> dg.MetadataValue:
+    """Per transform, the share of planted copies each partner cap keeps paired (synthdata.dedup.partner_cap)."""
+    return dg.MetadataValue.json({kind: {str(cap): round(v, 4) for cap, v in shares.items()}
+                                  for kind, shares in by_kind.items()})  # fmt: skip
 
 
 def _limiting_gallery(con, stats, store) -> str:

@@ -17,7 +17,6 @@ from synthdata.dedup.partner_cap import (
     SHIFT_CAP_CHOICES,
     calibrate_partner_cap,
     choose_cap,
-    kept_at,
     partner_ranks,
     plant_probes,
 )
@@ -80,7 +79,7 @@ def test_the_ranking_pairs_exactly_the_originals_that_the_search_pairs():
     # pHash caps from 2 under the largest shift cap, every shift cap under the largest pHash cap, and both at their
     # smallest: every boundary of both rankings is met.
     largest = DEFAULT_SHIFT_MAX_PARTNERS
-    combos = [(cap, largest) for cap in (2, *CAP_CHOICES)] + [(16, s) for s in SHIFT_CAP_CHOICES[:-1]] + [(2, 1)]
+    combos = [(cap, largest) for cap in CAP_CHOICES] + [(16, s) for s in SHIFT_CAP_CHOICES[:-1]] + [(2, 1)]
     for cap, shift_cap in combos:
         searched = np.zeros(len(copies), bool)
         for b in searched_batches:
@@ -92,14 +91,14 @@ def test_the_ranking_pairs_exactly_the_originals_that_the_search_pairs():
             found = set(zip(pairs["a"], pairs["b"]))
             searched[batch == b] = [(originals[p], f"p{p:04d}") in found for p in np.flatnonzero(batch == b)]
             con.execute("DELETE FROM t WHERE is_new")
-        phash_kept = kept_at(ranks.ranked, cap).reindex(range(len(copies)), fill_value=False).to_numpy()
+        phash_kept = ranks.phash_kept(cap)
         np.testing.assert_array_equal((phash_kept | ranks.shift_kept(shift_cap))[compared], searched[compared])
         paired[cap, shift_cap] = int(searched.sum())
     # Both parts matter here: fewer partners pair fewer copies, and the shift channel pairs copies that pHash
     # at any cap leaves out (else this test could not tell the rankings apart).
     assert paired[4, largest] < paired[8, largest] < paired[16, largest]
     assert paired[2, 1] < paired[2, largest]
-    phash_16 = kept_at(ranks.ranked, 16).reindex(range(len(copies)), fill_value=False).to_numpy()
+    phash_16 = ranks.phash_kept(16)
     shift = ranks.shift_kept(largest)
     assert (compared & shift & ~phash_16).sum() >= 10 and (compared & ~shift & phash_16).sum() >= 10
 
@@ -142,8 +141,7 @@ def test_the_cap_is_the_smallest_within_the_tolerance_of_the_largest():
     choices = (1, 2, 4, 16)
     cap = choose_cap(ranks, kinds, choices)
     # Per transform: each kind's share paired under the cap, against 16 (recomputed here from the ranks).
-    paired = {c: kept_at(ranks.ranked, c).reindex(range(len(copies)), fill_value=False).to_numpy()
-              | ranks.shift_kept(DEFAULT_SHIFT_MAX_PARTNERS) for c in choices}  # fmt: skip
+    paired = {c: ranks.phash_kept(c) | ranks.shift_kept(DEFAULT_SHIFT_MAX_PARTNERS) for c in choices}
     kind = np.array(kinds)
     enough = [c for c in choices if all(paired[c][kind == k].mean() >= paired[16][kind == k].mean() - CAP_TOLERANCE
                                          for k in PROBE_KINDS)]  # fmt: skip
@@ -175,7 +173,7 @@ def test_the_shift_cap_is_chosen_after_the_phash_cap_by_the_same_rule():
     ranks = partner_ranks(con, "t", 10, [sample[k] for k in of], copies)
     kind = np.array(kinds)
     phash_cap = choose_cap(ranks, kinds).max_partners
-    by_phash = kept_at(ranks.ranked, phash_cap).reindex(range(len(copies)), fill_value=False).to_numpy()
+    by_phash = ranks.phash_kept(phash_cap)
     # Every copy's original first among its shift partners, but for three crop copies pHash leaves unpaired (third)
     # and every copy pHash pairs (eighth: pairs pHash makes anyway say nothing about the shift cap).
     place = np.where(by_phash, SHIFT_CAP_CHOICES[-1], 1)

@@ -257,16 +257,18 @@ class _Pool:
             try:
                 future = self.solo.submit(self.worker, [item], *self.args)
             except BrokenProcessPool:  # the worker died idle, after its last result: this file never ran
-                self.solo.shutdown(wait=True)
-                self.solo = self._proven_worker()
+                self._replace_solo()
                 future = self.solo.submit(self.worker, [item], *self.args)
             try:
                 out.extend(future.result())
             except BrokenProcessPool:
-                self.solo.shutdown(wait=True)
-                self.solo = self._proven_worker()
+                self._replace_solo()
                 out.rejected.append(_rejection(item, WORKER_DIED))
         return out
+
+    def _replace_solo(self) -> None:
+        self.solo.shutdown(wait=True)
+        self.solo = self._proven_worker()
 
     def _proven_worker(self) -> ProcessPoolExecutor:
         """A fresh single worker that has survived an empty chunk, to go on with. Blame the file only if one

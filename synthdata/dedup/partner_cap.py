@@ -125,6 +125,10 @@ class ProbeRanks(NamedTuple):
     within: np.ndarray  # per copy: its original lies within the pHash radius
     shift_place: np.ndarray  # per copy: its original's place among its shift-channel partners (1 = nearest; 0 = none)
 
+    def phash_kept(self, cap: int) -> np.ndarray:
+        """Per copy: whether a pHash channel keeping ``cap`` partners keeps its original (:func:`kept_at`)."""
+        return kept_at(self.ranked, cap).reindex(range(len(self.within)), fill_value=False).to_numpy()
+
     def shift_kept(self, cap: int) -> np.ndarray:
         """Per copy: whether a shift channel keeping ``cap`` partners keeps its original (``cap`` at most the
         ``shift_max_partners`` these ranks were taken with)."""
@@ -144,6 +148,7 @@ def partner_ranks(
     (:func:`synthdata.dedup.candidates.shift_partners`). ``table`` has ``image_id``, ``phash`` (BIGINT or
     UBIGINT), ``lowfreq`` (BLOB, may be NULL) and optionally ``shift_hashes``."""
     hashes = image_hashes([Image.fromarray(c) for c in copies])
+    originals = np.asarray(originals, dtype=object)
     types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall())
     signed = types["phash"] != "UBIGINT"
     probes = pd.DataFrame({"probe": np.arange(len(copies), dtype=np.int32),
@@ -172,7 +177,7 @@ def partner_ranks(
         rows[have] = lowfreq_array([bytes(b) for b in ranked["lowfreq"][have]])
     own = hashes.lowfreq.astype(np.float32)[ranked["probe"].to_numpy()]
     ranked["similarity"] = np.sum(rows * own, axis=1)  # NaN where either has no low frequencies
-    ranked["original"] = ranked["image_id"].to_numpy() == np.asarray(originals, dtype=object)[ranked["probe"].to_numpy()]
+    ranked["original"] = ranked["image_id"].to_numpy() == originals[ranked["probe"].to_numpy()]
     within = np.zeros(len(copies), bool)
     within[reach["probe"].to_numpy()] = reach["distance"].to_numpy() <= radius
     shift_place = np.zeros(len(copies), np.int32)
@@ -188,7 +193,7 @@ def partner_ranks(
         finally:
             con.unregister("_partner_shift_probes")
         owner = kept["owner"].map({i: k for k, i in enumerate(ids)}).to_numpy()
-        found = kept["partner"].to_numpy() == np.asarray(originals, dtype=object)[owner]
+        found = kept["partner"].to_numpy() == originals[owner]
         shift_place[owner[found]] = kept["place"].to_numpy()[found]
     return ProbeRanks(ranked.drop(columns="lowfreq"), within, shift_place)
 
@@ -242,7 +247,7 @@ def choose_cap(
     shift_largest = max(shift_choices)
     if not n:
         return PartnerCap(max(choices), 0, 0, {}, shift_max_partners=shift_largest)
-    phash = {cap: kept_at(ranks.ranked, cap).reindex(range(n), fill_value=False).to_numpy() for cap in choices}
+    phash = {cap: ranks.phash_kept(cap) for cap in choices}
     paired = {cap: phash[cap] | ranks.shift_kept(shift_largest) for cap in choices}
     chosen, limiting, by_kind = _smallest_enough(paired, kinds, tolerance, "")
     shift_paired = {cap: phash[chosen] | ranks.shift_kept(cap) for cap in shift_choices}
@@ -267,8 +272,8 @@ def calibrate_partner_cap(
         return PartnerCap(max_partners, 0, 0, {}, shift_max_partners=shift_max_partners, **fixed)
     images = [np.asarray(load(i)) for i in sample]
     copies, of, kinds = plant_probes(images, seed)
+    if not copies:
+        return PartnerCap(max(choices), 0, 0, {}, shift_max_partners=max(shift_choices), **fixed)
     ranks = partner_ranks(con, table, radius, [sample[k] for k in of], copies, max(choices),
-                          shift_max_partners=max(shift_choices)) if copies else None  # fmt: skip
-    cap = choose_cap(ranks, kinds, choices, shift_choices=shift_choices) if ranks is not None else PartnerCap(
-        max(choices), 0, 0, {}, shift_max_partners=max(shift_choices))
-    return replace(cap, **fixed)
+                          shift_max_partners=max(shift_choices))  # fmt: skip
+    return replace(choose_cap(ranks, kinds, choices, shift_choices=shift_choices), **fixed)
