@@ -450,7 +450,9 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
         print(f"  warning: {warning}")
     for k, cap in enumerate(caps, 1):
         print(f"  drop {k}: {cap.describe()}")
-    print(f"candidates {len(cand):,} ({len(cand) / n:.1f} per image), scored in full {np.isfinite(distance).sum():,}, "
+    per_drop = " / ".join(f"{len(f) / len(d):.1f}" for f, d in zip(found, drops))
+    print(f"candidates {len(cand):,} ({len(cand) / n:.1f} per image; {per_drop} per new image in drops 1 / 2), "
+          f"scored in full {np.isfinite(distance).sum():,}, "
           f"confirmed {len(near):,}; images whose partners a cap left out: "
           + (", ".join(f"{k} {v:,}" for k, v in capped.items()) or "none capped"))
     print(f"per image: candidates {t_cand[0] / n * 1e6:.0f} us ({t_cand[1] / n * 1e6:.0f} us CPU), confirmation "

@@ -144,8 +144,8 @@ def test_max_partners_keeps_each_new_images_nearest_phash_partners(faces) -> Non
 
 
 def test_max_partners_keeps_the_nearest_by_hamming_distance_and_by_low_frequencies(faces, monkeypatch) -> None:
-    """Every image ingested now stores its pHash's low frequencies (64 unit values): of its shortlist (twice the
-    cap, nearest by Hamming distance) a new image keeps half the cap by Hamming distance and half by how well
+    """Every image ingested now stores its pHash's low frequencies (64 unit values): of its shortlist (its 32
+    nearest by Hamming distance, whatever the cap) a new image keeps half the cap by Hamming distance and half by how well
     the low frequencies correlate (its original first, where 64 bits may tie it with look-alikes); a partner
     without them (a row ingested before) is kept by Hamming distance alone, up to the whole cap, as before."""
     rng = np.random.default_rng(3)
@@ -173,17 +173,19 @@ def test_max_partners_keeps_the_nearest_by_hamming_distance_and_by_low_frequenci
     distance = {}
     for a, b, d in zip(every["a"], every["b"], every["distance"]):
         distance[int(a[1:]), int(b[1:])] = distance[int(b[1:]), int(a[1:])] = d
-    expected, dropped = set(), 0
+    expected, dropped, long_lists = set(), 0, 0
     for owner in np.flatnonzero(is_new):
         partners = [p for (o, p) in distance if o == owner]
         by_distance = sorted(partners, key=lambda p: (distance[owner, p], p))
-        shortlist = by_distance[:8]  # twice the cap
+        shortlist = by_distance[:32]  # candidates.LOWFREQ_SHORTLIST, whatever the cap
+        long_lists += len(partners) > 32
         by_lowfreq = sorted((p for p in shortlist if known[p]), key=lambda p: (-float(rows[owner] @ rows[p]), p))
         keep = set(by_distance[:2]) | set(by_lowfreq[:2]) | {p for p in by_distance[:4] if not known[p]}
         expected |= {tuple(sorted((f"i{owner:04d}", f"i{p:04d}"))) for p in keep}
         dropped += len(keep) < len(partners)
     assert set(zip(capped["a"], capped["b"])) == expected and len(capped) < len(every)
     assert capped.attrs["capped"] == {"phash": dropped} and dropped > 0
+    assert long_lists > 0  # the shortlist leaves partners out
     # The low frequencies are loaded a chunk of images at a time: the chunks do not change the pairs.
     monkeypatch.setattr(candidates, "_LOWFREQ_CHUNK", 7)
     assert search(blobs, 4).equals(capped)

@@ -52,8 +52,8 @@ CROP_PHASH_RADIUS = 24
 # on 10k Fashion-MNIST images: 1-2 px crops and shifts 100% within 4 bits, 0.4 distinct partners per image.
 SHIFT_RADIUS = 4
 
-# Nearest pHash partners each new image keeps at most (candidate_pairs' max_partners; curation keeps 4, 8 or this
-# many, the fewest that keep planted copies of the run's new images paired as this many would:
+# Nearest pHash partners each new image keeps at most (candidate_pairs' max_partners; curation keeps 2, 4, 8 or
+# this many, the fewest that keep planted copies of the run's new images paired as this many would:
 # synthdata.dedup.partner_cap). Within radius 10, distinct look-alikes per image grow with the set
 # (Fashion-MNIST: 29 at 10k, 101 at 35k, 213 at 70k images), while re-encoded, resized and brightness-changed
 # copies rank among their original's 5 nearest.
@@ -264,12 +264,21 @@ def _banded_join(
     return f"WITH {keyed} SELECT a, b, distance, false AS capped FROM ({join}) WHERE key_distance <= {int(channel.radius)}"
 
 
-# Each new image's pHash shortlist, in multiples of max_partners, that its low frequencies then rank: a copy's
-# original lies far nearer than this by Hamming distance (Fashion-MNIST + MNIST 100k: 16 keep 99.3% of in-radius
-# brightness copies' originals), and ranking every pair within the radius (9.5M rows for 50,000 new images
-# against 100,000, in numpy) made the search 35 s instead of 15; with the shortlist, in the search's own SQL
-# statement, 16.5 s.
-LOWFREQ_SHORTLIST = 2
+# Each new image's pHash shortlist that its low frequencies then rank: its LOWFREQ_SHORTLIST nearest partners by
+# Hamming distance (twice max_partners, if more), whatever the cap. 64 bits tie a copy with its look-alikes, 64 real
+# values rarely do: of 2,048 WebP, brightness-changed and resized copies each of Fashion-MNIST images in its
+# 70,000, every original ranked first by low frequencies among its 128 nearest by Hamming distance, while by
+# Hamming distance 20-35 of each kind ranked 3rd to 56th. A shortlist of twice the cap (4 at a cap of 2, as before)
+# lost 18 resized copies at a cap of 2 and 10 at 4 that a cap of 16 pairs, a shortlist of 32 none at either
+# (Fashion-MNIST + MNIST 140k: 30 and 16 -> 1 and 1), so the cap no longer grows with the archive to keep them
+# (docs/benchmarks.md). Ranking every pair within the radius instead (9.5M rows for 50,000 new images against
+# 100,000, in numpy) made the search 35 s instead of 15; a shortlist of 32, in the search's own SQL, 16.5 s.
+LOWFREQ_SHORTLIST = 32
+
+
+def lowfreq_shortlist(max_partners: int) -> int:
+    """How many of a new image's nearest pHash partners its low frequencies rank (:data:`LOWFREQ_SHORTLIST`)."""
+    return max(LOWFREQ_SHORTLIST, 2 * int(max_partners))
 
 
 def _by_lowfreq(shortlist_sql: str, max_partners: int) -> str:
@@ -401,7 +410,7 @@ def candidate_pairs(
     look-alikes within a fixed radius grow with n, a copy stays among the nearest; see
     :data:`DEFAULT_MAX_PARTNERS`): nearest by Hamming distance (ties by id); where the table has a ``lowfreq``
     column (:func:`synthdata.dedup.phash.lowfreq_bytes`), half of them by Hamming distance and half by the
-    correlation of both images' low frequencies, of a shortlist twice as long (:func:`_by_lowfreq`). None keeps
+    correlation of both images' low frequencies, of its :func:`lowfreq_shortlist` nearest (:func:`_by_lowfreq`). None keeps
     every pair within the radius. ``shift_max_partners`` caps the
     shift channel the same way: each new image keeps its nearest partners by the least key distance over its
     shifts, then pHash distance, then id (:data:`DEFAULT_SHIFT_MAX_PARTNERS`). ``frame.attrs["capped"]`` says,
@@ -429,7 +438,7 @@ def candidate_pairs(
         for channel in channels:
             plan = _plan_for(con, channel, bands)
             if channel.name == "phash" and rank_lowfreq:
-                shortlist = _banded_join(channel, new_only, plan, shortlist=LOWFREQ_SHORTLIST * int(max_partners))
+                shortlist = _banded_join(channel, new_only, plan, shortlist=lowfreq_shortlist(max_partners))
                 parts.append(_by_lowfreq(shortlist, int(max_partners)))
                 continue
             join = _banded_join(channel, new_only, plan, caps.get(channel.name))

@@ -2,14 +2,13 @@
 own images.
 
 The pHash channel keeps each new image's ``max_partners`` best partners within the radius
-(:func:`synthdata.dedup.candidates.candidate_pairs`: half by Hamming distance, half by low frequencies, of a
-shortlist twice as long), because a homogeneous set's distinct look-alikes within a fixed radius grow with
-the set while a copy's original stays among the first. How many are enough depends on the data: on
-Fashion-MNIST 4 keep every re-encoded, brightness-changed and resized copy's original at 10,000 and at
-100,000 images, while desktop icons need 16 (a brightened white icon clips toward a crowd of look-alikes).
-A fixed 16 pays for the icons on every set: Fashion-MNIST's candidates per image grew from 4.9 at 10,000 to
-8.6 at 100,000 images, where 4 give 2.2 and 3.2 with the same recall, and a choice of 2 to 16 (with the
-shift channel's cap chosen too) 1.9 and 2.3 (docs/benchmarks.md).
+(:func:`synthdata.dedup.candidates.candidate_pairs`: half by Hamming distance, half by low frequencies, of
+its 32 nearest), because a homogeneous set's distinct look-alikes within a fixed radius grow with the set
+while a copy's original stays among the first. How many are enough depends on the data: on Fashion-MNIST 2
+keep every re-encoded, brightness-changed and resized copy's original from 10,000 to 140,000 images, while
+desktop icons need 8 or 16 (a brightened white icon clips toward a crowd of look-alikes). A fixed 16 pays for
+the icons on every set: Fashion-MNIST's candidates per image grew from 4.9 at 10,000 to 8.6 at 100,000
+images; chosen per drop, they are 2.0 to 2.7 from 10,000 to 140,000 (docs/benchmarks.md).
 
 So each drop plants copies of a seeded sample of its new images under every supported transform
 (:data:`PROBE_KINDS`), hashes them as ingestion does, and asks where each copy's original ranks among the
@@ -39,7 +38,7 @@ import pandas as pd
 from PIL import Image
 
 from synthdata.dedup.calibrate import TRANSFORMS, applies, plant_copy
-from synthdata.dedup.candidates import DEFAULT_SHIFT_MAX_PARTNERS, LOWFREQ_SHORTLIST, SHIFT_RADIUS, shift_partners
+from synthdata.dedup.candidates import DEFAULT_SHIFT_MAX_PARTNERS, SHIFT_RADIUS, lowfreq_shortlist, shift_partners
 from synthdata.dedup.phash import image_hashes, lowfreq_array, to_signed
 from synthdata.dedup.shift_hash import stored
 
@@ -140,7 +139,7 @@ def partner_ranks(
     max_cap: int = CAP_CHOICES[-1], shift_radius: int = SHIFT_RADIUS, shift_max_partners: int = DEFAULT_SHIFT_MAX_PARTNERS,
 ) -> ProbeRanks:  # fmt: skip
     """For each planted copy (a pixel array) of an image of ``table`` (``originals``: its image_id), the
-    partners the pHash search would rank for it (``ranked``: its ``2 * max_cap`` nearest rows within
+    partners the pHash search would rank for it (``ranked``: its ``lowfreq_shortlist(max_cap)`` nearest rows within
     ``radius``, by Hamming distance then image_id, as :func:`synthdata.dedup.candidates.candidate_pairs` orders
     them, ``similarity`` the inner product of the low frequencies, NaN where either has none, ``original``
     whether the row is the copy's original), whether its original lies within ``radius`` at all (it may be
@@ -166,7 +165,7 @@ def partner_ranks(
                            AS by_distance,
                        h.lowfreq
                 FROM _partner_probes p JOIN {table} h ON bit_count(xor(h.phash, p.phash)) <= {int(radius)}
-                QUALIFY by_distance <= {LOWFREQ_SHORTLIST * int(max_cap)}
+                QUALIFY by_distance <= {lowfreq_shortlist(max_cap)}
                 ORDER BY p.probe, by_distance"""
         ).df()
     finally:
@@ -200,10 +199,10 @@ def partner_ranks(
 
 def kept_at(ranked: pd.DataFrame, cap: int) -> pd.Series:
     """Per probe of :func:`partner_ranks` whose original is ranked: whether a cap of ``cap`` keeps it, by the
-    rule of :func:`synthdata.dedup.candidates._by_lowfreq`: among the ``2 * cap`` nearest, the ``cap // 2``
+    rule of :func:`synthdata.dedup.candidates._by_lowfreq`: among the ``lowfreq_shortlist(cap)`` nearest, the ``cap // 2``
     nearest, the ``cap // 2`` best by low frequencies, and, without low frequencies, the ``cap`` nearest."""
     half = max(1, cap // 2)
-    short = ranked[ranked["by_distance"] <= LOWFREQ_SHORTLIST * cap].copy()
+    short = ranked[ranked["by_distance"] <= lowfreq_shortlist(cap)].copy()
     known = short["similarity"].notna()
     # Within each probe, rows with low frequencies rank by them (then image_id), as the search's window does.
     short["by_lowfreq"] = np.inf
