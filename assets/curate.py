@@ -58,7 +58,9 @@ class CurateConfig(dg.Config):
         "and a brightness/contrast fit (a JPEG or WebP file is also compared with its partner encoded the way the "
         "file was), under a rule calibrated on this data set for `target_false_rate` and "
         "stored in `near_duplicate_rules`) collapse onto the first file seen (earliest drop, then path); a member "
-        "joins only the group whose representative confirmed it (no chaining); every other copy is recorded in "
+        "joins only the group whose representative confirmed it (no chaining; where a confirmed pair links two "
+        "groups, their representatives are compared directly: `near_representative_joins`); every other copy is "
+        "recorded in "
         "`duplicate_groups` with its kind. New drops are compared against everything already accepted "
         "without rehashing old images. When known-distinct look-alikes hold a new rule below its copies, the "
         "closest of them are shown (`near_rule_limiting_pairs`) for a person to judge; when a new rule folds far more "
@@ -111,6 +113,8 @@ def images(
         f"{stats.raw_files} raw files -> {stats.images} images; {stats.exact_duplicates} exact and "
         f"{stats.near_duplicates} near duplicates; {stats.new_compared} new images compared, "
         f"{stats.candidates} candidates, {stats.confirmed} confirmed"
+        + (f"; {stats.representative_joins} of {stats.representative_checks} representatives of groups a pair "
+           "links joined the earlier group" if stats.representative_checks else "")
     )
     if stats.partner_cap is not None:
         context.log.info(stats.partner_cap.describe())
@@ -142,6 +146,9 @@ def images(
         "near_shift_cap_by_transform": _shares_json(stats.partner_cap.shift_by_kind if stats.partner_cap else {}),
         "near_scored": stats.screened,
         "near_confirmed": stats.confirmed,
+        # Representatives of two groups a confirmed pair links, compared directly, and how many joined
+        "near_representative_checks": stats.representative_checks,
+        "near_representative_joins": stats.representative_joins,
         "largest_group": stats.largest_group,
         "group_sizes": dg.MetadataValue.json({str(k): v for k, v in stats.group_sizes.items()}),
         "min_class_retained_fraction": float(retention["retained_fraction"].min()) if len(retention) else 1.0,

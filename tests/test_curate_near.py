@@ -208,6 +208,35 @@ def test_a_member_joins_only_when_confirmed_against_the_representative(tmp_path)
     assert stats.largest_group == 2 and stats.group_sizes == {2: 1}
 
 
+def test_copies_found_only_through_other_copies_are_compared_with_the_representative(tmp_path):
+    """A (drop 1), B = A resized to 80 px (drop 2), C, D, E = B as JPEG at quality 90, 80, 70 (drop 3). The
+    copies tie on every hash, so with one partner per channel drop 3's search pairs C-D, C-E and D-B only:
+    A keeps B, and C leads D and E in a group of its own, which no pair links to A itself (no chaining). The
+    pair D-B links the two groups, so C is compared with A, confirmed and joins; then D and E, whose pairs
+    were with C, are compared with A in turn. Every check is stored like the search's pairs: the next run
+    compares nothing again."""
+    landing, store, con = tmp_path / "landing", BlobStore(tmp_path / "store"), connect(tmp_path / "w.duckdb")
+    a = tiles(1, seed=9)[0]
+    b = Image.fromarray(a).resize((80, 80), Image.Resampling.BICUBIC)
+    save(landing / "2024-01-01" / "x" / "a.png", Image.fromarray(a))
+    save(landing / "2024-01-02" / "x" / "b.png", b)
+    for name, quality in (("c", 90), ("d", 80), ("e", 70)):
+        save(landing / "2024-01-03" / "x" / f"{name}.jpg", b, "JPEG", quality=quality)
+    for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
+        ingest_partition(con, day, landing / day, landing, store, workers=0)
+        stats = curate(con, loader(store), threshold=0.2, max_partners=1, shift_max_partners=1)
+    name = {i: Path(p).name for i, p in con.execute("SELECT image_id, source_path FROM raw_images").fetchall()}
+    assert (stats.candidates, stats.confirmed) == (3, 3)  # C-D, C-E, D-B: nothing with A
+    assert stats.representative_checks == stats.representative_joins == 3
+    pairs = {frozenset((name[x], name[y])) for x, y in con.execute("SELECT a, b FROM near_duplicate_pairs").fetchall()}
+    assert {frozenset(("a.png", x)) for x in ("b.png", "c.jpg", "d.jpg", "e.jpg")} <= pairs and len(pairs) == 7
+    groups = con.execute("SELECT representative_id, member_id FROM duplicate_groups WHERE kind = 'near'").fetchall()
+    assert sorted((name[r], name[m]) for r, m in groups) == [("a.png", x) for x in ("b.png", "c.jpg", "d.jpg", "e.jpg")]
+    assert stats.largest_group == 5
+    again = curate(con, loader(store), threshold=0.2, max_partners=1, shift_max_partners=1)
+    assert (again.representative_checks, again.largest_group) == (0, 5)
+
+
 def test_class_balance_check_fails_when_dedup_thins_one_class(tmp_path):
     """A real materialization: class "c1" arrives with a third of its files being near copies (re-encoded JPEG)
     of its other images. Dedup folds them, removing 33% of the class's distinct images: the blocking check

@@ -21,7 +21,7 @@ from synthdata.dedup.confirm import (
     reproduction_similarity,
     similarity,
 )
-from synthdata.dedup.groups import group_duplicates, group_sizes
+from synthdata.dedup.groups import group_duplicates, group_sizes, representative_checks
 from synthdata.dedup.phash import hamming, to_signed
 
 
@@ -286,6 +286,26 @@ def test_a_chain_of_near_pairs_stops_at_the_representative() -> None:
     best = group_duplicates(["P", "Q", "R"], None, evidence)
     assert dict(zip(best["member"], best["representative"])) == {"R": "Q"}
     assert group_sizes(best) == ({2: 1}, 2)
+
+
+def test_two_groups_a_pair_links_are_compared_representative_to_representative() -> None:
+    """A chain left apart names what to compare, not what to merge: A ~ B and B ~ C give (A, C); a later group
+    (C leading D) linked to an earlier one through a member gives its representative against the earlier one;
+    pairs within one group, and images no pair links, give nothing. Once (A, C) is confirmed, C joins A, D is
+    left apart (its pair is with C, now a member) and is named against A in turn."""
+    assert representative_checks(["A", "B", "C"], [("A", "B", 4), ("B", "C", 3)],
+                                 group_duplicates(["A", "B", "C"], None, [("A", "B", 4), ("B", "C", 3)])) == [("A", "C")]
+    order = ["A", "B", "C", "D", "lonely"]
+    pairs = [("A", "B", 2), ("C", "D", 2), ("D", "B", 2)]
+    groups = group_duplicates(order, None, pairs)
+    assert dict(zip(groups["member"], groups["representative"])) == {"B": "A", "D": "C"}
+    assert representative_checks(order, pairs, groups) == [("A", "C")]
+    pairs.append(("A", "C", 1))  # confirmed
+    groups = group_duplicates(order, None, pairs)
+    assert dict(zip(groups["member"], groups["representative"])) == {"B": "A", "C": "A"}
+    assert representative_checks(order, pairs, groups) == [("A", "D")]
+    pairs.append(("A", "D", 1))
+    assert representative_checks(order, pairs, group_duplicates(order, None, pairs)) == []
 
 
 def test_grouping_prefers_the_direct_exact_link_and_rejects_unknown_ids() -> None:

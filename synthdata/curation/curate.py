@@ -5,8 +5,8 @@ Exact duplicates share an `image_id` (same decoded pixels, whatever the encoding
 and decided by a rule calibrated on the data set itself (`synthdata.dedup.calibrate`: copy evidence beyond
 what its distinct look-alikes reach). The first file seen wins: earliest drop, then source path order. A
 near-duplicate joins a group only when confirmed against the group's representative (no chaining,
-`synthdata.dedup.groups`). Both kinds land in one `duplicate_groups` table, and `images` holds one
-representative per group.
+`synthdata.dedup.groups`; two groups a confirmed pair links have their representatives compared directly).
+Both kinds land in one `duplicate_groups` table, and `images` holds one representative per group.
 
 Candidates come from stored hashes alone (`synthdata.dedup.candidates`): each new image's nearest pHash
 partners (2, 4, 8 or 16) and nearest shift-hash partners for 1-2 px crops and shifts (1, 2, 4 or 8), both caps
@@ -49,7 +49,7 @@ from synthdata.dedup.candidates import DEFAULT_RADIUS, candidate_pairs
 from synthdata.dedup.codec import Encoding
 from synthdata.dedup.evidence import CODEC_VIEW_MAX_SIDE, copy_evidence
 from synthdata.dedup.fragile_phash import stored_fragile_pairs
-from synthdata.dedup.groups import group_duplicates, group_sizes
+from synthdata.dedup.groups import group_duplicates, group_sizes, representative_checks
 from synthdata.dedup.partner_cap import PROBE_IMAGES, PartnerCap, calibrate_partner_cap
 from synthdata.dedup.small_images import POOL_SIDE, SCREEN_SLACK, merge_pairs, resized_small_pairs
 from synthdata.io.warehouse import insert_df, transaction
@@ -75,6 +75,9 @@ class CurationStats:
     partner_cap: PartnerCap | None = None
     screened: int = 0  # candidates scored in full (the rest fell below the rule's correlation screen)
     confirmed: int = 0
+    # Representatives of two groups a confirmed pair links, compared directly (groups.representative_checks)
+    representative_checks: int = 0
+    representative_joins: int = 0
     rule: NearDuplicateRule | None = None
     rule_change: str | None = None  # set when this run replaced the active rule
     rule_fit: RuleFit | None = None  # how a stored rule did on copies of this run's new images
@@ -329,7 +332,51 @@ def _near_duplicates(
     if scores.empty:
         return _NO_GROUPS
     order = [i for (i,) in con.execute("SELECT image_id FROM _reps ORDER BY first_seen").fetchall()]
-    return group_duplicates(order, None, scores)
+    groups = group_duplicates(order, None, scores)
+    # Two groups a confirmed pair links: their representatives compared directly. A join leaves the members the
+    # later one led apart (their pairs were with it), so again until nothing new is asked.
+    new, asked, t = set(new_ids), set(), time.perf_counter()
+    while stats.rule is not None:
+        checks = [pair for pair in representative_checks(order, scores, groups) if new & set(pair) and pair not in asked]
+        if not checks:
+            break
+        asked.update(checks)
+        joined = _confirm_representatives(con, checks, stats.rule, load_id, encoding_id)
+        stats.representative_checks, stats.representative_joins = len(asked), stats.representative_joins + len(joined)
+        scores = pd.concat([scores, joined], ignore_index=True) if len(joined) else scores
+        groups = group_duplicates(order, None, scores)
+    if asked:
+        stats.seconds["representatives"] = time.perf_counter() - t
+    return groups
+
+
+def _confirm_representatives(
+    con: duckdb.DuckDBPyConnection,
+    checks: list[tuple[str, str]],
+    rule: NearDuplicateRule,
+    load_id: Callable[[str], np.ndarray],
+    encoding_id: Callable[[str], Encoding | None],
+) -> pd.DataFrame:
+    """The pairs of ``checks`` (representative, image) that ``rule`` confirms, stored in `near_duplicate_pairs`
+    like the search's, as ``a, b, distance, evidence`` rows for :func:`group_duplicates`."""
+    distance, _ = copy_evidence(checks, load_id, rule.screen, encoding_id)
+    keep = distance <= rule.threshold
+    found = pd.DataFrame([tuple(sorted(pair)) for pair, yes in zip(checks, keep) if yes], columns=["a", "b"])
+    if found.empty:
+        return pd.DataFrame(columns=["a", "b", "distance", "evidence"])
+    found["copy_distance"] = distance[keep]
+    con.register("_rep_checks", found)
+    try:
+        rows = con.execute(
+            """SELECT c.a, c.b, bit_count(xor(x.phash, y.phash))::INTEGER AS hamming, 1.0 - c.copy_distance AS similarity,
+                      c.copy_distance, ? AS rule_id
+               FROM _rep_checks c JOIN _hashes x ON x.image_id = c.a JOIN _hashes y ON y.image_id = c.b""",
+            [rule.rule_id],
+        ).df()
+    finally:
+        con.unregister("_rep_checks")
+    insert_df(con, "near_duplicate_pairs", rows)
+    return rows.rename(columns={"hamming": "distance", "copy_distance": "evidence"})[["a", "b", "distance", "evidence"]]
 
 
 def with_small_resizes(

@@ -5,6 +5,12 @@ put A and C together though nobody compared them, or they were compared and foun
 Exact duplicates are the same image, so they are merged first (transitively); near pairs then link the
 exact classes. The image seen first keeps its place as representative, so re-ingesting a drop never
 changes which copy is kept.
+
+A copy whose search found only other copies of its original (an image with several copies: they tie on every
+hash, and the partner cap keeps the first by id) would be kept apart, alone or at the head of a group of its
+own. :func:`representative_checks` names what to compare then: the representatives of two groups that a
+confirmed pair links. Confirmed, that pair is a pair like any other, and the later representative joins the
+earlier on its own evidence against it.
 """
 
 from __future__ import annotations
@@ -87,6 +93,26 @@ def group_duplicates(
     frame = pd.DataFrame(rows, columns=["representative", "member", "kind", "distance", "evidence", "_rank"])
     frame = frame.sort_values(["_rank"]).drop(columns="_rank").reset_index(drop=True)
     return frame.astype({"distance": "int64", "evidence": "float64"})
+
+
+def representative_checks(
+    order: Sequence[str], near_pairs: pd.DataFrame | Iterable | None, groups: pd.DataFrame
+) -> list[tuple[str, str]]:
+    """Pairs of representatives to compare so that an image is not kept apart for want of a pair with a
+    representative: for each near pair whose images ended in two groups (:func:`group_duplicates` of ``order``
+    and ``near_pairs``; an image that stands alone is a group of one), the two groups' representatives, the
+    earlier first. Confirmed, the later one joins the earlier group as if the search had paired them, and the
+    members it led are judged against the new representative in turn (they join only where confirmed against
+    it: no chaining). Without exact pairs: an image of an exact class stands for it here as the caller's rows
+    do."""
+    rank = {image_id: i for i, image_id in enumerate(order)}
+    head = dict(zip(groups["member"].astype(str), groups["representative"].astype(str)))
+    checks: set[tuple[str, str]] = set()
+    for a, b, *_ in _edges(near_pairs):
+        ra, rb = head.get(a, a), head.get(b, b)
+        if ra != rb:
+            checks.add((ra, rb) if rank[ra] < rank[rb] else (rb, ra))
+    return sorted(checks, key=lambda pair: (rank[pair[1]], rank[pair[0]]))
 
 
 def group_sizes(groups: pd.DataFrame) -> tuple[dict[int, int], int]:
