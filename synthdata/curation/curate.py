@@ -357,8 +357,8 @@ def _confirm_representatives(
     load_id: Callable[[str], np.ndarray],
     encoding_id: Callable[[str], Encoding | None],
 ) -> pd.DataFrame:
-    """The pairs of ``checks`` (representative, image) that ``rule`` confirms, stored in `near_duplicate_pairs`
-    like the search's, as ``a, b, distance, evidence`` rows for :func:`group_duplicates`."""
+    """The pairs of ``checks`` (two groups' representatives) that ``rule`` confirms, stored in
+    `near_duplicate_pairs` like the search's, as ``a, b, distance, evidence`` rows for :func:`group_duplicates`."""
     distance, _ = copy_evidence(checks, load_id, rule.screen, encoding_id)
     keep = distance <= rule.threshold
     found = pd.DataFrame([tuple(sorted(pair)) for pair, yes in zip(checks, keep) if yes], columns=["a", "b"])
