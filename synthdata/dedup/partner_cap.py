@@ -5,10 +5,11 @@ The pHash channel keeps each new image's ``max_partners`` best partners within t
 (:func:`synthdata.dedup.candidates.candidate_pairs`: half by Hamming distance, half by low frequencies, of
 its 32 nearest), because a homogeneous set's distinct look-alikes within a fixed radius grow with the set
 while a copy's original stays among the first. How many are enough depends on the data: on Fashion-MNIST 2
-keep every re-encoded, brightness-changed and resized copy's original from 10,000 to 140,000 images, while
-desktop icons need 8 or 16 (a brightened white icon clips toward a crowd of look-alikes). A fixed 16 pays for
-the icons on every set: Fashion-MNIST's candidates per image grew from 4.9 at 10,000 to 8.6 at 100,000
-images; chosen per drop, they are 2.0 to 2.7 from 10,000 to 140,000 (docs/benchmarks.md).
+keep the originals of all but about one in 2,000 re-encoded, brightness-changed and resized copies from
+10,000 to 140,000 images, while desktop icons need 8 or 16 (a brightened white icon clips toward a crowd of
+look-alikes). A fixed 16 pays for the icons on every set: Fashion-MNIST's candidates per image grew from 4.9
+at 10,000 to 8.6 at 100,000 images; chosen per drop, they are 1.8 to 2.7 from 10,000 to 140,000
+(docs/benchmarks.md).
 
 So each drop plants copies of a seeded sample of its new images under every supported transform
 (:data:`PROBE_KINDS`), hashes them as ingestion does, and asks where each copy's original ranks among the
