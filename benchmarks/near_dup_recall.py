@@ -89,7 +89,7 @@ from synthdata.dedup.codec import lossy_file  # noqa: E402
 from synthdata.dedup.confirm import DEFAULT_SIMILARITY, confirm_pairs  # noqa: E402
 from synthdata.dedup.evidence import copy_evidence  # noqa: E402
 from synthdata.dedup.fragile_phash import fragile_pairs  # noqa: E402
-from synthdata.dedup.groups import group_duplicates, representative_checks  # noqa: E402
+from synthdata.dedup.groups import group_duplicates, join_linked_groups  # noqa: E402
 from synthdata.dedup.partner_cap import (  # noqa: E402
     CAP_CHOICES,
     PROBE_IMAGES,
@@ -433,20 +433,15 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     exact_set = set(zip(exact["a"], exact["b"])) | set(zip(exact["b"], exact["a"]))
     near = cand.assign(evidence=distance)[distance <= rule.threshold]
     near = near[[(a, b) not in exact_set for a, b in zip(near["a"], near["b"])]]
-    # Two groups a confirmed pair links have their representatives compared directly, until nothing new is
-    # asked, as curation does (synthdata.dedup.groups.representative_checks).
-    asked, joins = set(), 0
-    while not args.no_rep_checks:
-        checks = [pair for pair in representative_checks(order, near, group_duplicates(order, exact, near))
-                  if pair not in asked]  # fmt: skip
-        if not checks:
-            break
-        asked.update(checks)
-        check_distance, _ = copy_evidence(checks, images.__getitem__, rule.screen, args.encoding)
-        joined = pd.DataFrame([(*sorted(pair), 0, d) for pair, d in zip(checks, check_distance) if d <= rule.threshold],
-                              columns=["a", "b", "distance", "evidence"])  # fmt: skip
-        joins += len(joined)
-        near = pd.concat([near, joined], ignore_index=True) if len(joined) else near
+    # Two groups a confirmed pair links have their representatives compared directly, as curation does
+    # (synthdata.dedup.groups.join_linked_groups).
+    def confirm(checks: list[tuple[str, str]]) -> pd.DataFrame:
+        distance, _ = copy_evidence(checks, images.__getitem__, rule.screen, args.encoding)
+        return pd.DataFrame([(*sorted(pair), 0, d) for pair, d in zip(checks, distance) if d <= rule.threshold],
+                            columns=["a", "b", "distance", "evidence"])  # fmt: skip
+
+    joining = join_linked_groups(order, exact, near, confirm, lambda pair: not args.no_rep_checks)
+    near = joining.near_pairs
     ours = score_groups(order, images, exact, near, truth, distinct_ids, labels)
 
     shift_caps = " / ".join(str(c.shift_max_partners) for c in caps)
@@ -472,7 +467,7 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     print(f"per image: candidates {t_cand[0] / n * 1e6:.0f} us ({t_cand[1] / n * 1e6:.0f} us CPU), confirmation "
           f"{t_confirm[0] / n * 1e6:.0f} us ({t_confirm[1] / n * 1e6:.0f} us CPU) (total {t_cand[0]:.1f} s + "
           f"{t_confirm[0]:.1f} s wall, {t_cand[1]:.1f} s + {t_confirm[1]:.1f} s CPU)")
-    print(f"representatives of two groups a confirmed pair links: {len(asked):,} compared, {joins:,} joined")
+    print(f"representatives of two groups a confirmed pair links: {joining.checked:,} compared, {joining.joined:,} joined")
     print("recall: " + ", ".join(f"{k} {v:.2%}" for k, v in ours["recall"].items()))
     if ours["small"]:
         print(f"recall, originals of at least {PIXEL_SHIFT_MIN_SIDE} px ({ours['small']} copies of smaller ones left out): "

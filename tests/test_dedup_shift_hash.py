@@ -145,9 +145,10 @@ def test_max_partners_keeps_each_new_images_nearest_phash_partners(faces) -> Non
 
 def test_max_partners_keeps_the_nearest_by_hamming_distance_and_by_low_frequencies(faces, monkeypatch) -> None:
     """Every image ingested now stores its pHash's low frequencies (64 unit values): of its shortlist (its 32
-    nearest by Hamming distance, whatever the cap) a new image keeps half the cap by Hamming distance and half by how well
-    the low frequencies correlate (its original first, where 64 bits may tie it with look-alikes); a partner
-    without them (a row ingested before) is kept by Hamming distance alone, up to the whole cap, as before."""
+    nearest by Hamming distance, whatever the cap) a new image keeps half the cap by Hamming distance and half
+    by how well the low frequencies correlate (its original first, where 64 bits may tie it with look-alikes);
+    a partner without them (a row ingested before) is kept by Hamming distance alone, up to the whole cap, as
+    before."""
     rng = np.random.default_rng(3)
     sources = rng.choice(len(faces), 60, replace=False)
     kinds = ["jpeg", "brightness_contrast", "resize"] * 20

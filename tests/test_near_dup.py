@@ -293,8 +293,8 @@ def test_two_groups_a_pair_links_are_compared_representative_to_representative()
     (C leading D) linked to an earlier one through a member gives its representative against the earlier one;
     pairs within one group, and images no pair links, give nothing. Once (A, C) is confirmed, C joins A, D is
     left apart (its pair is with C, now a member) and is named against A in turn."""
-    assert representative_checks(["A", "B", "C"], [("A", "B", 4), ("B", "C", 3)],
-                                 group_duplicates(["A", "B", "C"], None, [("A", "B", 4), ("B", "C", 3)])) == [("A", "C")]
+    chain = [("A", "B", 4), ("B", "C", 3)]
+    assert representative_checks(["A", "B", "C"], chain, group_duplicates(["A", "B", "C"], None, chain)) == [("A", "C")]
     order = ["A", "B", "C", "D", "lonely"]
     pairs = [("A", "B", 2), ("C", "D", 2), ("D", "B", 2)]
     groups = group_duplicates(order, None, pairs)

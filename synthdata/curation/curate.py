@@ -49,7 +49,7 @@ from synthdata.dedup.candidates import DEFAULT_RADIUS, candidate_pairs
 from synthdata.dedup.codec import Encoding
 from synthdata.dedup.evidence import CODEC_VIEW_MAX_SIDE, copy_evidence
 from synthdata.dedup.fragile_phash import stored_fragile_pairs
-from synthdata.dedup.groups import group_duplicates, group_sizes, representative_checks
+from synthdata.dedup.groups import group_sizes, join_linked_groups
 from synthdata.dedup.partner_cap import PROBE_IMAGES, PartnerCap, calibrate_partner_cap
 from synthdata.dedup.small_images import POOL_SIDE, SCREEN_SLACK, merge_pairs, resized_small_pairs
 from synthdata.io.warehouse import insert_df, transaction
@@ -332,22 +332,16 @@ def _near_duplicates(
     if scores.empty:
         return _NO_GROUPS
     order = [i for (i,) in con.execute("SELECT image_id FROM _reps ORDER BY first_seen").fetchall()]
-    groups = group_duplicates(order, None, scores)
-    # Two groups a confirmed pair links: their representatives compared directly. A join leaves the members the
-    # later one led apart (their pairs were with it), so again until nothing new is asked.
-    new, asked, t = set(new_ids), set(), time.perf_counter()
-    while stats.rule is not None:
-        checks = [pair for pair in representative_checks(order, scores, groups) if new & set(pair) and pair not in asked]
-        if not checks:
-            break
-        asked.update(checks)
-        joined = _confirm_representatives(con, checks, stats.rule, load_id, encoding_id)
-        stats.representative_checks, stats.representative_joins = len(asked), stats.representative_joins + len(joined)
-        scores = pd.concat([scores, joined], ignore_index=True) if len(joined) else scores
-        groups = group_duplicates(order, None, scores)
-    if asked:
+    # Two groups a confirmed pair links have their representatives compared (where a new image is involved:
+    # groups of earlier runs are not merged after the fact).
+    new, t = set(new_ids), time.perf_counter()
+    linked = join_linked_groups(order, None, scores,
+                                lambda checks: _confirm_representatives(con, checks, stats.rule, load_id, encoding_id),
+                                lambda pair: stats.rule is not None and bool(new & set(pair)))  # fmt: skip
+    stats.representative_checks, stats.representative_joins = linked.checked, linked.joined
+    if linked.checked:
         stats.seconds["representatives"] = time.perf_counter() - t
-    return groups
+    return linked.groups
 
 
 def _confirm_representatives(
@@ -358,7 +352,7 @@ def _confirm_representatives(
     encoding_id: Callable[[str], Encoding | None],
 ) -> pd.DataFrame:
     """The pairs of ``checks`` (two groups' representatives) that ``rule`` confirms, stored in
-    `near_duplicate_pairs` like the search's, as ``a, b, distance, evidence`` rows for :func:`group_duplicates`."""
+    `near_duplicate_pairs` like the search's, as ``a, b, distance, evidence`` rows (groups.join_linked_groups)."""
     distance, _ = copy_evidence(checks, load_id, rule.screen, encoding_id)
     keep = distance <= rule.threshold
     found = pd.DataFrame([tuple(sorted(pair)) for pair, yes in zip(checks, keep) if yes], columns=["a", "b"])
@@ -368,8 +362,8 @@ def _confirm_representatives(
     con.register("_rep_checks", found)
     try:
         rows = con.execute(
-            """SELECT c.a, c.b, bit_count(xor(x.phash, y.phash))::INTEGER AS hamming, 1.0 - c.copy_distance AS similarity,
-                      c.copy_distance, ? AS rule_id
+            """SELECT c.a, c.b, bit_count(xor(x.phash, y.phash))::INTEGER AS hamming,
+                      1.0 - c.copy_distance AS similarity, c.copy_distance, ? AS rule_id
                FROM _rep_checks c JOIN _hashes x ON x.image_id = c.a JOIN _hashes y ON y.image_id = c.b""",
             [rule.rule_id],
         ).df()

@@ -410,8 +410,8 @@ def candidate_pairs(
     look-alikes within a fixed radius grow with n, a copy stays among the nearest; see
     :data:`DEFAULT_MAX_PARTNERS`): nearest by Hamming distance (ties by id); where the table has a ``lowfreq``
     column (:func:`synthdata.dedup.phash.lowfreq_bytes`), half of them by Hamming distance and half by the
-    correlation of both images' low frequencies, of its :func:`lowfreq_shortlist` nearest (:func:`_by_lowfreq`). None keeps
-    every pair within the radius. ``shift_max_partners`` caps the
+    correlation of both images' low frequencies, of its :func:`lowfreq_shortlist` nearest
+    (:func:`_by_lowfreq`). None keeps every pair within the radius. ``shift_max_partners`` caps the
     shift channel the same way: each new image keeps its nearest partners by the least key distance over its
     shifts, then pHash distance, then id (:data:`DEFAULT_SHIFT_MAX_PARTNERS`). ``frame.attrs["capped"]`` says,
     per capped channel, how many new images had more partners than they kept.

@@ -9,13 +9,14 @@ changes which copy is kept.
 A copy whose search found only other copies of its original (an image with several copies: they tie on every
 hash, and the partner cap keeps the first by id) would be kept apart, alone or at the head of a group of its
 own. :func:`representative_checks` names what to compare then: the representatives of two groups that a
-confirmed pair links. Confirmed, that pair is a pair like any other, and the later representative joins the
-earlier on its own evidence against it.
+confirmed pair links; :func:`join_linked_groups` has them confirmed and regroups. Confirmed, that pair is a
+pair like any other, and the later representative joins the earlier on its own evidence against it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -99,12 +100,8 @@ def representative_checks(
     order: Sequence[str], near_pairs: pd.DataFrame | Iterable | None, groups: pd.DataFrame
 ) -> list[tuple[str, str]]:
     """Pairs of representatives to compare so that an image is not kept apart for want of a pair with a
-    representative: for each near pair whose images ended in two groups (:func:`group_duplicates` of ``order``
-    and ``near_pairs``; an image that stands alone is a group of one), the two groups' representatives, the
-    earlier first. Confirmed, the later one joins the earlier group as if the search had paired them, and the
-    members it led are judged against the new representative in turn (they join only where confirmed against
-    it: no chaining). Without exact pairs: an image of an exact class stands for it here as the caller's rows
-    do."""
+    representative: for each near pair whose images ended in two groups of ``groups`` (an image that stands
+    alone is a group of one), the two groups' representatives, the earlier first."""
     rank = {image_id: i for i, image_id in enumerate(order)}
     head = dict(zip(groups["member"].astype(str), groups["representative"].astype(str)))
     checks: set[tuple[str, str]] = set()
@@ -113,6 +110,40 @@ def representative_checks(
         if ra != rb:
             checks.add((ra, rb) if rank[ra] < rank[rb] else (rb, ra))
     return sorted(checks, key=lambda pair: (rank[pair[1]], rank[pair[0]]))
+
+
+class LinkedGroups(NamedTuple):
+    """:func:`join_linked_groups`' result."""
+
+    groups: pd.DataFrame  # as group_duplicates
+    near_pairs: pd.DataFrame  # the near pairs given, plus the confirmed representative pairs
+    checked: int  # representative pairs compared
+    joined: int  # of which confirmed
+
+
+def join_linked_groups(
+    order: Sequence[str], exact_pairs: pd.DataFrame | Iterable | None, near_pairs: pd.DataFrame,
+    confirm: Callable[[list[tuple[str, str]]], pd.DataFrame], eligible: Callable[[tuple[str, str]], bool] | None = None,
+) -> LinkedGroups:  # fmt: skip
+    """:func:`group_duplicates`, then the :func:`representative_checks` (those ``eligible`` says) given to
+    ``confirm``, which returns the confirmed ones as near-pair rows (``a, b, distance, evidence``). Each joins
+    the later group to the earlier one, as if the search had paired them, and leaves the members that group
+    led apart (their pairs were with it), to be compared with the new representative in turn (no chaining:
+    each is confirmed against it): so again, until nothing new is confirmed."""
+    groups, asked, joined = group_duplicates(order, exact_pairs, near_pairs), set(), 0
+    while True:
+        checks = [pair for pair in representative_checks(order, near_pairs, groups)
+                  if pair not in asked and (eligible is None or eligible(pair))]  # fmt: skip
+        if not checks:
+            break
+        asked.update(checks)
+        found = confirm(checks)
+        if not len(found):
+            break
+        joined += len(found)
+        near_pairs = pd.concat([near_pairs, found], ignore_index=True)
+        groups = group_duplicates(order, exact_pairs, near_pairs)
+    return LinkedGroups(groups, near_pairs, len(asked), joined)
 
 
 def group_sizes(groups: pd.DataFrame) -> tuple[dict[int, int], int]:

@@ -140,8 +140,8 @@ def partner_ranks(
     max_cap: int = CAP_CHOICES[-1], shift_radius: int = SHIFT_RADIUS, shift_max_partners: int = DEFAULT_SHIFT_MAX_PARTNERS,
 ) -> ProbeRanks:  # fmt: skip
     """For each planted copy (a pixel array) of an image of ``table`` (``originals``: its image_id), the
-    partners the pHash search would rank for it (``ranked``: its ``lowfreq_shortlist(max_cap)`` nearest rows within
-    ``radius``, by Hamming distance then image_id, as :func:`synthdata.dedup.candidates.candidate_pairs` orders
+    partners the pHash search would rank for it (``ranked``: its ``lowfreq_shortlist(max_cap)`` nearest rows
+    within ``radius``, by Hamming distance then image_id, as :func:`synthdata.dedup.candidates.candidate_pairs` orders
     them, ``similarity`` the inner product of the low frequencies, NaN where either has none, ``original``
     whether the row is the copy's original), whether its original lies within ``radius`` at all (it may be
     beyond the shortlist), and its place among the shift channel's ``shift_max_partners`` nearest partners
@@ -200,8 +200,9 @@ def partner_ranks(
 
 def kept_at(ranked: pd.DataFrame, cap: int) -> pd.Series:
     """Per probe of :func:`partner_ranks` whose original is ranked: whether a cap of ``cap`` keeps it, by the
-    rule of :func:`synthdata.dedup.candidates._by_lowfreq`: among the ``lowfreq_shortlist(cap)`` nearest, the ``cap // 2``
-    nearest, the ``cap // 2`` best by low frequencies, and, without low frequencies, the ``cap`` nearest."""
+    rule of :func:`synthdata.dedup.candidates._by_lowfreq`: among the ``lowfreq_shortlist(cap)`` nearest, the
+    ``cap // 2`` nearest, the ``cap // 2`` best by low frequencies, and, without low frequencies, the ``cap``
+    nearest."""
     half = max(1, cap // 2)
     short = ranked[ranked["by_distance"] <= lowfreq_shortlist(cap)].copy()
     known = short["similarity"].notna()
