@@ -8,7 +8,8 @@ import numpy as np
 
 from assets._util import expectations_check, md_table
 from resources import ImageStoreResource, QualityResource, WarehouseResource
-from synthdata.curation.curate import active_rule, class_retention, curate
+from synthdata.curation.curate import class_retention, curate
+from synthdata.curation.near_duplicates import active_rule
 from synthdata.curation.gallery import duplicate_gallery, gallery_rows, limiting_gallery
 from synthdata.dedup.calibrate import DEFAULT_CALIBRATION_IMAGES, DEFAULT_TARGET_FALSE_RATE, FIT_IMAGES
 from synthdata.dedup.candidates import DEFAULT_RADIUS

@@ -345,7 +345,7 @@ def test_a_rule_held_below_its_copies_by_known_distinct_pairs_shows_them(tmp_pat
     from assets.curate import images
     from assets.ingest import raw_images
     from dagster_project.definitions import build_resources
-    from synthdata.curation.curate import LIMITING_PAIRS
+    from synthdata.curation.near_duplicates import LIMITING_PAIRS
     from synthdata.datasets import load_fashion_mnist
     from synthdata.io.paths import SynthdataPaths
 

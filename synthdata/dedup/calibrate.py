@@ -21,8 +21,8 @@ The threshold is the largest distance whose estimated false-duplicate rate (shar
 distinct look-alike within it) stays at or under the target, and never looser than ``POSITIVE_MARGIN``
 times the copies' range (a different-label null lies farther than same-label look-alikes, so headroom
 beyond the copies is not given away). The rule records threshold, estimated false rate and recall per
-transform; :mod:`synthdata.curation.curate` stores it (`near_duplicate_rules`) so later drops use the same
-rule.
+transform; :mod:`synthdata.curation.near_duplicates` stores it (`near_duplicate_rules`) so later drops use
+the same rule.
 """
 
 from __future__ import annotations
