@@ -1,6 +1,6 @@
 """Ingest + exact + near dedup throughput and peak memory, against a plain loop, in one run.
 
-    python benchmarks/ingest_speed.py                 # throughput at --n images (default 20000)
+    python benchmarks/ingest_speed.py                 # throughput at --n images (default 20000), --repeat runs (3)
     python benchmarks/ingest_speed.py --memory        # peak RSS at 10k and 100k images (bounded memory)
     python benchmarks/ingest_speed.py --large         # decode time and peak RSS of one 168 MP image per format
 
@@ -12,6 +12,11 @@ Images are crops of scikit-image's bundled photographs (PNG and JPEG, 24..64 px)
 Two drops of --n files each: the first calibrates the near-duplicate rule (once per warehouse); the second is
 the steady state (rule stored and tested on the drop's images, new images compared against everything),
 timed against the plain loop over its own files.
+
+The box's noise (its disk above all: writing 10,000 small files takes 0.3 s or 4 s) moves single runs by a
+third, so each side runs --repeat times on the same files and the medians are printed, with CPU per image:
+ours (workers included) against the loop's, and the wall speed-up that much CPU allows at best on this
+machine's cores.
 
 Also printed, to show where the time goes: our ingest without writing originals to the store (file creation
 on the benchmark's disk), our CPU split between the parent and the workers, and the share of the plain loop
@@ -158,7 +163,7 @@ def run_baseline(drop: Path) -> dict:
     import imagehash
     from PIL import Image
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     n = 0
     exact: dict[str, str] = {}
     hashes = []
@@ -172,19 +177,26 @@ def run_baseline(drop: Path) -> dict:
         exact.setdefault(digest, str(path))
         hashes.append(int(str(imagehash.phash(img)), 16))
         n += 1
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     # The floor both sides share: reading and decoding the same files, nothing else.
     start = time.perf_counter()
     for path in sorted(drop.rglob("*")):
         if path.is_file():
             Image.open(io.BytesIO(path.read_bytes())).load()
     decode_seconds = time.perf_counter() - start
-    return {"images": n, "seconds": seconds, "decode_seconds": decode_seconds, "unique": len(exact), **peak_rss_mb()}
+    return {"images": n, "seconds": seconds, "cpu_seconds": cpu, "decode_seconds": decode_seconds, "unique": len(exact),
+            **peak_rss_mb()}  # fmt: skip
 
 
 def cpu_seconds() -> dict[str, float]:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"main_cpu_s": round(own.ru_utime + own.ru_stime, 2), "workers_cpu_s": round(children.ru_utime + children.ru_stime, 2)}
+
+
+def total_cpu() -> float:
+    """CPU seconds of this process and its finished children (the ingest workers, shut down after each ingest)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run_without_warehouse(drop: Path, home: Path, workers: int | None) -> dict:
@@ -212,24 +224,27 @@ def run_ours(drop: Path, home: Path, workers: int | None, dedup: bool = True, st
     load = lambda key: np.asarray(blobs.decode(key).image)  # noqa: E731
     encoding = lambda key: encoding_of(blobs.read(key))  # noqa: E731
     con = connect(home / "warehouse.duckdb")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), total_cpu()
     stats = ingest_partition(con, "2024-01-01", drop, drop.parent, blobs, workers=workers)
-    t_ingest = time.perf_counter() - start
+    t_ingest, cpu_ingest = time.perf_counter() - start, total_cpu() - cpu
     ingest_rss = peak_rss_mb()
-    result = {"images": stats.accepted + stats.rejected, "ingest_seconds": t_ingest, "ingest_rss": ingest_rss, **cpu_seconds()}
+    result = {"images": stats.accepted + stats.rejected, "ingest_seconds": t_ingest, "ingest_rss": ingest_rss, **cpu_seconds(),
+              "cpu": {"ingest": cpu_ingest}}  # fmt: skip
     if dedup:
         assert blobs is not None
         cur = curate(con, load, load_encoding=encoding)
+        result["cpu"]["curate"] = total_cpu() - cpu - cpu_ingest
         result.update(unique=cur.images, exact_duplicates=cur.exact_duplicates, near_duplicates=cur.near_duplicates,
                       candidates=cur.candidates, curate_seconds={k: round(v, 2) for k, v in cur.seconds.items()})  # fmt: skip
     result["seconds"] = time.perf_counter() - start
     if later is not None and dedup:  # a later drop: the rule is stored, new images are compared against all
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), total_cpu()
         ingest_partition(con, "2024-01-02", later, later.parent, blobs, workers=workers)
-        t_ingest = time.perf_counter() - start
+        t_ingest, cpu_ingest = time.perf_counter() - start, total_cpu() - cpu
         cur = curate(con, load, load_encoding=encoding)
         result["later"] = {"ingest_seconds": t_ingest, "seconds": time.perf_counter() - start, "candidates": cur.candidates,
-                           "curate_seconds": {k: round(v, 2) for k, v in cur.seconds.items()}, "new": cur.new_compared}  # fmt: skip
+                           "curate_seconds": {k: round(v, 2) for k, v in cur.seconds.items()}, "new": cur.new_compared,
+                           "cpu": {"ingest": cpu_ingest, "curate": total_cpu() - cpu - cpu_ingest}}  # fmt: skip
     con.close()
     return {**result, **peak_rss_mb()}
 
@@ -272,12 +287,58 @@ def decode_one(path: Path) -> dict:
             "seconds": round(seconds, 2), "peak_over_start_mb": round(peak - before), "start_mb": round(before)}  # fmt: skip
 
 
+def speed_round(drop: Path, later: Path, home: Path, worker_args: list[str], cores: int, run: int, runs: int) -> dict:
+    """One timed run of ours (first drop, then the later one), ours without store writes, and the plain loop on
+    each drop, printed; its speed-ups and CPU per image returned."""
+    ours = subprocess_run(["--_side", "ours", "--_drop", str(drop), "--_home", str(home / "home"), *worker_args,
+                           "--_later", str(later)])  # fmt: skip
+    rss = ours["ingest_rss"]
+    if runs > 1:
+        print(f"  run {run + 1} of {runs}:")
+    print(f"  ours ingest: {ours['images'] / ours['ingest_seconds']:8.0f} images/s ({ours['ingest_seconds']:.1f}s), "
+          f"peak RSS {rss['peak_rss_mb']} MB main + {rss['peak_worker_rss_mb']} MB per worker; "
+          f"CPU {ours['main_cpu_s']}s main + {ours['workers_cpu_s']}s workers")  # fmt: skip
+    print(f"  ours ingest + exact + near dedup: {ours['images'] / ours['seconds']:8.0f} images/s "
+          f"({ours['seconds']:.1f}s; curate {ours['curate_seconds']}); {ours['unique']} unique, "
+          f"{ours['exact_duplicates']} exact + {ours['near_duplicates']} near duplicates, "
+          f"{ours['candidates']} candidates; peak RSS {ours['peak_rss_mb']} MB")  # fmt: skip
+    bare_run = subprocess_run(["--_side", "ours", "--_no_store", "--_drop", str(drop), "--_home", str(home / "nostore"), *worker_args])
+    print(f"  ours ingest without writing originals to the store: {bare_run['images'] / bare_run['ingest_seconds']:8.0f} images/s "
+          f"({bare_run['ingest_seconds']:.1f}s; CPU {bare_run['main_cpu_s']}s main + {bare_run['workers_cpu_s']}s workers)")  # fmt: skip
+    base = subprocess_run(["--_side", "baseline", "--_drop", str(drop)])
+    print(f"  plain loop (decode + sha256 + imagehash.phash): {base['images'] / base['seconds']:8.0f} images/s "
+          f"({base['seconds']:.1f}s), peak RSS {base['peak_rss_mb']} MB; {base['unique']} unique by pixel hash")  # fmt: skip
+    print(f"  speed-up, ingest + dedup / plain loop: {base['seconds'] / ours['seconds']:.2f}x  (goal >= 3x); "
+          f"ingest alone: {base['seconds'] / ours['ingest_seconds']:.2f}x; "
+          f"ingest without store writes: {base['seconds'] / bare_run['ingest_seconds']:.2f}x")  # fmt: skip
+    # A later drop is judged by the stored rule (calibration is once per warehouse) and its new images are
+    # compared against everything already accepted.
+    nxt, base2 = ours["later"], subprocess_run(["--_side", "baseline", "--_drop", str(later)])
+    print(f"  later drop ({nxt['new']} new images, rule stored, compared against all earlier ones): ingest + dedup "
+          f"{base2['images'] / nxt['seconds']:.0f} images/s ({nxt['seconds']:.1f}s; ingest {nxt['ingest_seconds']:.1f}s, "
+          f"curate {nxt['curate_seconds']}; {nxt['candidates']} candidates); plain loop on it {base2['seconds']:.1f}s: "
+          f"speed-up {base2['seconds'] / nxt['seconds']:.2f}x")  # fmt: skip
+    # Reading + decoding is work both sides must do; with it spread over every core and everything else free,
+    # the loop could be beaten by at most this much.
+    share = base["decode_seconds"] / base["seconds"]
+    print(f"  read + decode alone: {base['decode_seconds'] / base['images'] * 1e6:.0f} us/image = {share:.0%} of the loop; "
+          f"ceiling on {cores} cores with every other step free: {cores / share:.1f}x")  # fmt: skip
+    per_image = lambda cpu, images: {k: v / images * 1e6 for k, v in cpu.items()}  # noqa: E731
+    first, second = per_image(ours["cpu"], ours["images"]), per_image(nxt["cpu"], base2["images"])
+    return {"first": base["seconds"] / ours["seconds"], "later": base2["seconds"] / nxt["seconds"],
+            "ingest": base["seconds"] / ours["ingest_seconds"],
+            "loop_cpu_us": (base["cpu_seconds"] + base2["cpu_seconds"]) / (base["images"] + base2["images"]) * 1e6,
+            "first_cpu_us": sum(first.values()), "first_cpu_us_parts": first,
+            "later_cpu_us": sum(second.values()), "later_cpu_us_parts": second}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--memory", action="store_true", help="peak RSS of our ingest at 10k and 100k images")
     ap.add_argument("--large", action="store_true", help="decode time and peak RSS of one 168 MP image per format")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs on the same files (medians are printed)")
     ap.add_argument("--workdir", default=str(ROOT / ".synthdata" / "bench"), help="scratch folder (a fast local disk)")
     ap.add_argument("--_side", choices=["baseline", "ours", "no_warehouse"], help=argparse.SUPPRESS)
     ap.add_argument("--_drop", help=argparse.SUPPRESS)
@@ -334,42 +395,28 @@ def main() -> None:
             if args.memory:
                 bare[n] = subprocess_run(["--_side", "no_warehouse", "--_drop", str(drop), "--_home", str(Path(tmp) / "bare"), *worker_args])
                 worker_args.append("--_ingest_only")
-            later_args = [] if args.memory else ["--_later", str(later)]
-            ours = subprocess_run(["--_side", "ours", "--_drop", str(drop), "--_home", str(Path(tmp) / "home"), *worker_args, *later_args])
-            results[n] = ours
-            rss = ours["ingest_rss"]
-            print(f"  ours ingest: {ours['images'] / ours['ingest_seconds']:8.0f} images/s ({ours['ingest_seconds']:.1f}s), "
-                  f"peak RSS {rss['peak_rss_mb']} MB main + {rss['peak_worker_rss_mb']} MB per worker; "
-                  f"CPU {ours['main_cpu_s']}s main + {ours['workers_cpu_s']}s workers")  # fmt: skip
-            if args.memory:
-                b = bare[n]["ingest_rss"]
+                ours = subprocess_run(["--_side", "ours", "--_drop", str(drop), "--_home", str(Path(tmp) / "home"), *worker_args])
+                results[n] = ours
+                rss, b = ours["ingest_rss"], bare[n]["ingest_rss"]
+                print(f"  ours ingest: {ours['images'] / ours['ingest_seconds']:8.0f} images/s ({ours['ingest_seconds']:.1f}s), "
+                      f"peak RSS {rss['peak_rss_mb']} MB main + {rss['peak_worker_rss_mb']} MB per worker")  # fmt: skip
                 print(f"  same ingest without warehouse writes: peak RSS {b['peak_rss_mb']} MB main + {b['peak_worker_rss_mb']} MB per worker")
-            else:
-                print(f"  ours ingest + exact + near dedup: {ours['images'] / ours['seconds']:8.0f} images/s "
-                      f"({ours['seconds']:.1f}s; curate {ours['curate_seconds']}); {ours['unique']} unique, "
-                      f"{ours['exact_duplicates']} exact + {ours['near_duplicates']} near duplicates, "
-                      f"{ours['candidates']} candidates; peak RSS {ours['peak_rss_mb']} MB")  # fmt: skip
-                bare_run = subprocess_run(["--_side", "ours", "--_no_store", "--_drop", str(drop), "--_home", str(Path(tmp) / "nostore"), *worker_args])
-                print(f"  ours ingest without writing originals to the store: {bare_run['images'] / bare_run['ingest_seconds']:8.0f} images/s "
-                      f"({bare_run['ingest_seconds']:.1f}s; CPU {bare_run['main_cpu_s']}s main + {bare_run['workers_cpu_s']}s workers)")  # fmt: skip
-                base = subprocess_run(["--_side", "baseline", "--_drop", str(drop)])
-                print(f"  plain loop (decode + sha256 + imagehash.phash): {base['images'] / base['seconds']:8.0f} images/s "
-                      f"({base['seconds']:.1f}s), peak RSS {base['peak_rss_mb']} MB; {base['unique']} unique by pixel hash")  # fmt: skip
-                print(f"  speed-up, ingest + dedup / plain loop: {base['seconds'] / ours['seconds']:.2f}x  (goal >= 3x); "
-                      f"ingest alone: {base['seconds'] / ours['ingest_seconds']:.2f}x; "
-                      f"ingest without store writes: {base['seconds'] / bare_run['ingest_seconds']:.2f}x")  # fmt: skip
-                # A later drop is judged by the stored rule (calibration is once per warehouse) and its new
-                # images are compared against everything already accepted.
-                nxt, base2 = ours["later"], subprocess_run(["--_side", "baseline", "--_drop", str(later)])
-                print(f"  later drop ({nxt['new']} new images, rule stored, compared against all earlier ones): ingest + dedup "
-                      f"{base2['images'] / nxt['seconds']:.0f} images/s ({nxt['seconds']:.1f}s; ingest {nxt['ingest_seconds']:.1f}s, "
-                      f"curate {nxt['curate_seconds']}; {nxt['candidates']} candidates); plain loop on it {base2['seconds']:.1f}s: "
-                      f"speed-up {base2['seconds'] / nxt['seconds']:.2f}x")  # fmt: skip
-                # Reading + decoding is work both sides must do; with it spread over every core and everything
-                # else free, the loop could be beaten by at most this much.
-                share = base["decode_seconds"] / base["seconds"]
-                print(f"  read + decode alone: {base['decode_seconds'] / base['images'] * 1e6:.0f} us/image = {share:.0%} of the loop; "
-                      f"ceiling on {cores} cores with every other step free: {cores / share:.1f}x")  # fmt: skip
+                continue
+            rounds = [speed_round(drop, later, Path(tmp) / f"run{r}", worker_args, cores, r, args.repeat)
+                      for r in range(args.repeat)]  # fmt: skip
+            if args.repeat > 1:
+                print(f"\n  median of {args.repeat} runs (range):")
+                for key, what in (("first", "first drop"), ("later", "later drop"), ("ingest", "ingest alone")):
+                    values = sorted(r[key] for r in rounds)
+                    print(f"    speed-up, {what}: {np.median(values):.2f}x ({values[0]:.2f}-{values[-1]:.2f})")
+            # CPU is what the box's noise (its disk above all) moves least: ours per image against the loop's, and
+            # the wall speed-up that much CPU allows at best, every core busy from start to end.
+            loop = np.median([r["loop_cpu_us"] for r in rounds])
+            for key, what in (("first_cpu_us", "first drop"), ("later_cpu_us", "later drop")):
+                ours_cpu = np.median([r[key] for r in rounds])
+                parts = " + ".join(f"{k} {np.median([r[key + '_parts'][k] for r in rounds]):.0f}" for k in rounds[0][key + "_parts"])
+                print(f"  CPU per image, {what}: ours {ours_cpu:.0f} us ({parts}) against the loop's {loop:.0f} us: "
+                      f"{ours_cpu / loop:.1f}x the loop's CPU, so at most {cores * loop / ours_cpu:.2f}x on {cores} cores")  # fmt: skip
     if args.memory:
         small, large = results[10_000]["ingest_rss"], results[100_000]["ingest_rss"]
         ratio = large["peak_rss_mb"] / small["peak_rss_mb"]
