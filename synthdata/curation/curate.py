@@ -66,6 +66,7 @@ class CurationStats:
     largest_group: int = 1
     seconds: dict[str, float] = field(default_factory=dict)
 
+
 def curate(
     con: duckdb.DuckDBPyConnection,
     load_gray: Callable[[str], np.ndarray] | None,

@@ -89,6 +89,12 @@ def near_duplicate_groups(
     stats: CurationStats,
     load_encoding: Callable[[str], Encoding | None] | None = None,
 ) -> pd.DataFrame:
+    """The near-duplicate groups of the images in ``_reps`` (curate's temp table of first files), as rows
+    ``representative, member, kind, distance, evidence`` (no rows: :data:`NO_GROUPS`): this run's new images
+    are searched and confirmed under the rule ``request`` asks for (the stored one, when it answers the
+    request), and the pairs confirmed by earlier runs are grouped with them. Writes the rule, the index, the
+    confirmed pairs and the rule's test to the warehouse, and this step's figures to ``stats``; ``load`` and
+    ``load_encoding`` as :func:`synthdata.curation.curate.curate` takes them."""
     active = active_rule(con)
     rule = active[0] if active is not None and request.accepts(*active) else None
     if rule is None and request.threshold is not None:
