@@ -511,6 +511,10 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
         print(f"natural duplicates (pairs of the set's files that are one picture, within pHash {NATURAL_RADIUS} bits): "
               f"{len(natural):,} pairs of {members:,} files; folded together {folded:,}"
               + (f" ({folded / len(natural):.1%})" if natural else ""))  # fmt: skip
+        apart = [pair for pair in natural if ours["rep"](pair[0]) != ours["rep"](pair[1])]
+        distance, _ = copy_evidence(apart, images.__getitem__, encoding=args.encoding)
+        for (a, b), d in sorted(zip(apart, distance), key=lambda item: item[1]):
+            print(f"  not folded: {a} ({labels[a]}) and {b} ({labels[b]}), copy distance {d:.4f}")
     if args.no_baseline:
         return
     t = time.perf_counter()
