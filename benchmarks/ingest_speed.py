@@ -399,7 +399,8 @@ def main() -> None:
                 results[n] = ours
                 rss, b = ours["ingest_rss"], bare[n]["ingest_rss"]
                 print(f"  ours ingest: {ours['images'] / ours['ingest_seconds']:8.0f} images/s ({ours['ingest_seconds']:.1f}s), "
-                      f"peak RSS {rss['peak_rss_mb']} MB main + {rss['peak_worker_rss_mb']} MB per worker")  # fmt: skip
+                      f"peak RSS {rss['peak_rss_mb']} MB main + {rss['peak_worker_rss_mb']} MB per worker; "
+                      f"CPU {ours['main_cpu_s']}s main + {ours['workers_cpu_s']}s workers")  # fmt: skip
                 print(f"  same ingest without warehouse writes: peak RSS {b['peak_rss_mb']} MB main + {b['peak_worker_rss_mb']} MB per worker")
                 continue
             rounds = [speed_round(drop, later, Path(tmp) / f"run{r}", worker_args, cores, r, args.repeat)
