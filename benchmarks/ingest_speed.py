@@ -287,17 +287,22 @@ def decode_one(path: Path) -> dict:
             "seconds": round(seconds, 2), "peak_over_start_mb": round(peak - before), "start_mb": round(before)}  # fmt: skip
 
 
+def ingest_line(ours: dict) -> str:
+    """Our ingest's throughput, peak memory and CPU split, as each mode prints it."""
+    rss = ours["ingest_rss"]
+    return (f"  ours ingest: {ours['images'] / ours['ingest_seconds']:8.0f} images/s ({ours['ingest_seconds']:.1f}s), "
+            f"peak RSS {rss['peak_rss_mb']} MB main + {rss['peak_worker_rss_mb']} MB per worker; "
+            f"CPU {ours['main_cpu_s']}s main + {ours['workers_cpu_s']}s workers")  # fmt: skip
+
+
 def speed_round(drop: Path, later: Path, home: Path, worker_args: list[str], cores: int, run: int, runs: int) -> dict:
     """One timed run of ours (first drop, then the later one), ours without store writes, and the plain loop on
     each drop, printed; its speed-ups and CPU per image returned."""
     ours = subprocess_run(["--_side", "ours", "--_drop", str(drop), "--_home", str(home / "home"), *worker_args,
                            "--_later", str(later)])  # fmt: skip
-    rss = ours["ingest_rss"]
     if runs > 1:
         print(f"  run {run + 1} of {runs}:")
-    print(f"  ours ingest: {ours['images'] / ours['ingest_seconds']:8.0f} images/s ({ours['ingest_seconds']:.1f}s), "
-          f"peak RSS {rss['peak_rss_mb']} MB main + {rss['peak_worker_rss_mb']} MB per worker; "
-          f"CPU {ours['main_cpu_s']}s main + {ours['workers_cpu_s']}s workers")  # fmt: skip
+    print(ingest_line(ours))
     print(f"  ours ingest + exact + near dedup: {ours['images'] / ours['seconds']:8.0f} images/s "
           f"({ours['seconds']:.1f}s; curate {ours['curate_seconds']}); {ours['unique']} unique, "
           f"{ours['exact_duplicates']} exact + {ours['near_duplicates']} near duplicates, "
@@ -397,10 +402,8 @@ def main() -> None:
                 worker_args.append("--_ingest_only")
                 ours = subprocess_run(["--_side", "ours", "--_drop", str(drop), "--_home", str(Path(tmp) / "home"), *worker_args])
                 results[n] = ours
-                rss, b = ours["ingest_rss"], bare[n]["ingest_rss"]
-                print(f"  ours ingest: {ours['images'] / ours['ingest_seconds']:8.0f} images/s ({ours['ingest_seconds']:.1f}s), "
-                      f"peak RSS {rss['peak_rss_mb']} MB main + {rss['peak_worker_rss_mb']} MB per worker; "
-                      f"CPU {ours['main_cpu_s']}s main + {ours['workers_cpu_s']}s workers")  # fmt: skip
+                b = bare[n]["ingest_rss"]
+                print(ingest_line(ours))
                 print(f"  same ingest without warehouse writes: peak RSS {b['peak_rss_mb']} MB main + {b['peak_worker_rss_mb']} MB per worker")
                 continue
             rounds = [speed_round(drop, later, Path(tmp) / f"run{r}", worker_args, cores, r, args.repeat)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,7 @@ from synthdata.dedup.evidence import CODEC_VIEW_MAX_SIDE, copy_evidence
 from synthdata.dedup.fragile_phash import stored_fragile_pairs
 from synthdata.dedup.groups import join_linked_groups
 from synthdata.dedup.partner_cap import PROBE_IMAGES, calibrate_partner_cap
+from synthdata.dedup.phash import hamming
 from synthdata.dedup.small_images import POOL_SIDE, SCREEN_SLACK, merge_pairs, resized_small_pairs
 from synthdata.io.warehouse import insert_df
 
@@ -176,13 +177,7 @@ def near_duplicate_groups(
         keep = distance <= rule.threshold
         stats.confirmed = int(keep.sum())
         confirmed = pairs[keep]
-        insert_df(
-            con,
-            "near_duplicate_pairs",
-            pd.DataFrame({"a": confirmed["a"], "b": confirmed["b"], "hamming": confirmed["distance"],
-                          "similarity": 1.0 - distance[keep], "copy_distance": distance[keep],
-                          "rule_id": rule.rule_id}),  # fmt: skip
-        )
+        _store_pairs(con, confirmed["a"], confirmed["b"], confirmed["distance"], distance[keep], rule.rule_id)
         con.execute(
             "INSERT INTO near_duplicate_index SELECT image_id, ?, ?, ? FROM _hashes WHERE is_new",
             [request.radius, rule.threshold, rule.rule_id],
@@ -204,8 +199,8 @@ def near_duplicate_groups(
     if scores.empty:
         return NO_GROUPS
     order = [i for (i,) in con.execute("SELECT image_id FROM _reps ORDER BY first_seen").fetchall()]
-    # Two groups a confirmed pair links have their representatives compared (where a new image is involved:
-    # groups of earlier runs are not merged after the fact).
+    # Two groups a confirmed pair links have their representatives compared (where one of the two is a new
+    # image: groups of earlier runs are not merged after the fact).
     new, t = set(new_ids), time.perf_counter()
     linked = join_linked_groups(order, None, scores,
                                 lambda checks: _confirm_representatives(con, checks, stats.rule, load_id, encoding_id),
@@ -230,19 +225,25 @@ def _confirm_representatives(
     found = pd.DataFrame([tuple(sorted(pair)) for pair, yes in zip(checks, keep) if yes], columns=["a", "b"])
     if found.empty:
         return pd.DataFrame(columns=["a", "b", "distance", "evidence"])
-    found["copy_distance"] = distance[keep]
-    con.register("_rep_checks", found)
-    try:
-        rows = con.execute(
-            """SELECT c.a, c.b, bit_count(xor(x.phash, y.phash))::INTEGER AS hamming,
-                      1.0 - c.copy_distance AS similarity, c.copy_distance, ? AS rule_id
-               FROM _rep_checks c JOIN _hashes x ON x.image_id = c.a JOIN _hashes y ON y.image_id = c.b""",
-            [rule.rule_id],
-        ).df()
-    finally:
-        con.unregister("_rep_checks")
-    insert_df(con, "near_duplicate_pairs", rows)
-    return rows.rename(columns={"hamming": "distance", "copy_distance": "evidence"})[["a", "b", "distance", "evidence"]]
+    found["evidence"] = distance[keep]
+    phash = dict(con.execute("SELECT image_id, phash FROM _hashes WHERE image_id IN (SELECT unnest(?))",
+                             [list(set(found["a"]) | set(found["b"]))]).fetchall())  # fmt: skip
+    # (BIGINT or UBIGINT columns: the 64 bits as unsigned either way)
+    bits = {image_id: value & 0xFFFF_FFFF_FFFF_FFFF for image_id, value in phash.items()}
+    found["distance"] = hamming(*(np.array([bits[x] for x in found[side]], np.uint64) for side in ("a", "b")))
+    _store_pairs(con, found["a"], found["b"], found["distance"], found["evidence"], rule.rule_id)
+    return found[["a", "b", "distance", "evidence"]]
+
+
+def _store_pairs(
+    con: duckdb.DuckDBPyConnection, a: Sequence[str], b: Sequence[str], hamming_bits: Sequence[int],
+    copy_distance: Sequence[float], rule_id: str,
+) -> None:
+    """Confirmed pairs into `near_duplicate_pairs` (the search's and the representatives' alike)."""
+    copy_distance = np.asarray(copy_distance, np.float64)
+    insert_df(con, "near_duplicate_pairs", pd.DataFrame(
+        {"a": np.asarray(a), "b": np.asarray(b), "hamming": np.asarray(hamming_bits),
+         "similarity": 1.0 - copy_distance, "copy_distance": copy_distance, "rule_id": rule_id}))  # fmt: skip
 
 
 def with_small_resizes(
