@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/near_dup_recall.py [--set mix|fashion|mnist|icons|icons16] [--n N [N ...]] [--radius R] [--threshold T]
 [--copies C] [--seed S] [--target-false-rate F] [--max-partners K] [--shift-partners K] [--phash-only | --no-shift] [--no-baseline]
-[--no-codec] [--no-fragile] [--as-jpeg Q]``
+[--no-codec] [--no-fragile] [--as-jpeg Q] [--natural] [--false-gallery PNG]``
 
 Sets of distinct real images:
 
@@ -42,8 +42,10 @@ images (``synthdata.dedup.small_images``) and images whose pHash noise decides (
 shift-hash partners a new image keeps as curation does (``synthdata.dedup.partner_cap``; ``--max-partners K`` and
 ``--shift-partners K`` fix them).
 
-Reported per set: recall per kind (copy grouped with its original), false duplicates (distinct images that
-share a group with another distinct image), the lowest per-class retained fraction, candidates and
+Reported per set: recall per kind (copy grouped with its original), false duplicates (distinct images folded
+into another distinct image's group: lost to the set, as the issue counts the images "thrown out"; each group
+keeps one; also printed: every distinct image in such a group, the kept one too, the count before 2026-12-07),
+the lowest per-class retained fraction, candidates and
 confirmation time per image (wall and CPU) for each ``--n``; baseline in the same run: the previous fixed rule (correlation
 >= 0.95, ``confirm_pairs``) on the same candidates.
 """
@@ -100,6 +102,7 @@ from synthdata.dedup.partner_cap import (  # noqa: E402
 from synthdata.dedup.phash import FRAGILE_BITS, fragile_channel, image_hashes, lowfreq_bytes, to_signed  # noqa: E402
 from synthdata.dedup.shift_hash import stored  # noqa: E402
 from synthdata.dedup.small_images import SCREEN_SLACK, merge_pairs, resized_small_pairs  # noqa: E402
+from synthdata.render import image_grid, thumbnail  # noqa: E402
 
 PHOTOS = (
     "astronaut", "camera", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "moon", "coins",
@@ -369,6 +372,19 @@ def one_picture(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(agree[content].mean() >= ONE_PICTURE_SHARE) if content.any() else bool(agree.all())
 
 
+def false_pairs(distinct_ids: list[str], rep) -> list[tuple[str, str]]:
+    """Each distinct image folded into another distinct image's group (lost to the set: each group keeps one),
+    paired with the image its group kept (the first distinct member where the group kept a planted copy)."""
+    first: dict[str, str] = {}
+    pairs = []
+    for i in sorted(distinct_ids, key=lambda i: rep(i) != i):  # stable: each group's kept image comes first
+        if rep(i) in first:
+            pairs.append((first[rep(i)], i))
+        else:
+            first[rep(i)] = i
+    return pairs
+
+
 def score_groups(order, images, exact, near, truth, distinct_ids, labels) -> dict:
     """Recall per kind, false duplicates and the lowest per-class retained fraction of one set of near pairs."""
     groups = group_duplicates(order, exact, near)
@@ -378,14 +394,19 @@ def score_groups(order, images, exact, near, truth, distinct_ids, labels) -> dic
     # The same for originals of at least PIXEL_SHIFT_MIN_SIDE px (on the mix, what the 8x8 digits leave)
     large = {c: v for c, v in truth.items() if min(images[v[0]].shape[:2]) >= PIXEL_SHIFT_MIN_SIDE}
     recall_large = {k: np.mean([rep(c) == rep(o) for c, (o, kk) in large.items() if kk == k] or [np.nan]) for k in KINDS}
+    # A false duplicate is a distinct image folded into another's group: lost to the data set (each group keeps
+    # one). Also counted, as before 2026-12-07: every distinct image in a group with another, the kept one too.
+    lost = false_pairs(distinct_ids, rep)
+    same = sum(one_picture(images[a], images[b]) for a, b in lost)
     reps = pd.Series([rep(i) for i in distinct_ids], index=distinct_ids)
-    false = int(reps.duplicated(keep=False).sum())
+    involved = int(reps.duplicated(keep=False).sum())
     together = reps[reps.duplicated(keep=False)].groupby(reps).groups.values()
-    same = sum(any(one_picture(images[i], images[j]) for j in members if j != i) for members in together for i in members)
+    involved_same = sum(any(one_picture(images[i], images[j]) for j in members if j != i)
+                        for members in together for i in members)  # fmt: skip
     kept = pd.Series([i not in group_of for i in distinct_ids], index=[labels[i] for i in distinct_ids])
     by_class = (1 - kept.groupby(level=0).mean()).sort_values(ascending=False)
-    return {"recall": recall, "recall_large": recall_large, "small": len(truth) - len(large), "false": false, "same": same,
-            "retained": 1 - by_class.iloc[0], "removed": by_class.head(3), "rep": rep}  # fmt: skip
+    return {"recall": recall, "recall_large": recall_large, "small": len(truth) - len(large), "false": len(lost), "same": same,
+            "involved": involved, "involved_same": involved_same, "retained": 1 - by_class.iloc[0], "removed": by_class.head(3), "rep": rep}  # fmt: skip
 
 
 # Pairs of the set's own files searched for natural duplicates (:func:`natural_duplicates`). Two files of one
@@ -407,6 +428,28 @@ def natural_duplicates(ids: list[str], images: dict) -> list[tuple[str, str]]:
     con.execute("CREATE TABLE hashes AS SELECT * FROM natural_frame")
     pairs = candidate_pairs(con, "hashes", NATURAL_RADIUS, new_only=False, crop_radius=None, shift_radius=None)
     return [(a, b) for a, b in zip(pairs["a"], pairs["b"]) if one_picture(images[a], images[b])]
+
+
+def write_false_gallery(path: str, pairs: list[tuple[str, str]], images: dict, labels: dict, encoding) -> None:
+    """A PNG of the false-duplicate pairs (:func:`false_pairs`: the kept image left, the lost one right), the
+    pairs :func:`one_picture` does not call one picture first, each part by copy distance; 4 pairs a row, a grey
+    frame around each pair; one caption line per pair."""
+    if not pairs:
+        print("false-duplicate gallery: no false duplicates, nothing written")
+        return
+    distance, _ = copy_evidence(pairs, images.__getitem__, encoding=encoding)
+    same = [one_picture(images[a], images[b]) for a, b in pairs]
+    order = sorted(range(len(pairs)), key=lambda k: (same[k], distance[k]))
+    tiles = np.full((len(pairs), 52, 104, 3), 160, np.uint8)
+    for row, k in enumerate(order):
+        for x, i in zip((2, 54), pairs[k]):
+            tiles[row, 2:50, x : x + 48] = thumbnail(Image.fromarray(images[i]), 48)
+    Path(path).write_bytes(image_grid(tiles, ncol=4, scale=2, pad=6))
+    print(f"false-duplicate gallery: {path} ({len(pairs)} pairs, 4 a row, left to right, top to bottom):")
+    for row, k in enumerate(order, 1):
+        a, b = pairs[k]
+        print(f"  {row:3d}. {a} ({labels[a]}) / {b} ({labels[b]}): copy distance {distance[k]:.4f}"
+              f"{', one picture' if same[k] else ''}")
 
 
 def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.random.Generator) -> None:
@@ -496,14 +539,18 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
     linked = set(zip(cand["a"], cand["b"]))
     found = {k: np.mean([(min(c, o), max(c, o)) in linked for c, (o, kk) in truth.items() if kk == k]) for k in TRANSFORMS}
     print("copies with a candidate pair to their original: " + ", ".join(f"{k} {v:.1%}" for k, v in found.items()))
-    print(f"false duplicates: {ours['false']}/{len(distinct_ids)} distinct images = {ours['false'] / len(distinct_ids):.3%}; "
-          f"lowest per-class retained fraction of distinct images {ours['retained']:.2%} (most removed: "
-          + ", ".join(f"{k} {v:.1%}" for k, v in ours["removed"].items()) + ")")
-    if ours["same"]:
-        other = ours["false"] - ours["same"]
-        print(f"  of the false duplicates, {ours['same']} are one picture with another file of the set (same size, "
-              f"{ONE_PICTURE_SHARE:.0%} of their content within {ONE_PICTURE_LEVELS} grey levels); the rest: {other} = "
-              f"{other / len(distinct_ids):.3%}")  # fmt: skip
+    share = lambda k: f"{k}/{len(distinct_ids)} = {k / len(distinct_ids):.3%}"  # noqa: E731
+    print(f"false duplicates (distinct images folded into another distinct image's group, lost to the set): "
+          f"{share(ours['false'])}; lowest per-class retained fraction of distinct images {ours['retained']:.2%} "
+          "(most removed: " + ", ".join(f"{k} {v:.1%}" for k, v in ours["removed"].items()) + ")")
+    if ours["false"]:
+        print(f"  of them one picture with the image their group kept (same size, "
+              f"{ONE_PICTURE_SHARE:.0%} of their content within {ONE_PICTURE_LEVELS} grey levels): {ours['same']}; "
+              f"the rest {share(ours['false'] - ours['same'])}")  # fmt: skip
+        print(f"  distinct images in a group with another distinct image, the kept one too (the count before "
+              f"2026-12-07): {share(ours['involved'])}, {ours['involved_same']} of them one picture with another")
+    if args.false_gallery:
+        write_false_gallery(args.false_gallery, false_pairs(distinct_ids, ours["rep"]), images, labels, args.encoding)
     if args.natural:
         natural = natural_duplicates(distinct_ids, images)
         folded = sum(ours["rep"](a) == ours["rep"](b) for a, b in natural)
@@ -543,6 +590,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--natural", action="store_true",
                         help="also count the set's own files that are one picture (natural duplicates) and how many are folded")
+    parser.add_argument("--false-gallery", metavar="PNG", default=None,
+                        help="write the false duplicates (distinct images folded together) side by side to this PNG")
     parser.add_argument("--phash-only", action="store_true",
                         help="pHash channel alone (no shift or crop channel)")
     parser.add_argument("--no-shift", action="store_true",
