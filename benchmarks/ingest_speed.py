@@ -188,15 +188,19 @@ def run_baseline(drop: Path) -> dict:
             **peak_rss_mb()}  # fmt: skip
 
 
+def _rusage_cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cpu_seconds() -> dict[str, float]:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"main_cpu_s": round(own.ru_utime + own.ru_stime, 2), "workers_cpu_s": round(children.ru_utime + children.ru_stime, 2)}
+    return {"main_cpu_s": round(_rusage_cpu(resource.RUSAGE_SELF), 2),
+            "workers_cpu_s": round(_rusage_cpu(resource.RUSAGE_CHILDREN), 2)}  # fmt: skip
 
 
 def total_cpu() -> float:
     """CPU seconds of this process and its finished children (the ingest workers, shut down after each ingest)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return _rusage_cpu(resource.RUSAGE_SELF) + _rusage_cpu(resource.RUSAGE_CHILDREN)
 
 
 def run_without_warehouse(drop: Path, home: Path, workers: int | None) -> dict:

@@ -385,9 +385,10 @@ def false_pairs(distinct_ids: list[str], rep) -> list[tuple[str, str]]:
     return pairs
 
 
-def score_groups(order, images, exact, near, truth, distinct_ids, labels) -> dict:
-    """Recall per kind, false duplicates and the lowest per-class retained fraction of one set of near pairs."""
-    groups = group_duplicates(order, exact, near)
+def score_groups(order, images, exact, near, truth, distinct_ids, labels, groups=None) -> dict:
+    """Recall per kind, false duplicates and the lowest per-class retained fraction of one set of near pairs
+    (``groups``: their grouping, when the caller has it already)."""
+    groups = group_duplicates(order, exact, near) if groups is None else groups
     group_of = dict(zip(groups["member"], groups["representative"]))
     rep = lambda i: group_of.get(i, i)  # noqa: E731
     recall = {k: np.mean([rep(c) == rep(o) for c, (o, kk) in truth.items() if kk == k]) for k in KINDS}
@@ -397,7 +398,7 @@ def score_groups(order, images, exact, near, truth, distinct_ids, labels) -> dic
     # A false duplicate is a distinct image folded into another's group: lost to the data set (each group keeps
     # one). Also counted, as before 2026-12-07: every distinct image in a group with another, the kept one too.
     lost = false_pairs(distinct_ids, rep)
-    same = sum(one_picture(images[a], images[b]) for a, b in lost)
+    lost_one_picture = [one_picture(images[a], images[b]) for a, b in lost]
     reps = pd.Series([rep(i) for i in distinct_ids], index=distinct_ids)
     involved = int(reps.duplicated(keep=False).sum())
     together = reps[reps.duplicated(keep=False)].groupby(reps).groups.values()
@@ -405,8 +406,8 @@ def score_groups(order, images, exact, near, truth, distinct_ids, labels) -> dic
                         for members in together for i in members)  # fmt: skip
     kept = pd.Series([i not in group_of for i in distinct_ids], index=[labels[i] for i in distinct_ids])
     by_class = (1 - kept.groupby(level=0).mean()).sort_values(ascending=False)
-    return {"recall": recall, "recall_large": recall_large, "small": len(truth) - len(large), "false": len(lost), "same": same,
-            "involved": involved, "involved_same": involved_same, "retained": 1 - by_class.iloc[0], "removed": by_class.head(3), "rep": rep}  # fmt: skip
+    return {"recall": recall, "recall_large": recall_large, "small": len(truth) - len(large), "false": len(lost), "same": sum(lost_one_picture),
+            "lost": lost, "lost_one_picture": lost_one_picture, "involved": involved, "involved_same": involved_same, "retained": 1 - by_class.iloc[0], "removed": by_class.head(3), "rep": rep}  # fmt: skip
 
 
 # Pairs of the set's own files searched for natural duplicates (:func:`natural_duplicates`). Two files of one
@@ -430,15 +431,15 @@ def natural_duplicates(ids: list[str], images: dict) -> list[tuple[str, str]]:
     return [(a, b) for a, b in zip(pairs["a"], pairs["b"]) if one_picture(images[a], images[b])]
 
 
-def write_false_gallery(path: str, pairs: list[tuple[str, str]], images: dict, labels: dict, encoding) -> None:
+def write_false_gallery(path: str, pairs: list[tuple[str, str]], same: list[bool], images: dict, labels: dict,
+                        encoding) -> None:  # fmt: skip
     """A PNG of the false-duplicate pairs (:func:`false_pairs`: the kept image left, the lost one right), the
-    pairs :func:`one_picture` does not call one picture first, each part by copy distance; 4 pairs a row, a grey
-    frame around each pair; one caption line per pair."""
+    pairs :func:`one_picture` does not call one picture first (``same``: its verdict per pair), each part by
+    copy distance; 4 pairs a row, a grey frame around each pair; one caption line per pair."""
     if not pairs:
         print("false-duplicate gallery: no false duplicates, nothing written")
         return
     distance, _ = copy_evidence(pairs, images.__getitem__, encoding=encoding)
-    same = [one_picture(images[a], images[b]) for a, b in pairs]
     order = sorted(range(len(pairs)), key=lambda k: (same[k], distance[k]))
     tiles = np.full((len(pairs), 52, 104, 3), 160, np.uint8)
     for row, k in enumerate(order):
@@ -506,7 +507,7 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
 
     joining = join_linked_groups(order, exact, near, confirm, lambda pair: not args.no_rep_checks)
     near = joining.near_pairs
-    ours = score_groups(order, images, exact, near, truth, distinct_ids, labels)
+    ours = score_groups(order, images, exact, near, truth, distinct_ids, labels, joining.groups)
 
     shift_caps = " / ".join(str(c.shift_max_partners) for c in caps)
     print(f"\n{len(distinct_ids):,} distinct images + {len(copy_ids):,} planted copies ({args.copies} per kind); "
@@ -550,7 +551,7 @@ def run(images_list: list[np.ndarray], label_list: list[str], args, rng: np.rand
         print(f"  distinct images in a group with another distinct image, the kept one too (the count before "
               f"2026-12-07): {share(ours['involved'])}, {ours['involved_same']} of them one picture with another")
     if args.false_gallery:
-        write_false_gallery(args.false_gallery, false_pairs(distinct_ids, ours["rep"]), images, labels, args.encoding)
+        write_false_gallery(args.false_gallery, ours["lost"], ours["lost_one_picture"], images, labels, args.encoding)
     if args.natural:
         natural = natural_duplicates(distinct_ids, images)
         folded = sum(ours["rep"](a) == ours["rep"](b) for a, b in natural)

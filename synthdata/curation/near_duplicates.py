@@ -83,6 +83,7 @@ class RuleRequest:
         return (rule.null_source != "fixed" and rule.seed == self.seed
                 and bool(np.isclose(rule.target_false_rate, self.target_false_rate)))  # fmt: skip
 
+
 def near_duplicate_groups(
     con: duckdb.DuckDBPyConnection,
     load: Callable[[str], np.ndarray] | None,
